@@ -1,0 +1,122 @@
+"""Every failure a user can meet, as a typed error with its one-line sentence.
+
+All user-facing error texts live here (as slack-bolt keeps its messages in one module), so the
+adapters only map an exception class to their platform's idiom and never invent wording.
+Nothing in here ever includes a secret: messages are built from status codes and our own words.
+"""
+
+from __future__ import annotations
+
+
+class QuotaError(Exception):
+    """Base of every error the quota service raises. ``user_message`` is one plain line for chat."""
+
+    code = "error"
+    user_message = "Something went wrong while reading the quota; it has been logged."
+
+    def __init__(self, detail: str = "", *, user_message: str | None = None) -> None:
+        super().__init__(detail or self.user_message)
+        self.detail = detail
+        if user_message is not None:
+            self.user_message = user_message
+
+    def __str__(self) -> str:
+        return self.user_message if not self.detail else f"{self.user_message} ({self.detail})"
+
+
+class BadToken(QuotaError):
+    code = "bad_token"
+    user_message = "The upstream rejected the API token (NEXTLEG_API_TOKEN); ask the operator to check it."
+
+
+class RateLimited(QuotaError):
+    code = "rate_limited"
+    user_message = "The upstream is rate limiting quota requests right now; try again in a minute."
+
+
+class UpstreamUnavailable(QuotaError):
+    code = "unavailable"
+    user_message = "The Midjourney API is unavailable right now; try again in a few minutes."
+
+
+class TimedOut(QuotaError):
+    code = "timed_out"
+
+    def __init__(self, seconds: float, detail: str = "") -> None:
+        self.seconds = seconds
+        super().__init__(
+            detail,
+            user_message=f"Timed out: the Midjourney API gave no answer within {_fmt_seconds(seconds)}.",
+        )
+
+
+class Expired(QuotaError):
+    code = "expired"
+    user_message = "The Midjourney API gave up on the request before it finished (incomplete); try again."
+
+
+class BadResponse(QuotaError):
+    code = "bad_response"
+    user_message = "The Midjourney API sent an answer quota-bot could not read; it has been logged."
+
+
+# Failure codes the upstream sends in ``content`` instead of the info object.
+ACCOUNT_CODES: dict[str, str] = {
+    "NO_FAST_HOURS": "This Midjourney account has no fast time left.",
+    "PLEASE_SUBSCRIBE_TO_MJ_IN_YOUR_DASHBOARD": "This Midjourney account has no active subscription.",
+    "QUEUE_FULL": "The Midjourney queue is full right now; try again in a few minutes.",
+    "INTERNAL_ERROR": "The Midjourney API had an internal error; try again later.",
+    "FAILED_TO_PROCESS_YOUR_COMMAND": "Midjourney failed to process the /info command; try again.",
+    "BOT_TOOK_TOO_LONG_TO_PROCESS_YOUR_COMMAND": "Midjourney took too long to answer /info; try again.",
+    "JOB_ACTION_RESTRICTED": "Midjourney has restricted actions on this account.",
+    "MODERATION_OUTAGE": "Midjourney's moderation service is down; try again later.",
+    "FAILED_TO_REQUEST": "The Midjourney API could not send the request to Midjourney; try again.",
+    "JOB_QUEUED": "The /info request is still queued at Midjourney; try again shortly.",
+}
+
+
+class AccountProblem(QuotaError):
+    """The upstream finished the job but answered with a failure code instead of account info."""
+
+    code = "account"
+
+    def __init__(self, upstream_code: str) -> None:
+        self.upstream_code = upstream_code
+        sentence = ACCOUNT_CODES.get(upstream_code.strip().upper())
+        if sentence is None:
+            shown = upstream_code.strip()[:200] or "an empty answer"
+            sentence = f"The Midjourney API answered with {shown}."
+        super().__init__(f"upstream code {upstream_code[:200]!r}", user_message=sentence)
+
+
+UNEXPECTED = "Something went wrong; it has been logged."
+
+
+def user_sentence(exc: BaseException) -> str:
+    """The one line a chat user sees for any exception (typed or not)."""
+    if isinstance(exc, QuotaError):
+        return exc.user_message
+    return UNEXPECTED
+
+
+def _fmt_seconds(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)} min"
+    if float(seconds).is_integer():
+        return f"{int(seconds)} s"
+    return f"{seconds:.1f} s"
+
+
+class PostError(Exception):
+    """A scheduled post that did not go out, as an adapter reports it to the scheduler.
+
+    ``kind``: ``"gone"`` — the channel is lost or the bot lacks permission (the schedule is marked
+    failing with ``reason`` until a post succeeds); ``"rate_limited"`` — retry after ``retry_after``
+    seconds; ``"transient"`` — a 5xx or network error, retry with backoff a bounded number of times.
+    """
+
+    def __init__(self, kind: str, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{kind}: {reason}")
+        self.kind = kind
+        self.reason = reason
+        self.retry_after = retry_after

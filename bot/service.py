@@ -1,0 +1,96 @@
+"""The quota service every adapter and the scheduler call: ``await service.get_report()``.
+
+Concurrent callers share one upstream request (single flight); a finished reading is reused for
+``cache_seconds`` (0: only in-flight requests are shared). The provider's limiter keeps asks at
+least 3 s apart. Errors are the typed ``QuotaError``s of ``bot.errors``; each carries its sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from typing import Awaitable, Callable
+
+from .errors import QuotaError
+from .report import QuotaReport
+from .upstream import Provider
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[QuotaReport], Awaitable[None] | None]
+
+
+class QuotaService:
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        cache_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.provider = provider
+        self.cache_seconds = cache_seconds
+        self._clock = clock
+        self._inflight: asyncio.Task[QuotaReport] | None = None
+        self._cached: tuple[float, QuotaReport] | None = None
+        self._listeners: list[Listener] = []
+        self.last_error: QuotaError | None = None
+        self.asks = 0  # upstream readings started (not HTTP requests)
+        self.cache_hits = 0
+        self.shared = 0
+
+    @property
+    def simulated(self) -> bool:
+        return bool(getattr(self.provider, "simulated", False))
+
+    @property
+    def last_report(self) -> QuotaReport | None:
+        return self._cached[1] if self._cached else None
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener(report)`` after every fresh reading (the store records them)."""
+        self._listeners.append(listener)
+
+    async def get_report(self) -> QuotaReport:
+        if self._cached is not None and self._clock() - self._cached[0] < self.cache_seconds:
+            self.cache_hits += 1
+            return self._cached[1]
+        if self._inflight is None:
+            self.asks += 1
+            self._inflight = asyncio.get_running_loop().create_task(self._read(), name="quota-reading")
+        else:
+            self.shared += 1
+        # shield: one caller giving up (e.g. a cancelled handler) must not cancel the others' reading
+        return await asyncio.shield(self._inflight)
+
+    async def _read(self) -> QuotaReport:
+        started = self._clock()
+        try:
+            report = await self.provider.fetch()
+        except QuotaError as exc:
+            self.last_error = exc
+            log.warning("quota reading failed after %.1fs: %s: %s", self._clock() - started, exc.code,
+                        exc.detail or exc.user_message)
+            raise
+        except Exception:
+            log.exception("quota reading failed unexpectedly")
+            raise
+        finally:
+            self._inflight = None
+        self._cached = (self._clock(), report)
+        self.last_error = None
+        for listener in list(self._listeners):
+            try:
+                result = listener(report)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("a reading listener failed")
+        return report
+
+    async def close(self) -> None:
+        if self._inflight is not None:
+            self._inflight.cancel()
+        await self.provider.close()

@@ -1,0 +1,221 @@
+"""One typed settings object, read from the environment and ``.env`` (the real environment wins).
+
+pydantic-settings does the reading (it uses python-dotenv for ``.env``) and the typing; secrets are
+``SecretStr`` so they never show in a repr, a log line or an error. ``load_settings`` turns any
+validation failure into ``SettingsError``: one line that names the variable and what is wrong,
+never the value of a secret.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SECRET_NAMES = frozenset(
+    {"NEXTLEG_API_TOKEN", "DISCORD_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"}
+)
+
+
+class SettingsError(Exception):
+    """A bad setting: ``str()`` is the one line start-up prints before exiting with code 2."""
+
+
+def _http_url(value: str, name: str, *, ws: bool = False) -> str:
+    schemes = ("http://", "https://", "ws://", "wss://") if ws else ("http://", "https://")
+    if not isinstance(value, str) or not value.strip().lower().startswith(schemes):
+        raise ValueError(f"must be a URL starting with {' or '.join(s[:-3] for s in schemes)}://")
+    return value.strip()
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$", re.I)
+_DURATION_UNIT = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """``600``, ``600s``, ``10m``, ``1h`` → seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError("must be a duration such as 600, 90s, 10m or 1h")
+    return float(match.group(1)) * _DURATION_UNIT[(match.group(2) or "s").lower()]
+
+
+def _comma_list(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v).strip() for v in value if str(v).strip())
+    return tuple(part.strip() for part in str(value).split(",") if part.strip())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        case_sensitive=False,
+        hide_input_in_errors=True,
+    )
+
+    # --- upstream -------------------------------------------------------------------------------
+    nextleg_api_token: SecretStr | None = None
+    nextleg_base_url: str = "https://api.thenextleg.io"
+    nextleg_path_prefix: str = "/v2"
+    nextleg_info_method: Literal["GET", "POST"] = "GET"
+    nextleg_poll_timeout: float = Field(90.0, gt=0, le=840)
+    quota_cache_seconds: float = Field(60.0, ge=0, le=86400)
+
+    # --- process --------------------------------------------------------------------------------
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=0, le=65535)
+    database_url: str = "sqlite:///quota-bot.sqlite3"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    # --- Discord --------------------------------------------------------------------------------
+    discord_bot_token: SecretStr | None = None
+    discord_guild_ids: Annotated[tuple[int, ...], NoDecode] = ()
+    discord_api_base_url: str = "https://discord.com/api/v10"
+    discord_gateway_url: str | None = None
+
+    # --- Slack ----------------------------------------------------------------------------------
+    slack_bot_token: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    slack_admin_user_ids: Annotated[tuple[str, ...], NoDecode] = ()
+
+    # --- schedules ------------------------------------------------------------------------------
+    quota_schedules: str = ""
+    quota_timezone: str = "UTC"
+    quota_schedule_grace: float = 600.0
+
+    # --- validators -----------------------------------------------------------------------------
+    @field_validator("nextleg_info_method", "log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("nextleg_base_url", "discord_api_base_url", "slack_api_url")
+    @classmethod
+    def _url(cls, value: str, info: Any) -> str:
+        return _http_url(value, info.field_name)
+
+    @field_validator("discord_gateway_url")
+    @classmethod
+    def _ws_url(cls, value: str | None, info: Any) -> str | None:
+        return None if value is None else _http_url(value, info.field_name, ws=True)
+
+    @field_validator("nextleg_path_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip().strip("/")
+        if value and not re.fullmatch(r"[A-Za-z0-9._~/-]+", value):
+            raise ValueError("must be a URL path such as /v2 or /v1")
+        return f"/{value}" if value else ""
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if not value.startswith("sqlite:///") or len(value) <= len("sqlite:///"):
+            raise ValueError("must be a SQLite URL such as sqlite:///quota-bot.sqlite3 (or sqlite:////abs/path.db)")
+        return value
+
+    @field_validator("discord_guild_ids", mode="before")
+    @classmethod
+    def _guild_ids(cls, value: Any) -> tuple[int, ...]:
+        items = _comma_list(value)
+        bad = [item for item in items if not item.isdigit()]
+        if bad:
+            raise ValueError(f"must be a comma-separated list of numeric guild ids; {bad[0]!r} is not one")
+        return tuple(int(item) for item in items)
+
+    @field_validator("slack_admin_user_ids", mode="before")
+    @classmethod
+    def _user_ids(cls, value: Any) -> tuple[str, ...]:
+        items = _comma_list(value)
+        bad = [item for item in items if not re.fullmatch(r"[UW][A-Z0-9]{2,}", item)]
+        if bad:
+            raise ValueError(f"must be a comma-separated list of Slack user ids (U…/W…); {bad[0]!r} is not one")
+        return items
+
+    @field_validator("quota_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone name (e.g. UTC, Europe/Berlin)") from None
+        return value.strip()
+
+    @field_validator("quota_schedule_grace", mode="before")
+    @classmethod
+    def _grace(cls, value: Any) -> float:
+        return parse_duration(value)
+
+    @field_validator("discord_bot_token", "slack_bot_token", "slack_app_token", "slack_signing_secret", "nextleg_api_token")
+    @classmethod
+    def _secret_shape(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        if raw != raw.strip() or any(ch.isspace() for ch in raw):
+            raise ValueError("contains spaces or a line break; paste the token alone")
+        if info.field_name == "slack_bot_token" and not raw.startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb-")
+        if info.field_name == "slack_app_token" and not raw.startswith("xapp-"):
+            raise ValueError("must be an app-level token starting with xapp- (Socket Mode)")
+        return value
+
+    @model_validator(mode="after")
+    def _slack_mode(self) -> "Settings":
+        if self.slack_bot_token and not self.slack_app_token and not self.slack_signing_secret:
+            raise ValueError(
+                "SLACK_SIGNING_SECRET: is required in HTTP mode (SLACK_BOT_TOKEN is set without SLACK_APP_TOKEN)"
+            )
+        if (self.slack_app_token or self.slack_signing_secret) and not self.slack_bot_token:
+            name = "SLACK_APP_TOKEN" if self.slack_app_token else "SLACK_SIGNING_SECRET"
+            raise ValueError(f"SLACK_BOT_TOKEN: is required when {name} is set")
+        return self
+
+    # --- derived --------------------------------------------------------------------------------
+    @property
+    def simulated_upstream(self) -> bool:
+        return self.nextleg_api_token is None
+
+    @property
+    def slack_socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    @property
+    def database_path(self) -> str:
+        return self.database_url[len("sqlite:///"):]
+
+
+def load_settings(env_file: str | None = ".env", **overrides: Any) -> Settings:
+    """Read the settings, or raise ``SettingsError`` with one line naming the variable."""
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc)) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    error = exc.errors(include_input=False, include_url=False)[0]
+    message = str(error.get("msg", "is not valid"))
+    message = re.sub(r"^(Value error|Assertion failed), ", "", message)
+    if error.get("loc"):
+        name = str(error["loc"][0]).upper()
+        if error.get("type") == "literal_error":
+            message = message.replace("Input should be", "must be one of")
+        elif error.get("type") in {"float_parsing", "int_parsing"}:
+            message = "must be a whole number" if error["type"] == "int_parsing" else "must be a number"
+        else:
+            message = message.replace("Input should be", "must be")
+        return f"{name}: {message}"
+    return message  # model-level checks already start with the variable's name

@@ -1,0 +1,220 @@
+"""A real local HTTP server that speaks the upstream "info" protocol.
+
+``quota-bot run`` starts it when no ``NEXTLEG_API_TOKEN`` is set, so the whole path (ask, poll,
+parse, render) runs on a fresh machine; every reading it gives is labelled simulated. The tests and
+benchmarks drive the same server, scripted through queued → running → done / failed / expired,
+with scripted HTTP answers (401, 429 + Retry-After, 5xx, non-JSON) and recorded requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from aiohttp import web
+
+Content = dict[str, Any] | str
+
+
+def default_content(reading: int) -> dict[str, Any]:
+    """A plausible Standard-plan account whose fast time drops a little with each reading."""
+    remaining = max(0.0, 12.06 - 0.07 * reading)
+    renews = int(time.time()) + 11 * 86400
+    return {
+        "User ID": "000000000000000000",
+        "Subscription": f"Standard (Active monthly, renews next on <t:{renews}>)",
+        "Job Mode": "Fast",
+        "Visibility Mode": "Public",
+        "Fast Time Remaining": f"{remaining:.2f}/15.0 hours ({remaining / 15 * 100:.2f}%)",
+        "Lifetime Usage": "1234 images (56.78 hours)",
+        "Relaxed Usage": "10 images (0.50 hours)",
+        "Queued Jobs (fast)": "0",
+        "Queued Jobs (relax)": "0",
+        "Running Jobs": "None",
+    }
+
+
+@dataclass
+class Scripted:
+    """One scripted HTTP answer that replaces the normal one (for failure scenarios)."""
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    at: float
+
+
+@dataclass
+class Job:
+    id: str
+    ref: str
+    created: float
+    done_at: float  # monotonic time the result becomes available (inf: never)
+    content: Content
+
+
+class UpstreamSimulator:
+    """Scriptable upstream. ``complete_after`` may be a number of seconds or a callable giving one."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "/v2",
+        complete_after: float | Callable[[], float] = 1.2,
+        content: Content | Callable[[int], Content] = default_content,
+        nested: bool = True,
+        firestore_times: bool = False,
+        expire_after: float | None = None,
+        latency: float = 0.0,
+        require_token: str | None = None,
+    ) -> None:
+        self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        self.complete_after = complete_after
+        self.content = content
+        self.nested = nested
+        self.firestore_times = firestore_times
+        self.expire_after = expire_after
+        self.latency = latency
+        self.require_token = require_token
+        self.ask_script: deque[Scripted] = deque()
+        self.poll_script: deque[Scripted] = deque()
+        self.asks: list[Request] = []
+        self.polls: list[Request] = []
+        self.jobs: dict[str, Job] = {}
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("GET", f"{self.prefix}/info", self._info)
+        app.router.add_route("POST", f"{self.prefix}/info", self._info)
+        app.router.add_route("POST", "/api", self._legacy)
+        app.router.add_route("GET", f"{self.prefix}/message/{{id}}", self._message)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://{host}:{bound}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> "UpstreamSimulator":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    # --- handlers -------------------------------------------------------------------------------
+    async def _record(self, request: web.Request, into: list[Request]) -> Request:
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        rec = Request(request.method, request.path, dict(request.query), dict(request.headers), body,
+                      time.monotonic())
+        into.append(rec)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        return rec
+
+    def _authorised(self, rec: Request) -> bool:
+        return self.require_token is None or rec.headers.get("Authorization") == f"Bearer {self.require_token}"
+
+    async def _scripted(self, script: deque[Scripted]) -> web.Response | None:
+        if not script:
+            return None
+        answer = script.popleft()
+        if answer.delay:
+            await asyncio.sleep(answer.delay)
+        if isinstance(answer.body, (dict, list)):
+            text, ctype = json.dumps(answer.body), "application/json"
+        else:
+            text, ctype = str(answer.body or ""), "text/html"
+        return web.Response(status=answer.status, text=text, content_type=ctype, headers=answer.headers)
+
+    async def _info(self, request: web.Request) -> web.Response:
+        rec = await self._record(request, self.asks)
+        return await self._accept(rec)
+
+    async def _legacy(self, request: web.Request) -> web.Response:
+        rec = await self._record(request, self.asks)
+        if not isinstance(rec.body, dict) or rec.body.get("cmd") != "info":
+            return web.json_response({"success": False, "msg": "unknown cmd"}, status=400)
+        return await self._accept(rec)
+
+    async def _accept(self, rec: Request) -> web.Response:
+        if not self._authorised(rec):
+            return web.json_response({"success": False, "msg": "Unauthorized"}, status=401)
+        scripted = await self._scripted(self.ask_script)
+        if scripted is not None:
+            return scripted
+        job_id = f"sim{next(self._ids):06d}"
+        delay = self.complete_after() if callable(self.complete_after) else self.complete_after
+        content = self.content(len(self.jobs)) if callable(self.content) else self.content
+        ref = rec.body.get("ref", "") if isinstance(rec.body, dict) else ""
+        now = time.monotonic()
+        self.jobs[job_id] = Job(job_id, str(ref), now, now + delay, content)
+        return web.json_response({"success": True, "messageId": job_id, "createdAt": self._stamp(0)})
+
+    async def _message(self, request: web.Request) -> web.Response:
+        rec = await self._record(request, self.polls)
+        if not self._authorised(rec):
+            return web.json_response({"success": False, "msg": "Unauthorized"}, status=401)
+        scripted = await self._scripted(self.poll_script)
+        if scripted is not None:
+            return scripted
+        job = self.jobs.get(request.match_info["id"])
+        if job is None:
+            return web.json_response({"success": False, "msg": "message not found"}, status=404)
+        now = time.monotonic()
+        if self.expire_after is not None and now - job.created >= self.expire_after and now < job.done_at:
+            return web.json_response({"progress": "incomplete"})
+        if now < job.done_at:
+            span = job.done_at - job.created
+            progress = 0 if math.isinf(span) or span <= 0 else int(min(99, (now - job.created) / span * 100))
+            return web.json_response({"progress": progress, "progressImageUrl": None})
+        result = {
+            "originatingMessageId": job.id,
+            "type": "info",
+            "ref": job.ref,
+            "createdAt": self._stamp(job.created - now),
+            "responseAt": self._stamp(job.done_at - now),
+            "content": job.content,
+        }
+        body = {"progress": 100, "response": result} if self.nested else {"progress": 100, **result}
+        return web.json_response(body)
+
+    def _stamp(self, offset: float) -> Any:
+        at = time.time() + offset
+        if self.firestore_times:
+            return {"_seconds": int(at), "_nanoseconds": int((at % 1) * 1e9)}
+        return datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,288 @@
+"""Upstream providers: where readings come from.
+
+``Provider`` is the small interface the service depends on; ``NextLegProvider`` speaks TheNextLeg
+"info" protocol (ask, then poll the message until it is done) over aiohttp. A second provider only
+has to implement ``fetch`` and ``close``; no adapter changes.
+
+Manners (see shared/upstream.md): the token travels only in the Authorization header; every ask
+carries our own ``ref``; asks go through a limiter (one per ``min_ask_interval``); polling starts
+fast and backs off with jitter; 429/5xx/connection errors are retried within one deadline with
+``Retry-After`` honoured; 401/403 are final; ``"incomplete"`` stops polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Protocol
+
+import aiohttp
+import yarl
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+
+from .errors import BadResponse, BadToken, Expired, QuotaError, RateLimited, TimedOut, UpstreamUnavailable
+from .report import QuotaReport, parse_result, result_object
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIN_ASK_INTERVAL = 3.0  # the upstream allows one request per 3 s per account
+
+
+class Provider(Protocol):
+    """Where the service gets one reading of the account."""
+
+    simulated: bool
+
+    async def fetch(self) -> QuotaReport: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """Polling starts fast and backs off: 0.5 s → ×1.5 → cap 3 s, ±jitter."""
+
+    initial: float = 0.5
+    factor: float = 1.5
+    cap: float = 3.0
+    jitter: float = 0.1  # fraction of each delay, both ways
+
+    def delays(self, rng: random.Random):
+        delay = self.initial
+        while True:
+            yield max(0.0, delay * (1 + rng.uniform(-self.jitter, self.jitter)))
+            delay = min(self.cap, delay * self.factor)
+
+
+class AskLimiter:
+    """Never lets two asks start less than ``interval`` seconds apart (shared by every caller)."""
+
+    def __init__(self, interval: float = DEFAULT_MIN_ASK_INTERVAL, clock: Callable[[], float] = time.monotonic):
+        self.interval = interval
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._last: float | None = None
+
+    async def wait(self, deadline: float) -> None:
+        async with self._lock:
+            if self._last is not None:
+                pause = self._last + self.interval - self._clock()
+                if pause > 0:
+                    if self._clock() + pause > deadline:
+                        raise _DeadlineReached()
+                    await asyncio.sleep(pause)
+            self._last = self._clock()
+
+
+class _DeadlineReached(Exception):
+    pass
+
+
+class _Retryable(Exception):
+    """A failed request worth another try; ``error`` is what the user sees if time runs out."""
+
+    def __init__(self, error: QuotaError, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _retry_after(headers: Any) -> float | None:
+    raw = headers.get("Retry-After") if headers is not None else None
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            from email.utils import parsedate_to_datetime
+
+            value = (parsedate_to_datetime(raw) - datetime.now(timezone.utc)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, min(value, 600.0)) if math.isfinite(value) else None
+
+
+class NextLegProvider:
+    """TheNextLeg protocol: ``{method} {base}{prefix}/info`` then ``GET {base}{prefix}/message/{id}``."""
+
+    simulated = False
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: str,
+        path_prefix: str = "/v2",
+        info_method: str = "GET",
+        poll_timeout: float = 90.0,
+        poll: PollPolicy = PollPolicy(),
+        limiter: AskLimiter | None = None,
+        request_timeout: float = 20.0,
+        simulated: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        prefix = "/" + path_prefix.strip("/") if path_prefix.strip("/") else ""
+        self._root = base_url.rstrip("/") + prefix
+        self._token = token
+        self._method = info_method.upper()
+        self.poll_timeout = poll_timeout
+        self._poll = poll
+        self._limiter = limiter or AskLimiter()
+        self._request_timeout = request_timeout
+        self._rng = rng or random.Random()
+        self._session: aiohttp.ClientSession | None = None
+        self.simulated = simulated
+        self.last_stats: dict[str, Any] = {}
+
+    def __repr__(self) -> str:  # never the token
+        return f"NextLegProvider(root={self._root!r}, method={self._method}, simulated={self.simulated})"
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def fetch(self) -> QuotaReport:
+        started = time.monotonic()
+        deadline = started + self.poll_timeout
+        ref = f"quota-bot-{uuid.uuid4().hex[:16]}"
+        polls = 0
+        try:
+            receipt = await self._call(self._method, f"{self._root}/info", deadline, ask=True, json={"ref": ref})
+            message_id = _message_id(receipt)
+            log.info("upstream accepted info ask ref=%s message=%s", ref, message_id)
+            expire_mins = max(1, math.ceil(self.poll_timeout / 60))
+            url = f"{self._root}/message/{message_id}"
+            for delay in self._poll.delays(self._rng):
+                if time.monotonic() + delay >= deadline:
+                    raise _DeadlineReached()
+                await asyncio.sleep(delay)
+                polls += 1
+                message = await self._call("GET", url, deadline, params={"expireMins": str(expire_mins)})
+                progress = message.get("progress") if isinstance(message, dict) else None
+                if isinstance(progress, str) and progress.strip().lower() == "incomplete":
+                    raise Expired(f"message {message_id} progress incomplete after {polls} polls")
+                result = result_object(message)
+                done = progress in (100, "100") or (isinstance(message, dict) and "response" in message)
+                if done and result is None:
+                    raise BadResponse(f"message {message_id} done without a result: {str(message)[:200]}")
+                if result is not None and (done or progress is None):
+                    report = parse_result(result, read_at=datetime.now(timezone.utc), simulated=self.simulated)
+                    log.info("upstream reading done message=%s polls=%d in %.2fs", message_id, polls,
+                             time.monotonic() - started)
+                    return report
+                log.debug("poll %d of message %s: progress=%r", polls, message_id, progress)
+            raise AssertionError("unreachable")  # pragma: no cover - delays() is endless
+        except _DeadlineReached:
+            raise TimedOut(self.poll_timeout, f"no result after {polls} polls") from None
+        finally:
+            self.last_stats = {"polls": polls, "seconds": time.monotonic() - started}
+
+    async def _call(self, method: str, url: str, deadline: float, *, ask: bool = False, **kwargs: Any) -> Any:
+        """One request with retries for 429/5xx/connection errors, all within ``deadline``."""
+        last: list[_Retryable] = []
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, _Retryable) and exc.retry_after is not None:
+                return exc.retry_after
+            backoff = min(self._poll.cap, self._poll.initial * self._poll.factor ** (state.attempt_number - 1))
+            return backoff * (1 + self._rng.uniform(0, self._poll.jitter))
+
+        def stop(state: RetryCallState) -> bool:
+            return time.monotonic() + (state.upcoming_sleep or 0.0) >= deadline
+
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(_Retryable), wait=wait, stop=stop, reraise=True
+            ):
+                with attempt:
+                    try:
+                        return await self._once(method, url, deadline, ask=ask, **kwargs)
+                    except _Retryable as exc:
+                        last[:] = [exc]
+                        log.warning("upstream %s %s: %s; will retry within the deadline", method,
+                                    _path(url), exc.error.detail or exc.error.code)
+                        raise
+        except _Retryable as exc:
+            if time.monotonic() >= deadline - 0.05:
+                raise _DeadlineReached() from None
+            raise exc.error from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(self, method: str, url: str, deadline: float, *, ask: bool, **kwargs: Any) -> Any:
+        if ask:
+            await self._limiter.wait(deadline)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _DeadlineReached()
+        timeout = aiohttp.ClientTimeout(total=min(self._request_timeout, remaining))
+        try:
+            async with self._client().request(method, url, timeout=timeout, **kwargs) as resp:
+                body = await resp.read()
+                status = resp.status
+                headers = resp.headers
+        except asyncio.TimeoutError:
+            if time.monotonic() >= deadline - 0.05:
+                raise _DeadlineReached() from None
+            raise _Retryable(UpstreamUnavailable(f"{method} {_path(url)}: request timed out")) from None
+        except aiohttp.ClientError as exc:
+            raise _Retryable(UpstreamUnavailable(f"{method} {_path(url)}: {type(exc).__name__}")) from None
+
+        where = f"{method} {_path(url)} -> HTTP {status}"
+        if status in (401, 403):
+            raise BadToken(where)
+        if status == 429:
+            raise _Retryable(RateLimited(where), _retry_after(headers))
+        if status >= 500:
+            raise _Retryable(UpstreamUnavailable(where), _retry_after(headers))
+        if status != 200 and not 200 <= status < 300:
+            raise UpstreamUnavailable(f"{where}: {_snippet(body)}")
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise BadResponse(f"{where}: not JSON: {_snippet(body)}") from None
+        if isinstance(data, dict) and data.get("success") is False:
+            raise UpstreamUnavailable(f"{where}: success=false msg={str(data.get('msg', ''))[:200]!r}",
+                                      user_message=_refusal(data.get("msg")))
+        return data
+
+
+def _message_id(receipt: Any) -> str:
+    if isinstance(receipt, dict):
+        for key in ("messageId", "messageID", "message_id", "id"):
+            value = receipt.get(key)
+            if isinstance(value, (str, int)) and str(value).strip():
+                text = str(value).strip()
+                if all(ch.isalnum() or ch in "-_." for ch in text):
+                    return text
+    raise BadResponse(f"receipt without a usable messageId: {str(receipt)[:200]}")
+
+
+def _refusal(msg: Any) -> str:
+    text = " ".join(str(msg or "").split())[:160]
+    return f"The Midjourney API refused the request: {text}" if text else UpstreamUnavailable.user_message
+
+
+def _path(url: str) -> str:
+    return yarl.URL(url).path
+
+
+def _snippet(body: bytes) -> str:
+    return body[:120].decode("utf-8", "replace").replace("\n", " ")
