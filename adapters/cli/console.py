@@ -1,0 +1,88 @@
+"""The console chat: the default chat when neither Discord nor Slack is configured.
+
+A person types `/quota` at the terminal running `quota-bot run` and sees the answer, so the bot does
+its main job on a fresh machine with no credentials at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+from typing import TextIO
+
+from aiohttp import web
+
+from bot.errors import QuotaError
+from bot.service import QuotaService
+
+from .render import render_error, render_report
+
+log = logging.getLogger(__name__)
+
+HELP = "Type /quota to see the fast time left, /help for this text; Ctrl-C stops the bot."
+
+
+class ConsoleAdapter:
+    name = "console"
+
+    def __init__(self, service: QuotaService, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
+        self.service = service
+        self._in = stdin or sys.stdin
+        self._out = stdout or sys.stdout
+        self._task: asyncio.Task[None] | None = None
+
+    def mount(self, app: web.Application) -> None:
+        return None
+
+    async def start(self) -> None:
+        self._say(f"Console chat ready. {HELP}")
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="console-chat")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def post(self, channel: str, outcome: object) -> None:
+        self._say(render_error(outcome) if isinstance(outcome, BaseException) else render_report(outcome))  # type: ignore[arg-type]
+
+    def _say(self, text: str) -> None:
+        self._out.write(text + "\n")
+        self._out.flush()
+
+    async def _loop(self) -> None:
+        # A daemon thread reads stdin: a blocked readline must never hold up shutdown.
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str] = asyncio.Queue()
+
+        def reader() -> None:
+            for line in iter(self._in.readline, ""):
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+            loop.call_soon_threadsafe(lines.put_nowait, "")
+
+        threading.Thread(target=reader, name="console-stdin", daemon=True).start()
+        while True:
+            line = await lines.get()
+            if not line:  # EOF (e.g. stdin is /dev/null under a process manager): stop listening only
+                log.info("console chat: standard input closed; the rest of the bot keeps running")
+                return
+            await self.handle(line.strip())
+
+    async def handle(self, text: str) -> None:
+        command = text.split()[0].lower() if text.split() else ""
+        if not command:
+            return
+        if command in ("/quota", "quota"):
+            try:
+                self._say(render_report(await self.service.get_report()))
+            except QuotaError as exc:
+                self._say(render_error(exc))
+            except Exception as exc:  # never kill the chat
+                log.exception("console /quota failed")
+                self._say(render_error(exc))
+        elif command in ("/help", "help", "?"):
+            self._say(HELP)
+        else:
+            self._say(f"Unknown command {command!r}. {HELP}")

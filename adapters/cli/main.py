@@ -1,0 +1,135 @@
+"""`quota-bot`: run the bot, print one reading, or check the setup.
+
+Exit codes: 0 fine; 1 the upstream or a check failed (one line on stderr); 2 a bad setting or a
+start-up failure (one line on stderr naming the variable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from typing import Sequence
+
+from bot import __version__
+from bot.errors import QuotaError, user_sentence
+from bot.logs import setup_logging
+from bot.settings import SECRET_NAMES, Settings, SettingsError, load_settings
+
+from .render import render_error, render_report
+
+log = logging.getLogger("quota_bot")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quota-bot", description="Midjourney fast-time quota bot")
+    parser.add_argument("--version", action="version", version=f"quota-bot {__version__}")
+    parser.add_argument("--env-file", default=".env", help="settings file to read (default: .env; the environment wins)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,quota,check}")
+    sub.add_parser("run", help="start the HTTP server and every configured chat adapter")
+    quota = sub.add_parser("quota", help="print one reading and exit")
+    quota.add_argument("--json", action="store_true", help="print one JSON document")
+    sub.add_parser("check", help="validate the settings, make one upstream call, say what works")
+    return parser
+
+
+def _fail(line: str, code: int) -> int:
+    print(f"quota-bot: {line}", file=sys.stderr)
+    return code
+
+
+def _settings(env_file: str) -> Settings:
+    settings = load_settings(env_file if os.path.exists(env_file) else None)
+    secrets = [getattr(settings, name.lower()) for name in SECRET_NAMES]
+    setup_logging(settings.log_level, secrets=[s.get_secret_value() for s in secrets if s is not None])
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args.env_file)
+    except SettingsError as exc:
+        return _fail(str(exc), 2)
+    try:
+        if args.command == "run":
+            return asyncio.run(_run(settings))
+        if args.command == "quota":
+            logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
+            return asyncio.run(_quota(settings, args.json))
+        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
+        return asyncio.run(_check(settings))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run(settings: Settings) -> int:
+    from adapters.runtime import StartupError, run_until_signal
+
+    try:
+        await run_until_signal(settings)
+    except (StartupError, SettingsError) as exc:
+        return _fail(str(exc), 2)
+    return 0
+
+
+async def _quota(settings: Settings, as_json: bool) -> int:
+    from adapters.runtime import build_core
+
+    core = await build_core(settings)
+    try:
+        report = await core.service.get_report()
+    except QuotaError as exc:
+        log.info("quota failed: %s", exc)
+        return _fail(user_sentence(exc), 1)
+    finally:
+        await core.close()
+    print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if as_json else render_report(report))
+    return 0
+
+
+async def _check(settings: Settings) -> int:
+    from adapters.runtime import build_core
+
+    problems = 0
+
+    def say(ok: bool | None, text: str) -> None:
+        nonlocal problems
+        mark = {True: "ok  ", False: "FAIL", None: "--  "}[ok]
+        problems += ok is False
+        print(f"[{mark}] {text}")
+
+    say(True, "settings are valid")
+    if settings.simulated_upstream:
+        say(None, "NEXTLEG_API_TOKEN is not set: readings come from the built-in simulator")
+    else:
+        say(True, f"NEXTLEG_API_TOKEN is set; upstream {settings.nextleg_base_url}{settings.nextleg_path_prefix}")
+    core = await build_core(settings)
+    try:
+        report = await core.service.get_report()
+        say(True, f"upstream answered: {report.headline}" + (" (simulated)" if report.simulated else ""))
+    except QuotaError as exc:
+        say(False, f"upstream: {exc.user_message}")
+    finally:
+        await core.close()
+    if settings.discord_bot_token:
+        say(True, "Discord: DISCORD_BOT_TOKEN is set; /quota is registered "
+            + (f"in guilds {', '.join(map(str, settings.discord_guild_ids))}" if settings.discord_guild_ids else "globally"))
+    else:
+        say(None, "Discord: not configured (set DISCORD_BOT_TOKEN)")
+    if settings.slack_bot_token:
+        mode = "Socket Mode (SLACK_APP_TOKEN)" if settings.slack_socket_mode else "HTTP mode: POST /slack/events"
+        say(True, f"Slack: SLACK_BOT_TOKEN is set; {mode}")
+    else:
+        say(None, "Slack: not configured (set SLACK_BOT_TOKEN)")
+    if not settings.discord_bot_token and not settings.slack_bot_token:
+        say(None, "no chat platform configured: `quota-bot run` opens the console chat")
+    print("all checks passed" if not problems else f"{problems} check(s) failed")
+    return 0 if not problems else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""The composition root: builds the core from the settings, starts the HTTP server and every
+configured adapter, and shuts everything down cleanly on SIGTERM/SIGINT.
+
+Each real part replaces its default as soon as its credentials are set: no NEXTLEG_API_TOKEN → the
+built-in simulated upstream; no Discord or Slack token → the console chat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from bot import __version__
+from bot.service import QuotaService
+from bot.settings import Settings, SettingsError
+from bot.simulator import UpstreamSimulator
+from bot.upstream import NextLegProvider
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_SECONDS = 8.0
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; ``str()`` is the one line printed before exiting with code 2."""
+
+
+@dataclass
+class Core:
+    """The core objects one process shares (the CLI's `quota`/`check` use it too)."""
+
+    settings: Settings
+    service: QuotaService
+    simulator: UpstreamSimulator | None = None
+
+    async def close(self) -> None:
+        await self.service.close()
+        if self.simulator is not None:
+            await self.simulator.stop()
+
+
+async def build_core(settings: Settings) -> Core:
+    simulator = None
+    if settings.simulated_upstream:
+        simulator = UpstreamSimulator(prefix=settings.nextleg_path_prefix or "/v2")
+        base_url = await simulator.start()
+        provider = NextLegProvider(base_url=base_url, token="simulated", path_prefix=settings.nextleg_path_prefix,
+                                   info_method=settings.nextleg_info_method,
+                                   poll_timeout=settings.nextleg_poll_timeout, simulated=True)
+        log.info("no NEXTLEG_API_TOKEN set: using the built-in simulated upstream at %s", base_url)
+    else:
+        assert settings.nextleg_api_token is not None
+        provider = NextLegProvider(
+            base_url=settings.nextleg_base_url,
+            token=settings.nextleg_api_token.get_secret_value(),
+            path_prefix=settings.nextleg_path_prefix,
+            info_method=settings.nextleg_info_method,
+            poll_timeout=settings.nextleg_poll_timeout,
+        )
+    service = QuotaService(provider, cache_seconds=settings.quota_cache_seconds)
+    return Core(settings, service, simulator)
+
+
+def chat_adapters(settings: Settings, service: QuotaService, schedules: Any = None) -> list[Any]:
+    """The configured chat adapters; platform libraries are imported only when configured."""
+    adapters: list[Any] = []
+    if settings.discord_bot_token is not None:
+        try:
+            from adapters.discord import create_adapter as create_discord
+        except ImportError as exc:
+            raise StartupError(f"DISCORD_BOT_TOKEN is set but discord.py is not installed ({exc.name}): "
+                               "pip install 'quota-bot[discord]'") from None
+        adapters.append(create_discord(settings, service, schedules))
+    if settings.slack_bot_token is not None:
+        try:
+            from adapters.slack import create_adapter as create_slack
+        except ImportError as exc:
+            raise StartupError(f"SLACK_BOT_TOKEN is set but slack-bolt is not installed ({exc.name}): "
+                               "pip install 'quota-bot[slack]'") from None
+        adapters.append(create_slack(settings, service, schedules))
+    return adapters
+
+
+@dataclass
+class Runtime:
+    core: Core
+    adapters: list[Any]
+    started: float = field(default_factory=time.time)
+
+    def health(self) -> dict[str, Any]:
+        service = self.core.service
+        last = service.last_report
+        return {
+            "status": "ok",
+            "version": __version__,
+            "upstream": "simulated" if service.simulated else "nextleg",
+            "adapters": [a.name for a in self.adapters],
+            "uptime_seconds": round(time.time() - self.started, 1),
+            "last_reading_at": last.read_at.isoformat() if last else None,
+            "last_error": service.last_error.code if service.last_error else None,
+        }
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response(self.health())
+
+
+async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[Any, Any] | None = None,
+                started: asyncio.Future | None = None) -> None:
+    """Run the bot until ``stop`` is set. Raises StartupError/SettingsError when it cannot start."""
+    async with AsyncExitStack() as stack:
+        core = await build_core(settings)
+        stack.push_async_callback(core.close)
+
+        adapters = chat_adapters(settings, core.service)
+        if not adapters:
+            from adapters.cli.console import ConsoleAdapter
+
+            stdin, stdout = console_io or (None, None)
+            adapters.append(ConsoleAdapter(core.service, stdin, stdout))
+        runtime = Runtime(core, adapters)
+
+        app = web.Application()
+        app.router.add_get("/healthz", runtime.healthz)
+        for adapter in adapters:
+            adapter.mount(app)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, settings.host, settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(f"PORT: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+        for adapter in adapters:
+            try:
+                await adapter.start()
+            except (StartupError, SettingsError):
+                raise
+            except Exception as exc:
+                log.exception("adapter %s failed to start", adapter.name)
+                raise StartupError(f"{adapter.name} could not start: {exc}") from None
+            stack.push_async_callback(_stop_adapter, adapter)
+
+        log.info("quota-bot %s ready: upstream=%s, chat=%s, http://%s:%d/healthz", __version__,
+                 "simulated" if core.service.simulated else "nextleg", ",".join(a.name for a in adapters),
+                 settings.host, port)
+        if started is not None and not started.done():
+            started.set_result({"port": port, "runtime": runtime})
+        await stop.wait()
+        log.info("shutting down")
+
+
+async def _stop_adapter(adapter: Any) -> None:
+    try:
+        await asyncio.wait_for(adapter.stop(), SHUTDOWN_SECONDS / 2)
+    except Exception:
+        log.exception("adapter %s did not stop cleanly", adapter.name)
+
+
+async def run_until_signal(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+    await serve(settings, stop)
