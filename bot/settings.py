@@ -27,7 +27,7 @@ class SettingsError(Exception):
 def _http_url(value: str, name: str, *, ws: bool = False) -> str:
     schemes = ("http://", "https://", "ws://", "wss://") if ws else ("http://", "https://")
     if not isinstance(value, str) or not value.strip().lower().startswith(schemes):
-        raise ValueError(f"must be a URL starting with {' or '.join(s[:-3] for s in schemes)}://")
+        raise ValueError(f"must be a URL starting with {' or '.join(schemes)}")
     return value.strip()
 
 

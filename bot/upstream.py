@@ -220,10 +220,12 @@ class NextLegProvider:
                         log.warning("upstream %s %s: %s; will retry within the deadline", method,
                                     _path(url), exc.error.detail or exc.error.code)
                         raise
-        except _Retryable as exc:
-            if time.monotonic() >= deadline - 0.05:
-                raise _DeadlineReached() from None
+        except _Retryable as exc:  # out of time while retrying: the last failure says most
             raise exc.error from None
+        except _DeadlineReached:
+            if last:
+                raise last[0].error from None
+            raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _once(self, method: str, url: str, deadline: float, *, ask: bool, **kwargs: Any) -> Any:

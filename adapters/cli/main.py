@@ -41,26 +41,28 @@ def _fail(line: str, code: int) -> int:
     return code
 
 
-def _settings(env_file: str) -> Settings:
+def _settings(env_file: str, command: str) -> Settings:
     settings = load_settings(env_file if os.path.exists(env_file) else None)
     secrets = [getattr(settings, name.lower()) for name in SECRET_NAMES]
-    setup_logging(settings.log_level, secrets=[s.get_secret_value() for s in secrets if s is not None])
+    if command == "run":
+        setup_logging(settings.log_level, secrets=[s.get_secret_value() for s in secrets if s is not None])
+    else:  # one-shot commands: stdout is the answer; the log goes to stderr, details only with LOG_LEVEL=DEBUG
+        level = "DEBUG" if settings.log_level == "DEBUG" else "CRITICAL"
+        setup_logging(level, stream=sys.stderr, secrets=[s.get_secret_value() for s in secrets if s is not None])
     return settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = _settings(args.env_file)
+        settings = _settings(args.env_file, args.command)
     except SettingsError as exc:
         return _fail(str(exc), 2)
     try:
         if args.command == "run":
             return asyncio.run(_run(settings))
         if args.command == "quota":
-            logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
             return asyncio.run(_quota(settings, args.json))
-        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
         return asyncio.run(_check(settings))
     except KeyboardInterrupt:
         return 130

@@ -1,0 +1,216 @@
+"""The provider against the fake upstream on 127.0.0.1: real aiohttp on both sides."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from bot.errors import AccountProblem, BadResponse, BadToken, Expired, RateLimited, TimedOut, UpstreamUnavailable
+from bot.simulator import Scripted
+from bot.upstream import AskLimiter, PollPolicy
+from tests.conftest import TEST_TOKEN
+
+
+async def test_queued_running_done_reads_the_numbers(upstream, make_provider):
+    upstream.complete_after = 0.4  # several polls see 0 < progress < 100 first
+    provider = make_provider()
+    report = await provider.fetch()
+    assert (report.remaining.value, report.total.value, report.percent) == (12.06, 15.0, 80.4)
+    assert report.job_mode == "Fast" and report.plan == "Standard"
+    assert len(upstream.asks) == 1 and len(upstream.polls) >= 3
+    assert report.message_id == next(iter(upstream.jobs))
+
+
+async def test_ask_is_exact_token_in_header_only_ref_sent(upstream, make_provider):
+    await make_provider().fetch()
+    ask = upstream.asks[0]
+    assert ask.method == "GET" and ask.path == "/v2/info"
+    assert ask.headers["Authorization"] == f"Bearer {TEST_TOKEN}"
+    assert ask.headers["Content-Type"] == "application/json"
+    assert set(ask.body) == {"ref"} and ask.body["ref"].startswith("quota-bot-")
+    assert upstream.jobs[next(iter(upstream.jobs))].ref == ask.body["ref"]
+    for request in upstream.asks + upstream.polls:
+        assert TEST_TOKEN not in request.path and TEST_TOKEN not in str(request.query)
+    poll = upstream.polls[0]
+    assert poll.path.startswith("/v2/message/") and "//" not in poll.path
+    assert int(poll.query["expireMins"]) >= 1
+
+
+async def test_post_method_and_custom_prefix(upstream, make_provider):
+    upstream.prefix = "/v1"
+    from bot.simulator import UpstreamSimulator
+
+    sim = UpstreamSimulator(prefix="/v1", complete_after=0.1, require_token=TEST_TOKEN)
+    await sim.start()
+    try:
+        report = await make_provider(base_url=sim.base_url + "/", path_prefix="v1/", info_method="POST").fetch()
+        assert report.remaining.value == 12.06
+        assert sim.asks[0].method == "POST" and sim.asks[0].path == "/v1/info"
+    finally:
+        await sim.stop()
+
+
+@pytest.mark.parametrize("nested", [True, False])
+@pytest.mark.parametrize("firestore", [True, False])
+async def test_result_flat_or_under_response_and_both_timestamp_forms(upstream, make_provider, nested, firestore):
+    upstream.nested, upstream.firestore_times = nested, firestore
+    report = await make_provider().fetch()
+    assert report.percent == 80.4
+    assert report.responded_at is not None and abs(report.responded_at.timestamp() - time.time()) < 60
+
+
+async def test_incomplete_stops_polling(upstream, make_provider):
+    upstream.complete_after = 60
+    upstream.expire_after = 0.15
+    started = time.monotonic()
+    with pytest.raises(Expired) as caught:
+        await make_provider().fetch()
+    polls = len(upstream.polls)
+    await asyncio.sleep(0.4)
+    assert len(upstream.polls) == polls, "kept polling after incomplete"
+    assert time.monotonic() - started < 2
+    assert "incomplete" in caught.value.user_message
+
+
+@pytest.mark.parametrize("code, sentence", [
+    ("NO_FAST_HOURS", "This Midjourney account has no fast time left."),
+    ("QUEUE_FULL", "The Midjourney queue is full right now; try again in a few minutes."),
+    ("SOMETHING_NEW", "The Midjourney API answered with SOMETHING_NEW."),
+])
+async def test_failure_codes_become_account_problems(upstream, make_provider, code, sentence):
+    upstream.content = code
+    with pytest.raises(AccountProblem) as caught:
+        await make_provider().fetch()
+    assert caught.value.user_message == sentence
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_bad_token_is_final(upstream, make_provider, status):
+    upstream.ask_script.extend([Scripted(status, {"success": False, "msg": "nope"})] * 3)
+    with pytest.raises(BadToken) as caught:
+        await make_provider().fetch()
+    assert len(upstream.asks) == 1, "401/403 must not be retried"
+    assert "API token" in caught.value.user_message and "rejected" in caught.value.user_message
+
+
+async def test_wrong_token_is_rejected_by_the_fake(upstream, make_provider):
+    with pytest.raises(BadToken):
+        await make_provider(token="not-the-token").fetch()
+
+
+async def test_429_waits_retry_after_then_succeeds(upstream, make_provider):
+    upstream.ask_script.append(Scripted(429, {"success": False}, headers={"Retry-After": "0.6"}))
+    started = time.monotonic()
+    report = await make_provider().fetch()
+    assert report.percent == 80.4
+    assert len(upstream.asks) == 2
+    assert upstream.asks[1].at - upstream.asks[0].at >= 0.55
+
+
+async def test_429_past_the_deadline_reports_rate_limited(upstream, make_provider):
+    upstream.ask_script.extend([Scripted(429, headers={"Retry-After": "0.3"})] * 10)
+    with pytest.raises(RateLimited):
+        await make_provider(poll_timeout=1.0).fetch()
+    assert 2 <= len(upstream.asks) <= 4
+
+
+async def test_500_twice_then_ok(upstream, make_provider):
+    upstream.ask_script.extend([Scripted(500, "oops"), Scripted(502, "bad gateway")])
+    report = await make_provider().fetch()
+    assert report.percent == 80.4 and len(upstream.asks) == 3
+
+
+async def test_5xx_on_polls_is_retried(upstream, make_provider):
+    upstream.poll_script.extend([Scripted(503), Scripted(500)])
+    report = await make_provider().fetch()
+    assert report.percent == 80.4
+
+
+async def test_5xx_until_deadline_is_unavailable(upstream, make_provider):
+    upstream.ask_script.extend([Scripted(503)] * 50)
+    with pytest.raises(UpstreamUnavailable):
+        await make_provider(poll_timeout=0.8).fetch()
+
+
+async def test_connection_refused_is_unavailable_not_a_crash(make_provider):
+    with pytest.raises(UpstreamUnavailable):
+        await make_provider(base_url="http://127.0.0.1:9", poll_timeout=0.6).fetch()
+
+
+@pytest.mark.parametrize("body", ["<html>Bad gateway</html>", "", "{not json"])
+async def test_non_json_body_is_a_bad_response(upstream, make_provider, body):
+    upstream.ask_script.append(Scripted(200, body))
+    with pytest.raises(BadResponse):
+        await make_provider().fetch()
+
+
+async def test_receipt_without_message_id_is_a_bad_response(upstream, make_provider):
+    upstream.ask_script.append(Scripted(200, {"success": True}))
+    with pytest.raises(BadResponse):
+        await make_provider().fetch()
+
+
+async def test_success_false_gives_its_message(upstream, make_provider):
+    upstream.ask_script.append(Scripted(200, {"success": False, "msg": "Account paused"}))
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await make_provider().fetch()
+    assert "Account paused" in caught.value.user_message
+
+
+async def test_never_completes_hits_the_deadline(upstream, make_provider):
+    upstream.complete_after = float("inf")
+    started = time.monotonic()
+    with pytest.raises(TimedOut) as caught:
+        await make_provider(poll_timeout=1.0).fetch()
+    elapsed = time.monotonic() - started
+    assert 0.7 <= elapsed < 1.6
+    assert "timed out" in caught.value.user_message.lower() and "1 s" in caught.value.user_message
+    polls = len(upstream.polls)
+    await asyncio.sleep(0.3)
+    assert len(upstream.polls) == polls, "polling went on after the deadline"
+    # backoff: the gaps between polls grow up to the cap (0.2 s) and never below the start (0.05 s)
+    gaps = [b.at - a.at for a, b in zip(upstream.polls, upstream.polls[1:])]
+    assert min(gaps) >= 0.04 and max(gaps) <= 0.35
+
+
+async def test_slow_network_still_answers(upstream, make_provider):
+    upstream.latency = 0.3
+    report = await make_provider(poll_timeout=5.0).fetch()
+    assert report.percent == 80.4
+
+
+async def test_request_hanging_past_the_deadline_times_out(upstream, make_provider):
+    upstream.latency = 5
+    started = time.monotonic()
+    with pytest.raises(TimedOut):
+        await make_provider(poll_timeout=0.7).fetch()
+    assert time.monotonic() - started < 1.5
+
+
+async def test_default_poll_policy_starts_fast_and_caps():
+    import random
+
+    gen = PollPolicy(jitter=0).delays(random.Random(1))
+    delays = [next(gen) for _ in range(8)]
+    assert delays[0] == 0.5 and delays[1] == 0.75 and max(delays) == 3.0
+    jittered = PollPolicy().delays(random.Random(2))
+    first = [next(jittered) for _ in range(3)]
+    assert first != [0.5, 0.75, 1.125] and all(abs(a - b) <= 0.11 * b for a, b in zip(first, [0.5, 0.75, 1.125]))
+
+
+async def test_limiter_keeps_asks_apart():
+    limiter = AskLimiter(0.3)
+    starts = []
+    deadline = time.monotonic() + 10
+    for _ in range(3):
+        await limiter.wait(deadline)
+        starts.append(time.monotonic())
+    assert all(b - a >= 0.29 for a, b in zip(starts, starts[1:]))
+    assert AskLimiter().interval == 3.0
+
+
+async def test_provider_repr_has_no_token(make_provider):
+    provider = make_provider()
+    assert TEST_TOKEN not in repr(provider) and TEST_TOKEN not in str(vars(provider).get("_root"))
