@@ -66,6 +66,7 @@ class Job:
     id: str
     ref: str
     created: float
+    started: float  # monotonic time it leaves the queue and starts running
     done_at: float  # monotonic time the result becomes available (inf: never)
     content: Content
 
@@ -82,6 +83,8 @@ class UpstreamSimulator:
         nested: bool = True,
         firestore_times: bool = False,
         expire_after: float | None = None,
+        queue_time: float = 0.0,
+        report_progress: bool = True,
         latency: float = 0.0,
         require_token: str | None = None,
     ) -> None:
@@ -91,6 +94,8 @@ class UpstreamSimulator:
         self.nested = nested
         self.firestore_times = firestore_times
         self.expire_after = expire_after
+        self.queue_time = queue_time  # seconds a job reports progress 0 (queued) before it runs
+        self.report_progress = report_progress  # False: progress stays 0 until done (no hint)
         self.latency = latency
         self.require_token = require_token
         self.ask_script: deque[Scripted] = deque()
@@ -182,7 +187,8 @@ class UpstreamSimulator:
         content = self.content(len(self.jobs)) if callable(self.content) else self.content
         ref = rec.body.get("ref", "") if isinstance(rec.body, dict) else ""
         now = time.monotonic()
-        self.jobs[job_id] = Job(job_id, str(ref), now, now + delay, content)
+        queued = min(self.queue_time, delay)
+        self.jobs[job_id] = Job(job_id, str(ref), now, now + queued, now + delay, content)
         return web.json_response({"success": True, "messageId": job_id, "createdAt": self._stamp(0)})
 
     async def _message(self, request: web.Request) -> web.Response:
@@ -199,8 +205,10 @@ class UpstreamSimulator:
         if self.expire_after is not None and now - job.created >= self.expire_after and now < job.done_at:
             return web.json_response({"progress": "incomplete"})
         if now < job.done_at:
-            span = job.done_at - job.created
-            progress = 0 if math.isinf(span) or span <= 0 else int(min(99, (now - job.created) / span * 100))
+            span = job.done_at - job.started
+            running = now - job.started
+            hidden = not self.report_progress or math.isinf(span) or running <= 0
+            progress = 0 if hidden else int(min(99, running / span * 100))
             return web.json_response({"progress": progress, "progressImageUrl": None})
         result = {
             "originatingMessageId": job.id,

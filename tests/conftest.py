@@ -26,7 +26,7 @@ async def upstream():
 
 
 @pytest.fixture
-def make_provider(upstream):
+async def make_provider(upstream):
     providers: list[NextLegProvider] = []
 
     def factory(**kwargs) -> NextLegProvider:
@@ -38,6 +38,8 @@ def make_provider(upstream):
         return provider
 
     yield factory
+    for provider in providers:
+        await provider.close()
 
 
 @pytest.fixture

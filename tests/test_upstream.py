@@ -14,13 +14,34 @@ from tests.conftest import TEST_TOKEN
 
 
 async def test_queued_running_done_reads_the_numbers(upstream, make_provider):
-    upstream.complete_after = 0.4  # several polls see 0 < progress < 100 first
-    provider = make_provider()
+    upstream.queue_time, upstream.complete_after = 0.3, 0.6  # queued (progress 0), then running
+    provider = make_provider(poll=PollPolicy(initial=0.05, cap=0.1, jitter=0, use_progress=False))
     report = await provider.fetch()
     assert (report.remaining.value, report.total.value, report.percent) == (12.06, 15.0, 80.4)
     assert report.job_mode == "Fast" and report.plan == "Standard"
-    assert len(upstream.asks) == 1 and len(upstream.polls) >= 3
+    assert len(upstream.asks) == 1 and len(upstream.polls) >= 4
     assert report.message_id == next(iter(upstream.jobs))
+
+
+async def test_progress_estimate_polls_once_more_just_after_done(upstream, make_provider):
+    upstream.complete_after = 1.5
+    provider = make_provider(poll=PollPolicy(initial=0.3, jitter=0))
+    report = await provider.fetch()
+    job = next(iter(upstream.jobs.values()))
+    assert report.percent == 80.4
+    assert len(upstream.polls) == 2, [p.at - job.created for p in upstream.polls]
+    assert 0 <= upstream.polls[-1].at - job.done_at < 0.25
+
+
+def test_progress_estimate_rules():
+    policy = PollPolicy()
+    assert policy.after_progress(20, 1.0) == pytest.approx(4.05)  # 1 s for 20 % → done by 5 s
+    assert PollPolicy(min_delay=0.1).after_progress(99, 20.0) == pytest.approx(0.2520, abs=1e-3)
+    assert policy.after_progress(1, 1.0) == 20.0  # capped
+    assert policy.after_progress(99, 10.0) == 0.25  # never hammer
+    for odd in (0, 100, "incomplete", None, True, -5):
+        assert policy.after_progress(odd, 1.0) is None
+    assert PollPolicy(use_progress=False).after_progress(50, 1.0) is None
 
 
 async def test_ask_is_exact_token_in_header_only_ref_sent(upstream, make_provider):
@@ -194,10 +215,10 @@ async def test_default_poll_policy_starts_fast_and_caps():
 
     gen = PollPolicy(jitter=0).delays(random.Random(1))
     delays = [next(gen) for _ in range(8)]
-    assert delays[0] == 0.5 and delays[1] == 0.75 and max(delays) == 3.0
+    assert delays[:3] == [1.5, 2.25, 3.0] and max(delays) == 3.0
     jittered = PollPolicy().delays(random.Random(2))
     first = [next(jittered) for _ in range(3)]
-    assert first != [0.5, 0.75, 1.125] and all(abs(a - b) <= 0.11 * b for a, b in zip(first, [0.5, 0.75, 1.125]))
+    assert first != [1.5, 2.25, 3.0] and all(abs(a - b) <= 0.11 * b for a, b in zip(first, [1.5, 2.25, 3.0]))
 
 
 async def test_limiter_keeps_asks_apart():
