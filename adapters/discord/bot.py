@@ -1,0 +1,236 @@
+"""The Discord adapter: `/quota` and `/quota-schedule` as real app commands (discord.py 2.x).
+
+Defer first, work later: the handler defers before anything that can wait, then edits the original
+response with the embed. Commands are synced once, in ``setup_hook`` (never in ``on_ready``, which
+runs again on every reconnect). No privileged intent is needed: ``Intents.none()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+import discord
+import yarl
+from discord import app_commands
+
+from bot.errors import PostError, QuotaError, UNEXPECTED
+from bot.report import QuotaReport
+from bot.schedules import ScheduleError, ScheduleManager, ScheduleView
+from bot.service import QuotaService
+from bot.settings import Settings
+
+from .render import render_error, render_notice, render_report
+
+log = logging.getLogger(__name__)
+
+# What the bot needs in a channel: see it, post, and embed.
+BOT_PERMISSIONS = discord.Permissions(view_channel=True, send_messages=True, embed_links=True)
+MANAGE_HINT = "Only members with the Manage Server permission can manage quota schedules."
+
+
+def invite_url(application_id: int) -> str:
+    return discord.utils.oauth_url(application_id, permissions=BOT_PERMISSIONS,
+                                   scopes=("bot", "applications.commands"))
+
+
+def point_library_at(api_base_url: str, gateway_url: str | None) -> None:
+    """DISCORD_API_BASE_URL / DISCORD_GATEWAY_URL: redirect discord.py's REST base and gateway."""
+    discord.http.Route.BASE = api_base_url.rstrip("/")
+    if gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+class _Client(discord.Client):
+    def __init__(self, adapter: "DiscordAdapter") -> None:
+        super().__init__(intents=discord.Intents.none())
+        self.adapter = adapter
+        self.tree = app_commands.CommandTree(self)
+
+    async def setup_hook(self) -> None:  # runs once per login, not per reconnect
+        await self.adapter.sync_commands()
+
+    async def on_ready(self) -> None:
+        log.info("Discord gateway ready as %s", self.user)
+
+
+class DiscordAdapter:
+    name = "discord"
+
+    def __init__(self, settings: Settings, service: QuotaService, schedules: ScheduleManager | None = None) -> None:
+        assert settings.discord_bot_token is not None
+        self._token = settings.discord_bot_token
+        self._settings = settings
+        self.service = service
+        self.schedules = schedules
+        self.client = _Client(self)
+        self._task: asyncio.Task[None] | None = None
+        self.synced = 0
+        self._register(self.client.tree)
+
+    def __repr__(self) -> str:
+        return f"DiscordAdapter(guilds={self._settings.discord_guild_ids})"
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def mount(self, app: Any) -> None:
+        return None
+
+    async def start(self) -> None:
+        point_library_at(self._settings.discord_api_base_url, self._settings.discord_gateway_url)
+        try:
+            await self.client.login(self._token.get_secret_value())
+        except discord.LoginFailure:
+            await self.client.close()
+            raise RuntimeError("DISCORD_BOT_TOKEN: Discord rejected the token (401); copy it again from "
+                               "the developer portal (Bot → Reset Token)") from None
+        self._task = asyncio.get_running_loop().create_task(self._connect(), name="discord-gateway")
+
+    async def _connect(self) -> None:
+        try:
+            await self.client.connect(reconnect=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("Discord gateway connection ended; /quota is unavailable in Discord until restart")
+
+    async def stop(self) -> None:
+        await self.client.close()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def sync_commands(self) -> None:
+        tree = self.client.tree
+        app_id = self.client.application_id
+        guilds = self._settings.discord_guild_ids
+        if guilds:
+            for guild_id in guilds:
+                guild = discord.Object(id=guild_id)
+                tree.copy_global_to(guild=guild)
+                commands = await tree.sync(guild=guild)
+                log.info("Discord commands registered in guild %s: %s", guild_id, ", ".join(c.name for c in commands))
+        else:
+            commands = await tree.sync()
+            log.info("Discord commands registered globally: %s", ", ".join(c.name for c in commands))
+        self.synced += 1
+        if app_id:
+            log.info("Invite the bot with: %s", invite_url(app_id))
+
+    # --- commands -------------------------------------------------------------------------------
+    def _register(self, tree: app_commands.CommandTree) -> None:
+        @tree.command(name="quota", description="How much Midjourney fast time is left")
+        @app_commands.describe(public="Show the answer to everyone in the channel (default: only you)")
+        async def quota(interaction: discord.Interaction, public: bool = False) -> None:
+            await interaction.response.defer(ephemeral=not public, thinking=True)
+            try:
+                embed = render_report(await self.service.get_report())
+            except Exception as exc:
+                embed = self._error_embed(exc, "/quota")
+            await interaction.edit_original_response(embed=embed)
+
+        group = app_commands.Group(
+            name="quota-schedule",
+            description="Post the quota into a channel on a schedule",
+            default_permissions=discord.Permissions(manage_guild=True),
+            guild_only=True,
+        )
+
+        @group.command(name="add", description="Post the quota on a schedule (cron or 'every 6h')")
+        @app_commands.describe(when="A cron expression such as '0 9 * * 1-5', or 'every 6h'",
+                               channel="Where to post (default: this channel)")
+        async def add(interaction: discord.Interaction, when: str,
+                      channel: app_commands.AppCommandChannel | None = None) -> None:
+            if not await self._may_manage(interaction):
+                return
+            target = str(channel.id if channel is not None else interaction.channel_id)
+            view = await self.schedules.add("discord", target, when, created_by=str(interaction.user.id))  # type: ignore[union-attr]
+            await interaction.edit_original_response(embed=render_notice(_added(view)))
+
+        @group.command(name="list", description="List the quota schedules of this server's bot")
+        async def list_(interaction: discord.Interaction) -> None:
+            if not await self._may_manage(interaction):
+                return
+            views = await self.schedules.list("discord")  # type: ignore[union-attr]
+            text = "\n".join(_line(v) for v in views) if views else "No quota schedules yet. Add one with `/quota-schedule add`."
+            await interaction.edit_original_response(embed=render_notice(text))
+
+        @group.command(name="remove", description="Remove a quota schedule by its id")
+        @app_commands.describe(id="The schedule's id, as shown by /quota-schedule list")
+        async def remove(interaction: discord.Interaction, id: int) -> None:
+            if not await self._may_manage(interaction):
+                return
+            removed = await self.schedules.remove("discord", id)  # type: ignore[union-attr]
+            text = f"Removed schedule #{id}." if removed else f"There is no schedule #{id}; see `/quota-schedule list`."
+            await interaction.edit_original_response(embed=render_notice(text, ok=removed))
+
+        tree.add_command(group)
+
+        @tree.error
+        async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+            await self._answer_error(interaction, getattr(error, "original", error))
+
+    async def _may_manage(self, interaction: discord.Interaction) -> bool:
+        """Defer (ephemeral), then check Manage Server again: the default permission is only a hint."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        if not interaction.permissions.manage_guild:
+            await interaction.edit_original_response(embed=render_notice(MANAGE_HINT, ok=False))
+            return False
+        if self.schedules is None:
+            await interaction.edit_original_response(embed=render_notice("Schedules are not available on this bot.", ok=False))
+            return False
+        return True
+
+    def _error_embed(self, exc: BaseException, what: str) -> discord.Embed:
+        if isinstance(exc, (QuotaError, ScheduleError)):
+            log.info("%s answered with an error: %s", what, exc)
+            if isinstance(exc, ScheduleError):
+                return render_notice(exc.user_message, ok=False)
+        else:
+            log.error("%s failed unexpectedly", what, exc_info=exc)
+        return render_error(exc)
+
+    async def _answer_error(self, interaction: discord.Interaction, exc: BaseException) -> None:
+        """The one error handler: every failure still answers the user in one line."""
+        embed = self._error_embed(exc, f"/{interaction.command.qualified_name if interaction.command else '?'}")
+        try:
+            if interaction.response.is_done():
+                await interaction.edit_original_response(embed=embed)
+            else:
+                await interaction.response.send_message(embed=embed, ephemeral=True)
+        except discord.HTTPException:
+            log.exception("could not send the error answer")
+
+    # --- scheduled posts ------------------------------------------------------------------------
+    async def post(self, channel: str, outcome: QuotaReport | QuotaError) -> None:
+        embed = render_report(outcome) if isinstance(outcome, QuotaReport) else render_error(outcome)
+        try:
+            await self.client.get_partial_messageable(int(channel)).send(embed=embed)
+        except (discord.Forbidden, discord.NotFound) as exc:
+            raise PostError("gone", f"Discord {exc.status}: {exc.text or 'no access to the channel'}"[:200]) from None
+        except discord.RateLimited as exc:
+            raise PostError("rate_limited", "Discord rate limit", retry_after=exc.retry_after) from None
+        except discord.HTTPException as exc:
+            if exc.status == 429:
+                raise PostError("rate_limited", "Discord rate limit", retry_after=1.0) from None
+            kind = "transient" if exc.status >= 500 else "gone"
+            raise PostError(kind, f"Discord {exc.status}: {exc.text[:150]}") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise PostError("transient", f"network: {type(exc).__name__}") from None
+
+
+def _added(view: ScheduleView) -> str:
+    runs = "\n".join(f"• <t:{int(t.timestamp())}:F>" for t in view.next_runs)
+    return (f"Schedule **#{view.id}** added: `{view.when}` ({view.timezone}) in <#{view.channel}>.\n"
+            f"Next runs:\n{runs}")
+
+
+def _line(view: ScheduleView) -> str:
+    next_run = f"next <t:{int(view.next_runs[0].timestamp())}:R>" if view.next_runs else "no next run"
+    state = f" ⚠️ failing: {view.failing}" if view.failing else ""
+    origin = " (from QUOTA_SCHEDULES)" if view.source == "config" else ""
+    return f"**#{view.id}** `{view.when}` ({view.timezone}) in <#{view.channel}>, {next_run}{origin}{state}"

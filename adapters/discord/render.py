@@ -1,0 +1,81 @@
+"""How the Discord reply looks: one embed per reading or error, within Discord's embed limits."""
+
+from __future__ import annotations
+
+import discord
+
+from bot.errors import user_sentence
+from bot.report import QuotaReport
+
+# Discord's limits (resources/message.mdx, Embed Limits)
+TITLE_MAX = 256
+DESCRIPTION_MAX = 4096
+FIELDS_MAX = 25
+FIELD_NAME_MAX = 256
+FIELD_VALUE_MAX = 1024
+FOOTER_MAX = 2048
+TOTAL_MAX = 6000
+
+COLOURS = {"ok": 0x2ECC71, "low": 0xE67E22, "critical": 0xE74C3C, "unknown": 0x95A5A6}
+ERROR_COLOUR = 0xE74C3C
+SIMULATED_NOTE = "⚠️ Simulated reading: no NEXTLEG_API_TOKEN is set, the figures are made up."
+
+
+def _cut(text: str, limit: int) -> str:
+    text = text if text.strip() else "—"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def render_report(report: QuotaReport) -> discord.Embed:
+    lines = []
+    if report.percent is not None:
+        lines.append(f"`{report.progress_bar(20)}` **{report.percent:.2f}%** left")
+    if report.remaining is not None and report.remaining.unit == "minutes":
+        lines.append(f"({report.remaining.hours:.2f} h)")
+    if report.simulated:
+        lines.append(SIMULATED_NOTE)
+    embed = discord.Embed(
+        title=_cut(f"Midjourney fast time: {report.headline}", TITLE_MAX),
+        description=_cut("\n".join(lines), DESCRIPTION_MAX) if lines else None,
+        colour=COLOURS[report.level],
+        timestamp=report.read_at,
+    )
+    fields: list[tuple[str, str, bool]] = []
+    if report.job_mode:
+        fields.append(("Job mode", report.job_mode, True))
+    if report.plan:
+        fields.append(("Plan", report.plan if not report.plan_status else f"{report.plan} ({report.plan_status})", True))
+    if report.renewal:
+        stamp = int(report.renewal.timestamp())
+        fields.append(("Renews", f"<t:{stamp}:R> (<t:{stamp}:f>)", True))
+    fields.extend((name, value, False) for name, value in report.other_fields)
+
+    footer = "Read" + (" (simulated)" if report.simulated else "")
+    embed.set_footer(text=footer)
+    budget = TOTAL_MAX - len(embed)  # title, description and footer already count
+    shown = 0
+    for index, (name, value, inline) in enumerate(fields):
+        if shown == FIELDS_MAX - 1 and index < len(fields) - 1:
+            rest = len(fields) - index
+            name, value, inline = "…", f"{rest} more fields not shown", False
+        name, value = _cut(name, FIELD_NAME_MAX), _cut(value, FIELD_VALUE_MAX)
+        if len(name) + len(value) > budget:
+            room = budget - len(name)
+            if room < 20:
+                break
+            value = _cut(value, room)
+        embed.add_field(name=name, value=value, inline=inline)
+        budget -= len(name) + len(value)
+        shown += 1
+        if shown == FIELDS_MAX or name == "…":
+            break
+    return embed
+
+
+def render_error(exc: BaseException) -> discord.Embed:
+    return discord.Embed(title="Quota unavailable", description=_cut(user_sentence(exc), DESCRIPTION_MAX),
+                         colour=ERROR_COLOUR)
+
+
+def render_notice(text: str, *, ok: bool = True) -> discord.Embed:
+    return discord.Embed(description=_cut(text, DESCRIPTION_MAX), colour=COLOURS["ok"] if ok else ERROR_COLOUR)

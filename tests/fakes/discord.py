@@ -1,0 +1,233 @@
+"""A fake Discord on 127.0.0.1: the REST routes discord.py calls and a gateway WebSocket
+(HELLO / heartbeat ACK / IDENTIFY → READY / RESUME → RESUMED / dispatch), recording what the bot sends.
+
+Facts it follows are in shared/platforms.md: exact ``Content-Type: application/json``, the callback
+answer ``{"interaction": {...}}``, a Message object for edits and posts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+APP_ID = "1100000000000000001"
+BOT_USER_ID = "1100000000000000002"
+GUILD_ID = "1200000000000000001"
+CHANNEL_ID = "1300000000000000001"
+USER_ID = "1400000000000000001"
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # discord.py compares the content type exactly; aiohttp's json_response would add a charset
+    return web.Response(status=status, body=json.dumps(data).encode(), headers={"Content-Type": "application/json", **(headers or {})})
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    body: Any
+    at: float
+    query: dict[str, str] = field(default_factory=dict)
+
+
+class FakeDiscord:
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.calls: list[Call] = []
+        self.command_puts: list[Call] = []
+        self.callbacks: dict[str, Call] = {}  # interaction id → callback
+        self.edits: dict[str, list[Call]] = {}  # interaction token → edits of @original
+        self.channel_posts: list[Call] = []
+        self.post_script: deque[tuple[int, Any, dict[str, str]]] = deque()
+        self.sockets: list[web.WebSocketResponse] = []
+        self.identifies = 0
+        self.resumes = 0
+        self.sequence = 0
+        self.ready = asyncio.Event()
+        self.resumed = asyncio.Event()
+        self._ids = itertools.count(1500000000000000001)
+        self._runner: web.AppRunner | None = None
+        self.base = ""
+        self.dispatched_at: dict[str, float] = {}
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> "FakeDiscord":
+        app = web.Application()
+        app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        app.router.add_get("/gateway", self._gateway)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base = f"http://127.0.0.1:{port}"
+        return self
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://{self.base.split('://', 1)[1]}/gateway"
+
+    async def stop(self) -> None:
+        for ws in list(self.sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- REST -----------------------------------------------------------------------------------
+    def _message(self, channel_id: str, body: Any) -> dict[str, Any]:
+        return {"id": str(next(self._ids)), "type": 0, "channel_id": channel_id, "content": (body or {}).get("content") or "",
+                "author": {"id": BOT_USER_ID, "username": "quota-bot", "discriminator": "0", "avatar": None, "bot": True},
+                "embeds": (body or {}).get("embeds", []), "attachments": [], "mentions": [], "mention_roles": [],
+                "pinned": False, "mention_everyone": False, "tts": False, "timestamp": "2026-01-01T00:00:00+00:00",
+                "edited_timestamp": None, "flags": (body or {}).get("flags", 0), "components": []}
+
+    async def _rest(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        body: Any = None
+        if raw:
+            if request.content_type == "multipart/form-data":
+                body = await self._multipart(raw, request)
+            else:
+                body = json.loads(raw)
+        path = "/" + request.match_info["tail"]
+        call = Call(request.method, path, body, time.monotonic(), dict(request.query))
+        self.calls.append(call)
+        parts = path.strip("/").split("/")
+        interaction_route = parts[0] in ("interactions", "webhooks")
+        if not interaction_route and request.headers.get("Authorization") != f"Bot {self.token}":
+            return _json({"message": "401: Unauthorized", "code": 0}, 401)
+        if path == "/users/@me":
+            return _json({"id": BOT_USER_ID, "username": "quota-bot", "discriminator": "0", "avatar": None, "bot": True,
+                          "global_name": None, "flags": 0})
+        if path == "/oauth2/applications/@me":
+            return _json({"id": APP_ID, "name": "quota-bot", "description": "", "icon": None, "bot_public": True,
+                          "bot_require_code_grant": False, "verify_key": "00" * 32, "flags": 0,
+                          "owner": {"id": USER_ID, "username": "owner", "discriminator": "0", "avatar": None}})
+        if request.method == "PUT" and parts[0] == "applications" and parts[-1] == "commands":
+            self.command_puts.append(call)
+            out = [dict(c, id=str(next(self._ids)), application_id=APP_ID, version="1") for c in body]
+            return _json(out)
+        if parts[0] == "interactions" and parts[-1] == "callback":
+            self.callbacks[parts[1]] = call
+            return _json({"interaction": {"id": parts[1], "type": 2,
+                                          "response_message_loading": body.get("type") == 5,
+                                          "response_message_ephemeral": bool(body.get("data", {}).get("flags", 0) & 64)}})
+        if parts[0] == "webhooks" and parts[-2:] == ["messages", "@original"]:
+            self.edits.setdefault(parts[2], []).append(call)
+            return _json(self._message(CHANNEL_ID, body))
+        if parts[0] == "webhooks" and len(parts) == 3 and request.method == "POST":
+            self.edits.setdefault(parts[2], []).append(call)
+            return _json(self._message(CHANNEL_ID, body))
+        if parts[0] == "channels" and parts[-1] == "messages" and request.method == "POST":
+            self.channel_posts.append(call)
+            if self.post_script:
+                status, payload, headers = self.post_script.popleft()
+                return _json(payload, status, headers)
+            return _json(self._message(parts[1], body))
+        return _json({"message": "404: Not Found", "code": 0}, 404)
+
+    async def _multipart(self, raw: bytes, request: web.Request) -> Any:
+        text = raw.decode("utf-8", "replace")
+        start = text.find("{")
+        end = text.rfind("}")
+        return json.loads(text[start:end + 1]) if start >= 0 else None
+
+    # --- gateway --------------------------------------------------------------------------------
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None}))
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                frame = json.loads(msg.data)
+                op = frame.get("op")
+                if op == 1:
+                    await ws.send_str(json.dumps({"op": 11, "d": None}))
+                elif op == 2:
+                    self.identifies += 1
+                    assert frame["d"]["token"] == self.token
+                    await self._send(ws, "READY", {
+                        "v": 10, "user": {"id": BOT_USER_ID, "username": "quota-bot", "discriminator": "0", "avatar": None, "bot": True},
+                        "guilds": [], "session_id": "fake-session", "resume_gateway_url": self.gateway_url,
+                        "application": {"id": APP_ID, "flags": 0}, "private_channels": [], "relationships": []})
+                    self.ready.set()
+                elif op == 6:
+                    self.resumes += 1
+                    await self._send(ws, "RESUMED", {})
+                    self.resumed.set()
+        finally:
+            if ws in self.sockets:
+                self.sockets.remove(ws)
+        return ws
+
+    async def _send(self, ws: web.WebSocketResponse, event: str, data: Any) -> None:
+        self.sequence += 1
+        await ws.send_str(json.dumps({"op": 0, "t": event, "s": self.sequence, "d": data}))
+
+    async def dispatch(self, event: str, data: Any) -> None:
+        assert self.sockets, "no gateway connection"
+        await self._send(self.sockets[-1], event, data)
+
+    async def drop(self, code: int = 4000) -> None:
+        """Close the gateway connection as Discord does on a hiccup; the client should RESUME."""
+        self.resumed.clear()
+        for ws in list(self.sockets):
+            await ws.close(code=code, message=b"fake drop")
+
+    # --- interactions ---------------------------------------------------------------------------
+    async def slash(self, name: str, options: list[dict[str, Any]] | None = None, *, permissions: str = "2147483647",
+                    subcommand: str | None = None) -> tuple[str, str]:
+        """Dispatch an INTERACTION_CREATE for a guild slash command; returns (interaction id, token)."""
+        interaction_id = str(next(self._ids))
+        token = f"itoken-{interaction_id}"
+        data: dict[str, Any] = {"id": str(next(self._ids)), "name": name, "type": 1, "guild_id": GUILD_ID}
+        if subcommand:
+            data["options"] = [{"type": 1, "name": subcommand, "options": options or []}]
+        elif options:
+            data["options"] = options
+        payload = {
+            "id": interaction_id, "application_id": APP_ID, "type": 2, "token": token, "version": 1,
+            "attachment_size_limit": 26214400, "guild_id": GUILD_ID, "channel_id": CHANNEL_ID,
+            "channel": {"id": CHANNEL_ID, "type": 0, "guild_id": GUILD_ID, "name": "general", "position": 0,
+                        "permission_overwrites": [], "nsfw": False, "parent_id": None},
+            "member": {"user": {"id": USER_ID, "username": "member", "discriminator": "0", "avatar": None},
+                       "roles": [], "flags": 0, "permissions": permissions, "joined_at": "2024-01-01T00:00:00+00:00",
+                       "deaf": False, "mute": False},
+            "app_permissions": "2147483647", "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
+            "authorizing_integration_owners": {"0": GUILD_ID}, "context": 0,
+            "data": data,
+        }
+        self.dispatched_at[interaction_id] = time.monotonic()
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return interaction_id, token
+
+    async def wait_callback(self, interaction_id: str, timeout: float = 5.0) -> Call:
+        return await _wait(lambda: self.callbacks.get(interaction_id), timeout)
+
+    async def wait_edit(self, token: str, timeout: float = 10.0) -> Call:
+        return await _wait(lambda: (self.edits.get(token) or [None])[-1], timeout)
+
+
+async def _wait(probe, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value is not None:
+            return value
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"timed out after {timeout}s")
