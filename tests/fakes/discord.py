@@ -57,6 +57,7 @@ class FakeDiscord:
         self._runner: web.AppRunner | None = None
         self.base = ""
         self.dispatched_at: dict[str, float] = {}
+        self._changed = asyncio.Event()
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> "FakeDiscord":
@@ -104,6 +105,7 @@ class FakeDiscord:
         path = "/" + request.match_info["tail"]
         call = Call(request.method, path, body, time.monotonic(), dict(request.query))
         self.calls.append(call)
+        self._changed.set()  # wake the waiters (they re-check what they wait for)
         parts = path.strip("/").split("/")
         interaction_route = parts[0] in ("interactions", "webhooks")
         if not interaction_route and request.headers.get("Authorization") != f"Bot {self.token}":
@@ -217,17 +219,22 @@ class FakeDiscord:
         return interaction_id, token
 
     async def wait_callback(self, interaction_id: str, timeout: float = 5.0) -> Call:
-        return await _wait(lambda: self.callbacks.get(interaction_id), timeout)
+        return await self._wait(lambda: self.callbacks.get(interaction_id), timeout)
 
     async def wait_edit(self, token: str, timeout: float = 10.0) -> Call:
-        return await _wait(lambda: (self.edits.get(token) or [None])[-1], timeout)
+        return await self._wait(lambda: (self.edits.get(token) or [None])[-1], timeout)
 
-
-async def _wait(probe, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value is not None:
-            return value
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"timed out after {timeout}s")
+    async def _wait(self, probe, timeout: float):
+        deadline = time.monotonic() + timeout
+        while (value := probe()) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out after {timeout}s")
+            changed = self._changed
+            try:
+                await asyncio.wait_for(changed.wait(), left)
+            except asyncio.TimeoutError:
+                continue
+            if self._changed is changed:
+                self._changed = asyncio.Event()
+        return value
