@@ -1,0 +1,240 @@
+"""The real slack-bolt app of the bot against a fake Slack (Web API, Socket Mode, response_url) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from adapters.slack.app import SlackAdapter
+from bot.errors import PostError
+from bot.settings import load_settings
+from bot.simulator import Scripted
+from tests.fakes.slack import FakeSlack, form, sign
+from tests.secrets import ALL_TEST_SECRETS
+
+BOT = ALL_TEST_SECRETS["SLACK_BOT_TOKEN"]
+APP = ALL_TEST_SECRETS["SLACK_APP_TOKEN"]
+SECRET = ALL_TEST_SECRETS["SLACK_SIGNING_SECRET"]
+
+
+@pytest.fixture
+async def slack_fake():
+    fake = await FakeSlack(BOT, APP).start()
+    yield fake
+    await fake.stop()
+
+
+class HttpBot:
+    """The adapter in HTTP mode, mounted on its own aiohttp server like `quota-bot run` does."""
+
+    def __init__(self, fake: FakeSlack, adapter: SlackAdapter, url: str) -> None:
+        self.fake, self.adapter, self.url = fake, adapter, url
+        self.http = aiohttp.ClientSession()
+
+    async def command(self, text: str = "", *, command: str = "/quota", user_id: str | None = None,
+                      secret: str = SECRET, timestamp: int | None = None) -> tuple[aiohttp.ClientResponse, dict | str, str, float]:
+        payload, rid = self.fake.command_payload(command, text, **({"user_id": user_id} if user_id else {}))
+        body = form(payload)
+        started = time.monotonic()
+        async with self.http.post(self.url, data=body, headers=sign(secret, body, timestamp)) as resp:
+            answer = await resp.json() if resp.content_type == "application/json" else await resp.text()
+        return resp, answer, rid, time.monotonic() - started
+
+
+@pytest.fixture
+async def slack_http(slack_fake, make_service):
+    bots: list[tuple[HttpBot, web.AppRunner]] = []
+
+    async def start(service=None, schedules=None, admins: str = "") -> HttpBot:
+        settings = load_settings(None, slack_bot_token=BOT, slack_signing_secret=SECRET,
+                                 slack_api_url=slack_fake.api_url, slack_admin_user_ids=admins)
+        adapter = SlackAdapter(settings, service or make_service(), schedules)
+        app = web.Application()
+        adapter.mount(app)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        await adapter.start()
+        bot = HttpBot(slack_fake, adapter, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/slack/events")
+        bots.append((bot, runner))
+        return bot
+
+    yield start
+    for bot, runner in bots:
+        await bot.http.close()
+        await bot.adapter.stop()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def slack_socket(slack_fake, make_service):
+    adapters: list[SlackAdapter] = []
+
+    async def start(service=None) -> SlackAdapter:
+        settings = load_settings(None, slack_bot_token=BOT, slack_app_token=APP, slack_api_url=slack_fake.api_url)
+        adapter = SlackAdapter(settings, service or make_service())
+        adapters.append(adapter)
+        await adapter.start()
+        await asyncio.wait_for(slack_fake.connected.wait(), 10)
+        return adapter
+
+    yield start
+    for adapter in adapters:
+        await adapter.stop()
+
+
+def _texts(blocks: list[dict]) -> str:
+    return str(blocks)
+
+
+async def test_signed_http_quota_acks_fast_then_answers_with_blocks(slack_http, upstream):
+    upstream.complete_after = 1.5  # a slow upstream must not delay the ack
+    bot = await slack_http()
+    resp, answer, rid, took = await bot.command("")
+    assert resp.status == 200 and took < 3
+    assert not bot.fake.responses.get(rid)  # the answer comes later, through response_url
+    call = await bot.fake.wait_response(rid)
+    body = call.body
+    assert body["response_type"] == "ephemeral" and body["text"].startswith("Midjourney fast time: 12.06 h of 15 h left")
+    assert body["blocks"][0] == {"type": "header", "text": {"type": "plain_text", "text": "Midjourney fast time: 12.06 h of 15 h left"}}
+    text = _texts(body["blocks"])
+    assert "80.40%" in text and "*Job mode*\\nFast" in text and "<!date^" in text and "Visibility Mode" in text
+
+
+async def test_public_answers_in_channel(slack_http):
+    bot = await slack_http()
+    resp, _, rid, _ = await bot.command("public")
+    assert resp.status == 200
+    assert (await bot.fake.wait_response(rid)).body["response_type"] == "in_channel"
+
+
+@pytest.mark.parametrize("text, expected", [("help", "*Usage:*"), ("tomorrow please", "I did not understand `tomorrow please`")])
+async def test_help_and_unknown_text_answer_usage_without_asking(slack_http, upstream, text, expected):
+    bot = await slack_http()
+    resp, answer, rid, _ = await bot.command(text)
+    assert resp.status == 200 and answer["response_type"] == "ephemeral"
+    assert answer["text"].startswith(expected) and "`/quota public`" in answer["text"]
+    await asyncio.sleep(0.2)
+    assert len(upstream.asks) == 0 and not bot.fake.responses.get(rid)
+
+
+@pytest.mark.parametrize("kind", ["bad signature", "stale timestamp"])
+async def test_bad_or_stale_signature_is_401_and_never_reaches_the_core(slack_http, upstream, kind):
+    bot = await slack_http()
+    if kind == "bad signature":
+        resp, _, rid, _ = await bot.command("", secret="not-the-signing-secret")
+    else:
+        resp, _, rid, _ = await bot.command("", timestamp=int(time.time()) - 400)
+    assert resp.status == 401
+    await asyncio.sleep(0.3)
+    assert len(upstream.asks) == 0 and not bot.fake.responses.get(rid)
+
+
+@pytest.mark.parametrize("script, sentence", [
+    ({"ask": Scripted(401)}, "The upstream rejected the API token"),
+    ({"content": "NO_FAST_HOURS"}, "This Midjourney account has no fast time left."),
+    ({"ask": Scripted(503)}, "The Midjourney API is unavailable right now"),
+    ({"never": True}, "Timed out: the Midjourney API gave no answer within 1 s."),
+])
+async def test_each_core_error_is_an_ephemeral_sentence(slack_http, upstream, make_service, script, sentence):
+    if "ask" in script:
+        upstream.ask_script.extend([script["ask"]] * 10)
+    if "content" in script:
+        upstream.content = script["content"]
+    if "never" in script:
+        upstream.complete_after = float("inf")
+    bot = await slack_http(make_service(poll_timeout=1.0))
+    _, _, rid, _ = await bot.command("public")
+    body = (await bot.fake.wait_response(rid)).body
+    assert body["response_type"] == "ephemeral" and body["text"].startswith(sentence)
+    assert "Traceback" not in str(body)
+
+
+async def test_unexpected_exception_still_answers(slack_http, caplog):
+    from bot.service import QuotaService
+
+    class BrokenProvider:
+        simulated = False
+
+        async def fetch(self):
+            raise RuntimeError("provider bug")
+
+        async def close(self):
+            pass
+
+    bot = await slack_http(QuotaService(BrokenProvider()))
+    _, _, rid, _ = await bot.command("")
+    body = (await bot.fake.wait_response(rid)).body
+    assert body["text"] == "Something went wrong; it has been logged." and "provider bug" in caplog.text
+
+
+async def test_fifty_concurrent_commands_one_ask_fifty_answers(slack_http, upstream):
+    upstream.complete_after = 0.5
+    bot = await slack_http()
+    results = await asyncio.gather(*(bot.command("") for _ in range(50)))
+    assert all(r[0].status == 200 for r in results)
+    bodies = await asyncio.gather(*(bot.fake.wait_response(r[2]) for r in results))
+    assert all(b.body["text"].startswith("Midjourney fast time: 12.06 h") for b in bodies)
+    assert len(upstream.asks) == 1
+
+
+async def test_socket_mode_envelope_acked_fast_and_answered(slack_socket, slack_fake, upstream):
+    upstream.complete_after = 1.5
+    await slack_socket()
+    assert slack_fake.connections == 1
+    envelope_id, rid = await slack_fake.envelope(text="public")
+    acked = await slack_fake.wait_ack(envelope_id, timeout=3)
+    assert acked - slack_fake.sent_at[envelope_id] < 3
+    body = (await slack_fake.wait_response(rid)).body
+    assert body["response_type"] == "in_channel" and "12.06 h of 15 h left" in body["text"]
+
+
+@pytest.mark.parametrize("how", ["drop", "disconnect message"])
+async def test_socket_reconnects_after_a_drop_and_still_answers(slack_socket, slack_fake, how):
+    await slack_socket()
+    if how == "drop":
+        await slack_fake.drop()
+    else:
+        await slack_fake.send_disconnect()
+    await slack_fake.wait(lambda: True if slack_fake.connections >= 2 and slack_fake.sockets else None, timeout=30)
+    envelope_id, rid = await slack_fake.envelope()
+    await slack_fake.wait_ack(envelope_id, timeout=3)
+    assert "12.06 h of 15 h left" in (await slack_fake.wait_response(rid)).body["text"]
+
+
+async def test_scheduled_post_goes_out_with_blocks(slack_http, service):
+    bot = await slack_http(service)
+    await bot.adapter.post("C0POST001", await service.get_report())
+    post = bot.fake.posts[-1]
+    assert post.body["channel"] == "C0POST001" and "12.06 h of 15 h left" in post.body["text"]
+    assert "header" in str(post.body["blocks"])
+
+
+async def test_scheduled_post_429_is_retried_after_retry_after(slack_http, service):
+    bot = await slack_http(service)
+    bot.fake.post_script.append((429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "1"}))
+    started = time.monotonic()
+    await bot.adapter.post("C0POST001", await service.get_report())
+    assert len(bot.fake.posts) == 2 and time.monotonic() - started >= 0.9
+
+
+@pytest.mark.parametrize("error", ["not_in_channel", "channel_not_found"])
+async def test_scheduled_post_to_a_lost_channel_is_gone(slack_http, service, error):
+    bot = await slack_http(service)
+    bot.fake.post_script.append((200, {"ok": False, "error": error}, {}))
+    with pytest.raises(PostError) as caught:
+        await bot.adapter.post("C0POST001", await service.get_report())
+    assert caught.value.kind == "gone" and error in caught.value.reason
+
+
+async def test_rejected_bot_token_is_one_clear_line(slack_fake, make_service):
+    settings = load_settings(None, slack_bot_token="xoxb-wrong-token-999", slack_signing_secret=SECRET,
+                             slack_api_url=slack_fake.api_url)
+    with pytest.raises(RuntimeError) as caught:
+        await SlackAdapter(settings, make_service()).start()
+    assert str(caught.value) == "SLACK_BOT_TOKEN: Slack rejected the token (invalid_auth)"
