@@ -77,7 +77,7 @@ async def slack_socket(slack_fake, make_service):
 
     async def start(service=None) -> SlackAdapter:
         settings = load_settings(None, slack_bot_token=BOT, slack_app_token=APP, slack_api_url=slack_fake.api_url)
-        adapter = SlackAdapter(settings, service or make_service())
+        adapter = SlackAdapter(settings, service or make_service(), ping_interval=1.0)
         adapters.append(adapter)
         await adapter.start()
         await asyncio.wait_for(slack_fake.connected.wait(), 10)

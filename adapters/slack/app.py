@@ -49,8 +49,10 @@ GONE_ERRORS = {"not_in_channel", "channel_not_found", "is_archived", "channel_is
 class SlackAdapter:
     name = "slack"
 
-    def __init__(self, settings: Settings, service: QuotaService, schedules: ScheduleManager | None = None) -> None:
+    def __init__(self, settings: Settings, service: QuotaService, schedules: ScheduleManager | None = None,
+                 *, ping_interval: float = 10.0) -> None:
         assert settings.slack_bot_token is not None
+        self._ping_interval = ping_interval  # Socket Mode: how soon a silent drop is noticed
         self.service = service
         self.schedules = schedules
         self._settings = settings
@@ -101,7 +103,7 @@ class SlackAdapter:
 
             assert self._settings.slack_app_token is not None
             self._handler = AsyncSocketModeHandler(self.app, self._settings.slack_app_token.get_secret_value(),
-                                                   web_client=self.client)
+                                                   web_client=self.client, ping_interval=self._ping_interval)
             try:
                 await self._handler.connect_async()
             except SlackApiError as exc:

@@ -125,6 +125,7 @@ class FakeSlack:
         await ws.send_str(json.dumps({"type": "hello", "num_connections": 1, "debug_info": {"host": "fake",
                                       "approximate_connection_time": 3600}, "connection_info": {"app_id": "A0FAKE01"}}))
         self.connected.set()
+        self._touch()
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:

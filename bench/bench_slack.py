@@ -1,0 +1,113 @@
+"""Slack benchmark: bursts of concurrent `/quota` commands, in HTTP mode (signed requests) and in
+Socket Mode (envelopes), against the fake Slack on 127.0.0.1 with the upstream answering in 2 s.
+Prints p50/p99 to the ack and to the response_url answer, and upstream asks per burst.
+
+    python -m bench.bench_slack [--n 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+
+import aiohttp
+from aiohttp import web
+
+from adapters.slack.app import SlackAdapter
+from bot.service import QuotaService
+from bot.settings import load_settings
+from bot.simulator import UpstreamSimulator
+from bot.upstream import NextLegProvider
+from tests.fakes.slack import FakeSlack, form, sign
+
+BOT = "xoxb-bench-0000-token"
+APP = "xapp-bench-0000-token"
+SECRET = "bench-signing-secret"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def http_burst(n: int) -> tuple[list[float], list[float], int]:
+    upstream, fake = UpstreamSimulator(complete_after=2.0), await FakeSlack(BOT, APP).start()
+    await upstream.start()
+    service = QuotaService(NextLegProvider(base_url=upstream.base_url, token="bench"))
+    adapter = SlackAdapter(load_settings(None, slack_bot_token=BOT, slack_signing_secret=SECRET,
+                                         slack_api_url=fake.api_url), service)
+    app = web.Application()
+    adapter.mount(app)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/slack/events"
+    await adapter.start()
+    acks: list[float] = []
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            async def one() -> str:
+                payload, rid = fake.command_payload("/quota", "")
+                body = form(payload)
+                fake.sent_at[rid] = started = time.monotonic()
+                async with http.post(url, data=body, headers=sign(SECRET, body)) as resp:
+                    await resp.read()
+                    assert resp.status == 200
+                acks.append((time.monotonic() - started) * 1000)
+                return rid
+
+            rids = await asyncio.gather(*(one() for _ in range(n)))
+            answers = await asyncio.gather(*(fake.wait_response(r, 60) for r in rids))
+        final = [(a.at - fake.sent_at[r]) * 1000 for a, r in zip(answers, rids)]
+        return acks, final, len(upstream.asks)
+    finally:
+        await adapter.stop()
+        await runner.cleanup()
+        await service.close()
+        await fake.stop()
+        await upstream.stop()
+
+
+async def socket_burst(n: int) -> tuple[list[float], list[float], int]:
+    upstream, fake = UpstreamSimulator(complete_after=2.0), await FakeSlack(BOT, APP).start()
+    await upstream.start()
+    service = QuotaService(NextLegProvider(base_url=upstream.base_url, token="bench"))
+    adapter = SlackAdapter(load_settings(None, slack_bot_token=BOT, slack_app_token=APP, slack_api_url=fake.api_url), service)
+    await adapter.start()
+    await asyncio.wait_for(fake.connected.wait(), 10)
+    try:
+        sent = [await fake.envelope() for _ in range(n)]
+        acked = await asyncio.gather(*(fake.wait_ack(e, 30) for e, _ in sent))
+        answers = await asyncio.gather(*(fake.wait_response(r, 60) for _, r in sent))
+        acks = [(a - fake.sent_at[e]) * 1000 for a, (e, _) in zip(acked, sent)]
+        final = [(a.at - fake.sent_at[r]) * 1000 for a, (_, r) in zip(answers, sent)]
+        return acks, final, len(upstream.asks)
+    finally:
+        await adapter.stop()
+        await service.close()
+        await fake.stop()
+        await upstream.stop()
+
+
+async def main(n: int) -> int:
+    logging.basicConfig(level=logging.ERROR)
+    rows = {"HTTP mode (signed requests)": await http_burst(n), "Socket Mode (envelopes)": await socket_burst(n)}
+    print(f"{n} concurrent /quota per mode; upstream answers in 2 s\n")
+    print("| mode                        | ack p50 | ack p99 | answer p50 | answer p99 | upstream asks |")
+    print("|-----------------------------|---------|---------|------------|------------|---------------|")
+    met = True
+    for name, (acks, final, asks) in rows.items():
+        print(f"| {name:<27} | {pct(acks, .5):5.1f}ms | {pct(acks, .99):5.1f}ms | {pct(final, .5):8.0f}ms |"
+              f" {pct(final, .99):8.0f}ms | {asks:>13} |")
+        met = met and pct(acks, .99) < 100 and asks == 1
+    print("\ntargets met (ack p99 < 100 ms, one ask per burst)" if met else "\nTARGETS NOT MET")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200)
+    raise SystemExit(asyncio.run(main(parser.parse_args().n)))
