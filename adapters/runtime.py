@@ -114,11 +114,35 @@ class Runtime:
 async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[Any, Any] | None = None,
                 started: asyncio.Future | None = None) -> None:
     """Run the bot until ``stop`` is set. Raises StartupError/SettingsError when it cannot start."""
+    from bot.scheduler import Scheduler
+    from bot.schedules import ScheduleError, parse_config
+    from bot.store import Store, StoreError
+
+    try:
+        items = parse_config(settings.quota_schedules)
+    except ScheduleError as exc:
+        raise StartupError(exc.user_message) from None
+    configured = {"discord": settings.discord_bot_token is not None, "slack": settings.slack_bot_token is not None}
+    for item in items:
+        if not configured.get(item.platform):
+            token = "DISCORD_BOT_TOKEN" if item.platform == "discord" else "SLACK_BOT_TOKEN"
+            raise StartupError(f"QUOTA_SCHEDULES: item '{item.platform}:{item.channel}' needs {token} to be set")
+
     async with AsyncExitStack() as stack:
+        try:
+            store = await Store.open(settings.database_path)
+        except StoreError as exc:
+            raise StartupError(str(exc)) from None
+        stack.push_async_callback(store.close)
         core = await build_core(settings)
         stack.push_async_callback(core.close)
+        core.service.subscribe(store.record_reading)
 
-        adapters = chat_adapters(settings, core.service)
+        posters: dict[str, Any] = {}
+        scheduler = Scheduler(store, core.service, posters, timezone=settings.quota_timezone,
+                              grace=settings.quota_schedule_grace)
+        adapters = chat_adapters(settings, core.service, scheduler)
+        posters.update((a.name, a) for a in adapters)
         if not adapters:
             from adapters.cli.console import ConsoleAdapter
 
@@ -149,6 +173,13 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
                 log.exception("adapter %s failed to start", adapter.name)
                 raise StartupError(f"{adapter.name} could not start: {exc}") from None
             stack.push_async_callback(_stop_adapter, adapter)
+
+        try:
+            await scheduler.sync_config(items)
+        except ScheduleError as exc:
+            raise StartupError(exc.user_message) from None
+        await scheduler.start()
+        stack.push_async_callback(scheduler.stop)
 
         log.info("quota-bot %s ready: upstream=%s, chat=%s, http://%s:%d/healthz", __version__,
                  "simulated" if core.service.simulated else "nextleg", ",".join(a.name for a in adapters),

@@ -66,6 +66,7 @@ async def service(make_service):
 def _no_secret_in_logs(caplog):
     """Every test: no secret used by the tests may appear in any captured log line."""
     caplog.set_level(logging.DEBUG)
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)  # one line per SQL call drowns the rest
     yield
     from tests.secrets import ALL_TEST_SECRETS
 

@@ -1,0 +1,334 @@
+"""Scheduled quota posts: one dispatcher task that sleeps until the earliest due run.
+
+Schedules live in the store and are re-armed at start-up. Each run is claimed in the store before it
+is posted, so a crash or restart neither repeats nor floods: on start, a run missed by at most
+``grace`` seconds is posted once, older ones are skipped with a log line. All schedules due at one
+moment share one reading. The clock is injected so tests never really sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Mapping, Protocol
+from zoneinfo import ZoneInfo
+
+from .errors import PostError, QuotaError
+from .schedules import PLATFORMS, ConfigItem, ScheduleError, ScheduleView, When, parse_when
+from .service import QuotaService
+from .store import ScheduleRow, Store
+
+log = logging.getLogger(__name__)
+UTC = timezone.utc
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class FakeClock:
+    """A clock for tests: time moves only with ``advance``, which wakes the sleepers it passes."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+        self._sleepers: list[tuple[datetime, int, asyncio.Future[None]]] = []
+        self._count = 0
+
+    def now(self) -> datetime:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._count += 1
+        heapq.heappush(self._sleepers, (self._now + timedelta(seconds=seconds), self._count, future))
+        await future
+
+    async def advance(self, seconds: float, settle: float = 0.05) -> None:
+        """Move time forward step by step (waking each sleeper at its time), then let tasks run."""
+        target = self._now + timedelta(seconds=seconds)
+        while self._sleepers and self._sleepers[0][0] <= target:
+            at, _, future = heapq.heappop(self._sleepers)
+            self._now = max(self._now, at)
+            if not future.done():
+                future.set_result(None)
+            await _settle(settle / 5)
+        self._now = target
+        await _settle(settle)
+
+
+async def _settle(seconds: float) -> None:
+    """Let other tasks (the dispatcher, HTTP round trips on loopback) run for a moment of real time."""
+    await asyncio.sleep(seconds)
+
+
+class Poster(Protocol):
+    async def post(self, channel: str, outcome: Any) -> None: ...
+
+
+@dataclass
+class _Armed:
+    row: ScheduleRow
+    when: When
+    tz: ZoneInfo
+    next_due: datetime
+
+    @property
+    def anchor(self) -> datetime:
+        return datetime.fromtimestamp(self.row.anchor, UTC)
+
+
+@dataclass(frozen=True)
+class PostPolicy:
+    rate_limit_attempts: int = 5
+    transient_attempts: int = 3
+    backoff: float = 2.0  # 2 s, 4 s, … between transient failures
+    concurrency: int = 50
+
+
+class Scheduler:
+    def __init__(self, store: Store, service: QuotaService, posters: Mapping[str, Poster], *,
+                 timezone: str = "UTC", grace: float = 600, clock: Clock | None = None,
+                 policy: PostPolicy = PostPolicy()) -> None:
+        self.store = store
+        self.service = service
+        self.posters = posters
+        self.timezone = timezone
+        self.grace = grace
+        self.clock: Clock = clock or SystemClock()
+        self.policy = policy
+        self._armed: dict[int, _Armed] = {}
+        self._heap: list[tuple[datetime, int]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._batches: set[asyncio.Task[None]] = set()
+        self.readings_taken = 0
+
+    # --- ScheduleManager ------------------------------------------------------------------------
+    async def add(self, platform: str, channel: str, when: str, *, created_by: str = "") -> ScheduleView:
+        if platform not in PLATFORMS or platform not in self.posters:
+            raise ScheduleError(f"This bot cannot post to {platform}: it is not configured.")
+        parsed = parse_when(when)
+        row = await self.store.add_schedule(platform, channel, parsed.text, self.timezone, "chat",
+                                            self.clock.now().timestamp(), created_by)
+        armed = self._arm(row, parsed)
+        log.info("schedule #%d added from chat: %s:%s=%s", row.id, platform, channel, parsed.text)
+        return self._view(armed)
+
+    async def list(self, platform: str) -> list[ScheduleView]:
+        rows = await self.store.schedules(platform)
+        return [self._view(self._armed[r.id], r.failing) for r in rows if r.id in self._armed]
+
+    async def remove(self, platform: str, schedule_id: int) -> bool:
+        removed = await self.store.remove_schedule(schedule_id, platform)
+        if removed:
+            self._armed.pop(schedule_id, None)
+            self._wake.set()
+            log.info("schedule #%d removed", schedule_id)
+        return removed
+
+    # --- configuration --------------------------------------------------------------------------
+    async def sync_config(self, items: Iterable[ConfigItem]) -> None:
+        """Keep the configured schedules in step with QUOTA_SCHEDULES: add new, keep unchanged, drop removed."""
+        wanted = {(i.platform, i.channel, i.when.text): i for i in items}
+        for row in await self.store.schedules():
+            if row.source != "config":
+                continue
+            key = (row.platform, row.channel, row.when_text)
+            if key in wanted:
+                wanted.pop(key)
+                if row.timezone != self.timezone:
+                    await self.store.set_timezone(row.id, self.timezone)
+            else:
+                await self.store.remove_schedule(row.id)
+                self._armed.pop(row.id, None)
+                log.info("schedule #%d (%s:%s=%s) removed: no longer in QUOTA_SCHEDULES", row.id, *key)
+        for item in wanted.values():
+            row = await self.store.add_schedule(item.platform, item.channel, item.when.text, self.timezone, "config",
+                                                self.clock.now().timestamp())
+            log.info("schedule #%d added from QUOTA_SCHEDULES: %s:%s=%s", row.id, item.platform, item.channel, item.when.text)
+        self._wake.set()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Arm every stored schedule, deal with runs missed while down, then start the dispatcher."""
+        now = self.clock.now()
+        last = await self.store.last_claimed()
+        catch_up: list[_Armed] = []
+        for row in await self.store.schedules():
+            try:
+                when = parse_when(row.when_text)
+            except ScheduleError as exc:
+                log.error("schedule #%d is not usable and is skipped: %s", row.id, exc.user_message)
+                continue
+            armed = self._arm(row, when, wake=False)
+            since = datetime.fromtimestamp(max(last.get(row.id, row.anchor), row.anchor), UTC)
+            since = max(since, now - timedelta(days=7))  # bounded look-back for cron maths
+            missed = when.last_at_or_before(now, armed.tz, armed.anchor, since)
+            if missed is None:
+                continue
+            late = (now - missed).total_seconds()
+            if late <= self.grace:
+                log.info("schedule #%d missed its run at %s (%.0fs ago); posting it once now", row.id,
+                         missed.isoformat(), late)
+                armed.next_due = missed
+                catch_up.append(armed)
+            else:
+                log.warning("schedule #%d missed its run at %s (%.0fs ago, more than QUOTA_SCHEDULE_GRACE); skipped",
+                            row.id, missed.isoformat(), late)
+        self._rebuild_heap()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="schedule-dispatcher")
+        log.info("scheduler started with %d schedule(s)", len(self._armed))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for batch in list(self._batches):
+            batch.cancel()
+        if self._batches:
+            await asyncio.gather(*self._batches, return_exceptions=True)
+
+    # --- the dispatcher -------------------------------------------------------------------------
+    def _arm(self, row: ScheduleRow, when: When, wake: bool = True) -> _Armed:
+        tz = ZoneInfo(row.timezone)
+        anchor = datetime.fromtimestamp(row.anchor, UTC)
+        armed = _Armed(row, when, tz, when.next_after(self.clock.now(), tz, anchor))
+        self._armed[row.id] = armed
+        heapq.heappush(self._heap, (armed.next_due, row.id))
+        if wake:
+            self._wake.set()
+        return armed
+
+    def _rebuild_heap(self) -> None:
+        self._heap = [(a.next_due, sid) for sid, a in self._armed.items()]
+        heapq.heapify(self._heap)
+
+    def _view(self, armed: _Armed, failing: str | None = None) -> ScheduleView:
+        row = armed.row
+        runs = armed.when.next_runs(self.clock.now(), armed.tz, armed.anchor)
+        return ScheduleView(row.id, row.platform, row.channel, row.when_text, row.timezone, row.source, runs,
+                            failing if failing is not None else row.failing)
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            while self._heap and (self._heap[0][1] not in self._armed
+                                  or self._armed[self._heap[0][1]].next_due != self._heap[0][0]):
+                heapq.heappop(self._heap)  # removed or re-armed since it was pushed
+            if not self._heap:
+                await self._wake.wait()
+                continue
+            wait = (self._heap[0][0] - self.clock.now()).total_seconds()
+            if wait > 0:
+                sleeper = asyncio.ensure_future(self.clock.sleep(wait))
+                waker = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    sleeper.cancel()
+                    waker.cancel()
+                continue
+            now = self.clock.now()
+            due: list[tuple[_Armed, datetime]] = []
+            while self._heap and self._heap[0][0] <= now:
+                at, sid = heapq.heappop(self._heap)
+                armed = self._armed.get(sid)
+                if armed is None or armed.next_due != at:
+                    continue
+                due.append((armed, at))
+                # the next run after now: a long stall never turns into a burst of old runs
+                armed.next_due = armed.when.next_after(now, armed.tz, armed.anchor)
+                heapq.heappush(self._heap, (armed.next_due, sid))
+            if due:
+                batch = asyncio.get_running_loop().create_task(self._post_batch(due))
+                self._batches.add(batch)
+                batch.add_done_callback(self._batches.discard)
+
+    async def _post_batch(self, due: list[tuple[_Armed, datetime]]) -> None:
+        try:
+            claimed = await self.store.claim((a.row.id, at.timestamp()) for a, at in due)
+        except Exception:
+            log.exception("could not claim %d scheduled run(s); they are skipped", len(due))
+            return
+        runs = [(a, at) for a, at in due if (a.row.id, at.timestamp()) in claimed]
+        if not runs:
+            return
+        try:
+            outcome: Any = await self.service.get_report()
+        except QuotaError as exc:
+            outcome = exc  # the channel gets the reason instead of silence
+        except Exception as exc:
+            log.exception("reading for scheduled posts failed unexpectedly")
+            outcome = QuotaError(type(exc).__name__)
+        self.readings_taken += 1
+        gate = asyncio.Semaphore(self.policy.concurrency)
+
+        async def one(armed: _Armed, at: datetime) -> tuple[int, float, str]:
+            async with gate:
+                return armed.row.id, at.timestamp(), await self._post_one(armed, outcome)
+
+        results = await asyncio.gather(*(one(a, at) for a, at in runs))
+        try:
+            await self.store.finish(results)
+        except Exception:
+            log.exception("could not record the results of %d scheduled post(s)", len(results))
+
+    async def _post_one(self, armed: _Armed, outcome: Any) -> str:
+        row = armed.row
+        poster = self.posters.get(row.platform)
+        if poster is None:
+            return await self._failing(armed, f"{row.platform} is not configured")
+        limited = transient = 0
+        while True:
+            try:
+                await poster.post(row.channel, outcome)
+            except PostError as exc:
+                if exc.kind == "rate_limited" and limited + 1 < self.policy.rate_limit_attempts:
+                    limited += 1
+                    log.info("schedule #%d: rate limited, retrying in %.1fs", row.id, exc.retry_after or 1.0)
+                    await self.clock.sleep(exc.retry_after or 1.0)
+                    continue
+                if exc.kind == "transient" and transient + 1 < self.policy.transient_attempts:
+                    transient += 1
+                    await self.clock.sleep(self.policy.backoff * 2 ** (transient - 1))
+                    continue
+                return await self._failing(armed, exc.reason)
+            except Exception as exc:
+                log.exception("schedule #%d: posting failed unexpectedly", row.id)
+                return await self._failing(armed, f"unexpected error ({type(exc).__name__})")
+            if self._current_failing(armed) is not None:
+                log.info("schedule #%d recovered: posted to %s:%s", row.id, row.platform, row.channel)
+                await self._set_failing(armed, None)
+            return "posted" if not isinstance(outcome, QuotaError) else f"posted error: {outcome.code}"
+
+    def _current_failing(self, armed: _Armed) -> str | None:
+        return armed.row.failing
+
+    async def _set_failing(self, armed: _Armed, reason: str | None) -> None:
+        await self.store.set_failing(armed.row.id, reason)
+        armed.row = ScheduleRow(**{**armed.row.__dict__, "failing": reason})
+
+    async def _failing(self, armed: _Armed, reason: str) -> str:
+        log.warning("schedule #%d (%s:%s) is failing: %s", armed.row.id, armed.row.platform, armed.row.channel, reason)
+        await self._set_failing(armed, reason)
+        return f"failed: {reason}"

@@ -1,0 +1,224 @@
+"""The store: schedules, claimed runs and every reading, in SQLite through aiosqlite.
+
+The schema is versioned with ``PRAGMA user_version`` and migrated step by step, so a file written by
+an older quota-bot is upgraded in place. A file that is not a database, is damaged, was written by a
+newer quota-bot or cannot be written stops start-up with one line naming it; it is never recreated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import aiosqlite
+
+from .report import QuotaReport
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: list[str] = [
+    # 1: schedules, runs (claims), readings
+    """
+    CREATE TABLE schedules (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        platform TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        when_text TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        source TEXT NOT NULL CHECK (source IN ('config', 'chat')),
+        anchor REAL NOT NULL,
+        created_by TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        failing TEXT
+    );
+    CREATE INDEX schedules_platform ON schedules (platform);
+    CREATE TABLE runs (
+        schedule_id INTEGER NOT NULL REFERENCES schedules (id) ON DELETE CASCADE,
+        due REAL NOT NULL,
+        claimed_at REAL NOT NULL,
+        posted_at REAL,
+        result TEXT,
+        PRIMARY KEY (schedule_id, due)
+    );
+    CREATE TABLE readings (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        read_at REAL NOT NULL,
+        remaining REAL,
+        total REAL,
+        percent REAL,
+        unit TEXT,
+        job_mode TEXT,
+        plan TEXT,
+        renewal REAL,
+        simulated INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX readings_read_at ON readings (read_at);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(Exception):
+    """The database cannot be used; ``str()`` is one line naming the file and why."""
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    id: int
+    platform: str
+    channel: str
+    when_text: str
+    timezone: str
+    source: str
+    anchor: float
+    created_by: str
+    created_at: float
+    failing: str | None
+
+
+class Store:
+    def __init__(self, db: aiosqlite.Connection, path: str) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: str) -> "Store":
+        shown = os.path.abspath(path)
+        if os.path.isdir(path):
+            raise StoreError(f"DATABASE_URL: {shown} is a directory, not a database file")
+        folder = os.path.dirname(shown)
+        if not os.path.isdir(folder):
+            raise StoreError(f"DATABASE_URL: the folder {folder} does not exist")
+        exists = os.path.exists(path)
+        if exists and not os.access(path, os.R_OK | os.W_OK):
+            raise StoreError(f"DATABASE_URL: {shown} cannot be read and written by this user")
+        if not exists and not os.access(folder, os.W_OK):
+            raise StoreError(f"DATABASE_URL: cannot create {shown}: the folder is not writable")
+        if exists and os.path.getsize(path) > 0:
+            with open(path, "rb") as handle:
+                if handle.read(16) != b"SQLite format 3\x00":
+                    raise StoreError(f"DATABASE_URL: {shown} is not a SQLite database; it was left untouched "
+                                     "(move it away or point DATABASE_URL elsewhere)")
+        try:
+            db = await aiosqlite.connect(path)
+        except sqlite3.Error as exc:
+            raise StoreError(f"DATABASE_URL: cannot open {shown}: {exc}") from None
+        store = cls(db, path)
+        try:
+            await store._prepare(shown)
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def _prepare(self, shown: str) -> None:
+        try:
+            check = await (await self._db.execute("PRAGMA quick_check")).fetchone()
+            if not check or check[0] != "ok":
+                raise StoreError(f"DATABASE_URL: {shown} is damaged ({check[0] if check else 'no answer'}); "
+                                 "it was left untouched")
+            version = (await (await self._db.execute("PRAGMA user_version")).fetchone())[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"DATABASE_URL: {shown} was written by a newer quota-bot (schema {version}, "
+                                 f"this one knows {SCHEMA_VERSION})")
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA synchronous=NORMAL")
+            await self._db.execute("PRAGMA foreign_keys=ON")
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                await self._db.executescript(f"BEGIN; {MIGRATIONS[number - 1]} PRAGMA user_version = {number}; COMMIT;")
+                log.info("database %s migrated to schema %d", shown, number)
+        except sqlite3.DatabaseError as exc:
+            reason = "not a database" if "not a database" in str(exc) else str(exc)
+            raise StoreError(f"DATABASE_URL: {shown} cannot be used ({reason}); it was left untouched") from None
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    # --- readings -------------------------------------------------------------------------------
+    async def record_reading(self, report: QuotaReport) -> None:
+        unit = (report.remaining or report.total).unit if (report.remaining or report.total) else None
+        await self._db.execute(
+            "INSERT INTO readings (read_at, remaining, total, percent, unit, job_mode, plan, renewal, simulated)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (report.read_at.timestamp(), report.remaining.value if report.remaining else None,
+             report.total.value if report.total else None, report.percent, unit, report.job_mode, report.plan,
+             report.renewal.timestamp() if report.renewal else None, int(report.simulated)))
+        await self._db.commit()
+
+    async def readings(self, limit: int = 100) -> list[dict]:
+        cursor = await self._db.execute(
+            "SELECT read_at, remaining, total, percent, unit, job_mode, plan, renewal, simulated FROM readings"
+            " ORDER BY read_at DESC, id DESC LIMIT ?", (limit,))
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in await cursor.fetchall()]
+
+    # --- schedules ------------------------------------------------------------------------------
+    async def add_schedule(self, platform: str, channel: str, when_text: str, timezone: str, source: str,
+                           anchor: float, created_by: str = "") -> ScheduleRow:
+        now = time.time()
+        cursor = await self._db.execute(
+            "INSERT INTO schedules (platform, channel, when_text, timezone, source, anchor, created_by, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (platform, channel, when_text, timezone, source, anchor, created_by, now))
+        await self._db.commit()
+        return ScheduleRow(cursor.lastrowid or 0, platform, channel, when_text, timezone, source, anchor, created_by, now, None)
+
+    async def schedules(self, platform: str | None = None) -> list[ScheduleRow]:
+        query = "SELECT id, platform, channel, when_text, timezone, source, anchor, created_by, created_at, failing FROM schedules"
+        args: tuple = ()
+        if platform is not None:
+            query, args = query + " WHERE platform = ?", (platform,)
+        cursor = await self._db.execute(query + " ORDER BY id", args)
+        return [ScheduleRow(*row) for row in await cursor.fetchall()]
+
+    async def remove_schedule(self, schedule_id: int, platform: str | None = None) -> bool:
+        query, args = "DELETE FROM schedules WHERE id = ?", (schedule_id,)
+        if platform is not None:
+            query, args = query + " AND platform = ?", (schedule_id, platform)
+        cursor = await self._db.execute(query, args)
+        await self._db.commit()
+        return cursor.rowcount > 0
+
+    async def set_timezone(self, schedule_id: int, timezone: str) -> None:
+        await self._db.execute("UPDATE schedules SET timezone = ? WHERE id = ?", (timezone, schedule_id))
+        await self._db.commit()
+
+    async def set_failing(self, schedule_id: int, reason: str | None) -> None:
+        await self._db.execute("UPDATE schedules SET failing = ? WHERE id = ?", (reason, schedule_id))
+        await self._db.commit()
+
+    # --- runs: claimed before they are posted ---------------------------------------------------
+    async def claim(self, runs: Iterable[tuple[int, float]]) -> set[tuple[int, float]]:
+        """Claim (schedule id, due) runs in one transaction; returns those this call claimed (a run
+        claimed before, e.g. by a process that then crashed, is never claimed again)."""
+        claimed: set[tuple[int, float]] = set()
+        now = time.time()
+        try:  # sqlite3 opens one transaction at the first INSERT; commit ends it
+            for schedule_id, due in runs:
+                cursor = await self._db.execute(
+                    "INSERT OR IGNORE INTO runs (schedule_id, due, claimed_at) SELECT ?, ?, ?"
+                    " WHERE EXISTS (SELECT 1 FROM schedules WHERE id = ?)", (schedule_id, due, now, schedule_id))
+                if cursor.rowcount == 1:
+                    claimed.add((schedule_id, due))
+            await self._db.commit()
+        except BaseException:
+            await self._db.rollback()
+            raise
+        return claimed
+
+    async def finish(self, results: Iterable[tuple[int, float, str]]) -> None:
+        await self._db.executemany("UPDATE runs SET posted_at = ?, result = ? WHERE schedule_id = ? AND due = ?",
+                                   [(time.time(), result, sid, due) for sid, due, result in results])
+        await self._db.commit()
+
+    async def last_claimed(self) -> dict[int, float]:
+        cursor = await self._db.execute("SELECT schedule_id, MAX(due) FROM runs GROUP BY schedule_id")
+        return {sid: due for sid, due in await cursor.fetchall()}
+
+    async def runs(self, schedule_id: int) -> list[tuple[float, float | None, str | None]]:
+        cursor = await self._db.execute("SELECT due, posted_at, result FROM runs WHERE schedule_id = ? ORDER BY due",
+                                        (schedule_id,))
+        return list(await cursor.fetchall())
