@@ -92,8 +92,7 @@ class SlackAdapter:
         try:
             auth = await self.client.auth_test()
         except SlackApiError as exc:
-            error = exc.response.get("error", "error") if exc.response is not None else "error"
-            raise RuntimeError(f"SLACK_BOT_TOKEN: Slack rejected the token ({error})") from None
+            raise RuntimeError(f"SLACK_BOT_TOKEN: Slack rejected the token ({_slack_error(exc)})") from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise RuntimeError(f"SLACK_API_URL: cannot reach the Slack Web API ({type(exc).__name__})") from None
         log.info("Slack connected as %s in team %s (%s)", auth.get("user_id"), auth.get("team_id"),
@@ -107,8 +106,7 @@ class SlackAdapter:
             try:
                 await self._handler.connect_async()
             except SlackApiError as exc:
-                error = exc.response.get("error", "error") if exc.response is not None else "error"
-                raise RuntimeError(f"SLACK_APP_TOKEN: Slack refused the Socket Mode connection ({error})") from None
+                raise RuntimeError(f"SLACK_APP_TOKEN: Slack refused the Socket Mode connection ({_slack_error(exc)})") from None
 
     async def stop(self) -> None:
         if self._handler is not None:
@@ -194,9 +192,9 @@ class SlackAdapter:
             return True
         try:
             user = (await self.client.users_info(user=user_id)).get("user") or {}
-        except SlackApiError as exc:
-            log.warning("users.info for the schedule permission check failed: %s",
-                        exc.response.get("error") if exc.response is not None else exc)
+        except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.warning("users.info for the schedule permission check failed (%s); treating %s as not an admin",
+                        _slack_error(exc), user_id)
             return False
         return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
 
@@ -207,7 +205,8 @@ class SlackAdapter:
             await self.client.chat_postMessage(channel=channel, blocks=blocks, text=text)
         except SlackApiError as exc:
             response = exc.response
-            error = str(response.get("error", "")) if response is not None else ""
+            data = getattr(response, "data", None)
+            error = str(data.get("error", "")) if isinstance(data, dict) else ""
             status = getattr(response, "status_code", 0) if response is not None else 0
             if error == "ratelimited" or status == 429:
                 after = (response.headers or {}).get("Retry-After", "1") if response is not None else "1"
@@ -219,6 +218,14 @@ class SlackAdapter:
             raise PostError("gone", f"Slack {error or status}") from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise PostError("transient", f"network: {type(exc).__name__}") from None
+
+
+def _slack_error(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    data = getattr(response, "data", None)
+    if isinstance(data, dict) and data.get("error"):
+        return str(data["error"])
+    return f"HTTP {getattr(response, 'status_code', '?')}" if response is not None else type(exc).__name__
 
 
 def _float(value: Any) -> float:

@@ -56,6 +56,7 @@ class FakeSlack:
     async def start(self) -> "FakeSlack":
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)
         app.router.add_get("/link", self._socket)
         app.router.add_post("/response/{rid}", self._response)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
@@ -85,6 +86,7 @@ class FakeSlack:
             body = json.loads(raw or b"{}")
         else:
             body = dict(parse_qsl(raw.decode()))
+        body.update(request.query)
         method = request.match_info["method"]
         call = Call(method, body, time.monotonic(), dict(request.headers))
         self.calls.append(call)
