@@ -158,10 +158,11 @@ class Scheduler:
                 await self.store.remove_schedule(row.id)
                 self._armed.pop(row.id, None)
                 log.info("schedule #%d (%s:%s=%s) removed: no longer in QUOTA_SCHEDULES", row.id, *key)
+        anchor = self.clock.now().timestamp()
+        await self.store.add_schedules([(i.platform, i.channel, i.when.text, self.timezone, "config", anchor)
+                                        for i in wanted.values()])
         for item in wanted.values():
-            row = await self.store.add_schedule(item.platform, item.channel, item.when.text, self.timezone, "config",
-                                                self.clock.now().timestamp())
-            log.info("schedule #%d added from QUOTA_SCHEDULES: %s:%s=%s", row.id, item.platform, item.channel, item.when.text)
+            log.info("schedule added from QUOTA_SCHEDULES: %s:%s=%s", item.platform, item.channel, item.when.text)
         self._wake.set()
 
     # --- lifecycle ------------------------------------------------------------------------------

@@ -166,6 +166,14 @@ class Store:
         await self._db.commit()
         return ScheduleRow(cursor.lastrowid or 0, platform, channel, when_text, timezone, source, anchor, created_by, now, None)
 
+    async def add_schedules(self, rows: list[tuple[str, str, str, str, str, float]]) -> None:
+        """Many (platform, channel, when_text, timezone, source, anchor) at once, in one transaction."""
+        now = time.time()
+        await self._db.executemany(
+            "INSERT INTO schedules (platform, channel, when_text, timezone, source, anchor, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)", [(*row, now) for row in rows])
+        await self._db.commit()
+
     async def schedules(self, platform: str | None = None) -> list[ScheduleRow]:
         query = "SELECT id, platform, channel, when_text, timezone, source, anchor, created_by, created_at, failing FROM schedules"
         args: tuple = ()
