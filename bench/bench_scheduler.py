@@ -89,16 +89,20 @@ async def main(schedules: int, channels: int) -> int:
     await fake.stop()
     await upstream.stop()
     print(f"{schedules:,} schedules due at the same minute across {channels:,} channels; upstream answers in 1 s\n")
-    print("| measure                                   | value      |")
-    print("|-------------------------------------------|------------|")
-    print(f"| arm {schedules:,} schedules (parse, store, heap)   | {arm_seconds:8.2f} s |")
-    print(f"| due → posted p50                          | {pct(latencies, .5) / 1000:8.2f} s |")
-    print(f"| due → posted p99                          | {pct(latencies, .99) / 1000:8.2f} s |")
-    print(f"| first post after due                      | {min(latencies) / 1000:8.2f} s |")
-    print(f"| posts delivered                           | {len(fake.posts):>10,} |")
-    print(f"| upstream asks                             | {len(upstream.asks):>10} |")
-    print(f"| idle CPU with {schedules:,} armed             | {idle_cpu:8.2f} % |")
-    print(f"| RSS with {schedules:,} armed (peak)           | {memory:6.0f} MB ({peak:.0f}) |")
+    rows = [
+        (f"arm {schedules:,} stored schedules", f"{arm_seconds:.2f} s"),
+        ("due → posted p50", f"{pct(latencies, .5) / 1000:.2f} s"),
+        ("due → posted p99", f"{pct(latencies, .99) / 1000:.2f} s"),
+        ("first post after due", f"{min(latencies) / 1000:.2f} s"),
+        ("posts delivered", f"{len(fake.posts):,}"),
+        ("upstream asks", f"{len(upstream.asks)}"),
+        (f"idle CPU with {schedules:,} armed", f"{idle_cpu:.2f} %"),
+        (f"RSS with {schedules:,} armed (peak)", f"{memory:.0f} MB ({peak:.0f} MB)"),
+    ]
+    print(f"| {'measure':<34} | {'value':>16} |")
+    print(f"|{'-' * 36}|{'-' * 18}|")
+    for name, value in rows:
+        print(f"| {name:<34} | {value:>16} |")
     return 0 if len(upstream.asks) == 1 and len(fake.posts) == schedules else 1
 
 

@@ -202,15 +202,16 @@ class Store:
     async def claim(self, runs: Iterable[tuple[int, float]]) -> set[tuple[int, float]]:
         """Claim (schedule id, due) runs in one transaction; returns those this call claimed (a run
         claimed before, e.g. by a process that then crashed, is never claimed again)."""
-        claimed: set[tuple[int, float]] = set()
-        now = time.time()
+        wanted = list(runs)
+        token = f"claim-{time.time_ns()}-{id(wanted)}"
         try:  # sqlite3 opens one transaction at the first INSERT; commit ends it
-            for schedule_id, due in runs:
-                cursor = await self._db.execute(
-                    "INSERT OR IGNORE INTO runs (schedule_id, due, claimed_at) SELECT ?, ?, ?"
-                    " WHERE EXISTS (SELECT 1 FROM schedules WHERE id = ?)", (schedule_id, due, now, schedule_id))
-                if cursor.rowcount == 1:
-                    claimed.add((schedule_id, due))
+            await self._db.executemany(
+                "INSERT OR IGNORE INTO runs (schedule_id, due, claimed_at, result) SELECT ?, ?, ?, ?"
+                " WHERE EXISTS (SELECT 1 FROM schedules WHERE id = ?)",
+                [(sid, due, time.time(), token, sid) for sid, due in wanted])
+            cursor = await self._db.execute("SELECT schedule_id, due FROM runs WHERE result = ?", (token,))
+            claimed = {(sid, due) for sid, due in await cursor.fetchall()}
+            await self._db.execute("UPDATE runs SET result = 'claimed' WHERE result = ?", (token,))
             await self._db.commit()
         except BaseException:
             await self._db.rollback()

@@ -161,3 +161,13 @@ def test_core_imports_no_platform_library():
             "print(','.join(mods))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+async def test_check_reports_schedule_and_database_problems(tmp_path):
+    (tmp_path / "bad.sqlite3").write_bytes(b"garbage" * 50)
+    code, out, err = await _cli("check", cwd=tmp_path, env=_env(
+        QUOTA_SCHEDULES="slack:C01=every 1h", DATABASE_URL=f"sqlite:///{tmp_path}/bad.sqlite3"))
+    assert code == 1
+    assert f"[FAIL] DATABASE_URL: {tmp_path}/bad.sqlite3 is not a SQLite database" in out
+    assert "[FAIL] QUOTA_SCHEDULES: posts to slack, which is not configured" in out
+    assert "2 check(s) failed" in out

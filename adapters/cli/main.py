@@ -127,6 +127,26 @@ async def _check(settings: Settings) -> int:
         say(True, f"Slack: SLACK_BOT_TOKEN is set; {mode}")
     else:
         say(None, "Slack: not configured (set SLACK_BOT_TOKEN)")
+    from bot.schedules import ScheduleError, parse_config
+    from bot.store import Store, StoreError
+
+    try:
+        store = await Store.open(settings.database_path)
+        count = len(await store.schedules())
+        await store.close()
+        say(True, f"database {os.path.abspath(settings.database_path)}: {count} schedule(s) stored")
+    except StoreError as exc:
+        say(False, str(exc))
+    try:
+        items = parse_config(settings.quota_schedules)
+        missing = sorted({i.platform for i in items} - {p for p, on in (("discord", settings.discord_bot_token),
+                                                                        ("slack", settings.slack_bot_token)) if on})
+        if missing:
+            say(False, f"QUOTA_SCHEDULES: posts to {', '.join(missing)}, which is not configured")
+        elif items:
+            say(True, f"QUOTA_SCHEDULES: {len(items)} schedule(s) in {settings.quota_timezone}")
+    except ScheduleError as exc:
+        say(False, exc.user_message)
     if not settings.discord_bot_token and not settings.slack_bot_token:
         say(None, "no chat platform configured: `quota-bot run` opens the console chat")
     print("all checks passed" if not problems else f"{problems} check(s) failed")
