@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import statistics
 
 from adapters.discord.bot import DiscordAdapter
 from bot.service import QuotaService
 from bot.settings import load_settings
 from bot.simulator import UpstreamSimulator
 from bot.upstream import NextLegProvider
+from bench.remote import Remote, recv
 from tests.fakes.discord import FakeDiscord
 
 TOKEN = "bench-discord-token-0123456789"
@@ -29,30 +29,49 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+async def fake_discord_child(conn) -> None:
+    """The child process: the fake Discord, and the burst it dispatches and times."""
+    fake = await FakeDiscord(TOKEN).start()
+    conn.send((fake.api_url, fake.gateway_url))
+    while True:
+        message = await recv(conn)
+        if message[0] == "stop":
+            break
+        if message[0] == "ready":
+            await asyncio.wait_for(fake.ready.wait(), 30)
+            conn.send("ready")
+        elif message[0] == "burst":
+            n = message[1]
+            sent = await fake.slash_burst("quota", n)
+            callbacks = await asyncio.gather(*(fake.wait_callback(i, 60) for i, _ in sent))
+            edits = await asyncio.gather(*(fake.wait_edit(t, 60) for _, t in sent))
+            defer = [(c.at - fake.dispatched_at[i]) * 1000 for c, (i, _) in zip(callbacks, sent)]
+            final = [(e.at - fake.dispatched_at[i]) * 1000 for e, (i, _) in zip(edits, sent)]
+            answered = sum(1 for e in edits if "12.06" in str(e.body))
+            conn.send((defer, final, answered))
+    await fake.stop()
+
+
 async def main(n: int) -> int:
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.ERROR)
+    remote = Remote(fake_discord_child)
+    api_url, gateway_url = await remote.receive()
     upstream = UpstreamSimulator(complete_after=2.0)
     await upstream.start()
-    fake = await FakeDiscord(TOKEN).start()
     service = QuotaService(NextLegProvider(base_url=upstream.base_url, token="bench"))
-    settings = load_settings(None, discord_bot_token=TOKEN, discord_api_base_url=fake.api_url,
-                             discord_gateway_url=fake.gateway_url)
+    settings = load_settings(None, discord_bot_token=TOKEN, discord_api_base_url=api_url, discord_gateway_url=gateway_url)
     adapter = DiscordAdapter(settings, service)
     await adapter.start()
-    await asyncio.wait_for(fake.ready.wait(), 10)
     try:
-        sent = [await fake.slash("quota") for _ in range(n)]  # dispatched back to back on one socket
-        callbacks = await asyncio.gather(*(fake.wait_callback(i, 30) for i, _ in sent))
-        edits = await asyncio.gather(*(fake.wait_edit(t, 60) for _, t in sent))
-        defer = [(c.at - fake.dispatched_at[i]) * 1000 for c, (i, _) in zip(callbacks, sent)]
-        final = [(e.at - fake.dispatched_at[i]) * 1000 for e, (i, _) in zip(edits, sent)]
-        answered = sum(1 for e in edits if "12.06" in str(e.body))
+        await remote.ask(("ready",))
+        defer, final, answered = await remote.ask(("burst", n))
     finally:
         await adapter.stop()
         await service.close()
-        await fake.stop()
         await upstream.stop()
-    print(f"{n} concurrent /quota interactions through the fake gateway; upstream answers in 2 s\n")
+        remote.close()
+    print(f"{n} concurrent /quota interactions through the fake gateway (a separate process); "
+          "upstream answers in 2 s\n")
     print("| measure                       |      p50 |      p99 |")
     print("|-------------------------------|----------|----------|")
     print(f"| dispatch → deferral callback  | {pct(defer, .5):6.1f}ms | {pct(defer, .99):6.1f}ms |")

@@ -20,6 +20,7 @@ from bot.service import QuotaService
 from bot.settings import load_settings
 from bot.simulator import UpstreamSimulator
 from bot.upstream import NextLegProvider
+from bench.remote import Remote, recv
 from tests.fakes.slack import FakeSlack, form, sign
 
 BOT = "xoxb-bench-0000-token"
@@ -32,70 +33,78 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def http_burst(n: int) -> tuple[list[float], list[float], int]:
-    upstream, fake = UpstreamSimulator(complete_after=2.0), await FakeSlack(BOT, APP).start()
-    await upstream.start()
-    service = QuotaService(NextLegProvider(base_url=upstream.base_url, token="bench"))
-    adapter = SlackAdapter(load_settings(None, slack_bot_token=BOT, slack_signing_secret=SECRET,
-                                         slack_api_url=fake.api_url), service)
-    app = web.Application()
-    adapter.mount(app)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/slack/events"
-    await adapter.start()
-    acks: list[float] = []
-    try:
+async def fake_slack_child(conn, mode: str, n: int) -> None:
+    """The child process: the fake Slack (Web API, Socket Mode, response_url sink) and the load."""
+    fake = await FakeSlack(BOT, APP).start()
+    conn.send(fake.api_url)
+    url = await recv(conn)
+    if mode == "http":
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-            async def one() -> str:
+            prepared = []
+            for _ in range(n):
                 payload, rid = fake.command_payload("/quota", "")
                 body = form(payload)
+                prepared.append((rid, body, sign(SECRET, body)))
+            acks: list[float] = []
+
+            async def one(rid: str, body: str, headers: dict) -> None:
                 fake.sent_at[rid] = started = time.monotonic()
-                async with http.post(url, data=body, headers=sign(SECRET, body)) as resp:
+                async with http.post(url, data=body, headers=headers) as resp:
                     await resp.read()
-                    assert resp.status == 200
+                    assert resp.status == 200, resp.status
                 acks.append((time.monotonic() - started) * 1000)
-                return rid
 
-            rids = await asyncio.gather(*(one() for _ in range(n)))
-            answers = await asyncio.gather(*(fake.wait_response(r, 60) for r in rids))
-        final = [(a.at - fake.sent_at[r]) * 1000 for a, r in zip(answers, rids)]
-        return acks, final, len(upstream.asks)
-    finally:
-        await adapter.stop()
-        await runner.cleanup()
-        await service.close()
-        await fake.stop()
-        await upstream.stop()
+            await asyncio.gather(*(one(*p) for p in prepared))
+            rids = [p[0] for p in prepared]
+    else:
+        await asyncio.wait_for(fake.connected.wait(), 30)
+        sent = [await fake.envelope() for _ in range(n)]
+        acked = await asyncio.gather(*(fake.wait_ack(e, 60) for e, _ in sent))
+        acks = [(a - fake.sent_at[e]) * 1000 for a, (e, _) in zip(acked, sent)]
+        rids = [r for _, r in sent]
+    answers = await asyncio.gather(*(fake.wait_response(r, 60) for r in rids))
+    final = [(a.at - fake.sent_at[r]) * 1000 for a, r in zip(answers, rids)]
+    conn.send((acks, final))
+    await recv(conn)
+    await fake.stop()
 
 
-async def socket_burst(n: int) -> tuple[list[float], list[float], int]:
-    upstream, fake = UpstreamSimulator(complete_after=2.0), await FakeSlack(BOT, APP).start()
+async def burst(mode: str, n: int) -> tuple[list[float], list[float], int]:
+    remote = Remote(fake_slack_child, mode, n)
+    api_url = await remote.receive()
+    upstream = UpstreamSimulator(complete_after=2.0)
     await upstream.start()
     service = QuotaService(NextLegProvider(base_url=upstream.base_url, token="bench"))
-    adapter = SlackAdapter(load_settings(None, slack_bot_token=BOT, slack_app_token=APP, slack_api_url=fake.api_url), service)
+    extra = {"slack_app_token": APP} if mode == "socket" else {"slack_signing_secret": SECRET}
+    adapter = SlackAdapter(load_settings(None, slack_bot_token=BOT, slack_api_url=api_url, **extra), service)
+    runner = None
+    url = ""
+    if mode == "http":
+        app = web.Application()
+        adapter.mount(app)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/slack/events"
     await adapter.start()
-    await asyncio.wait_for(fake.connected.wait(), 10)
     try:
-        sent = [await fake.envelope() for _ in range(n)]
-        acked = await asyncio.gather(*(fake.wait_ack(e, 30) for e, _ in sent))
-        answers = await asyncio.gather(*(fake.wait_response(r, 60) for _, r in sent))
-        acks = [(a - fake.sent_at[e]) * 1000 for a, (e, _) in zip(acked, sent)]
-        final = [(a.at - fake.sent_at[r]) * 1000 for a, (_, r) in zip(answers, sent)]
+        acks, final = await remote.ask(url)
         return acks, final, len(upstream.asks)
     finally:
+        remote.close()
         await adapter.stop()
+        if runner is not None:
+            await runner.cleanup()
         await service.close()
-        await fake.stop()
         await upstream.stop()
 
 
 async def main(n: int) -> int:
     logging.basicConfig(level=logging.ERROR)
-    rows = {"HTTP mode (signed requests)": await http_burst(n), "Socket Mode (envelopes)": await socket_burst(n)}
-    print(f"{n} concurrent /quota per mode; upstream answers in 2 s\n")
+    rows = {"HTTP mode (signed requests)": await burst("http", n), "Socket Mode (envelopes)": await burst("socket", n)}
+    print(f"{n} concurrent /quota per mode, sent and timed by a fake Slack in a separate process; "
+          "upstream answers in 2 s\n")
     print("| mode                        | ack p50 | ack p99 | answer p50 | answer p99 | upstream asks |")
     print("|-----------------------------|---------|---------|------------|------------|---------------|")
     met = True

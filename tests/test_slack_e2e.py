@@ -181,6 +181,8 @@ async def test_fifty_concurrent_commands_one_ask_fifty_answers(slack_http, upstr
     bodies = await asyncio.gather(*(bot.fake.wait_response(r[2]) for r in results))
     assert all(b.body["text"].startswith("Midjourney fast time: 12.06 h") for b in bodies)
     assert len(upstream.asks) == 1
+    # bolt's authorization reuses the start-up auth.test instead of 50 concurrent ones
+    assert [c.path for c in bot.fake.calls].count("auth.test") == 1
 
 
 async def test_socket_mode_envelope_acked_fast_and_answered(slack_socket, slack_fake, upstream):

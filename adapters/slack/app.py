@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.middleware.authorization.async_single_team_authorization import AsyncSingleTeamAuthorization
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -95,6 +96,11 @@ class SlackAdapter:
             raise RuntimeError(f"SLACK_BOT_TOKEN: Slack rejected the token ({_slack_error(exc)})") from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise RuntimeError(f"SLACK_API_URL: cannot reach the Slack Web API ({type(exc).__name__})") from None
+        # bolt's single-team authorization calls auth.test on the first request and caches it, but
+        # a burst of first requests would each call it: hand it the answer we already have.
+        for middleware in getattr(self.app, "_async_middleware_list", []):
+            if isinstance(middleware, AsyncSingleTeamAuthorization) and middleware.auth_test_result is None:
+                middleware.auth_test_result = auth
         log.info("Slack connected as %s in team %s (%s)", auth.get("user_id"), auth.get("team_id"),
                  "Socket Mode" if self.socket_mode else "HTTP mode: POST /slack/events")
         if self.socket_mode:

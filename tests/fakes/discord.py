@@ -192,9 +192,29 @@ class FakeDiscord:
             await ws.close(code=code, message=b"fake drop")
 
     # --- interactions ---------------------------------------------------------------------------
+    async def slash_burst(self, name: str, n: int) -> list[tuple[str, str]]:
+        """Dispatch n INTERACTION_CREATEs back to back: frames are built first, then sent in one go."""
+        frames = [self._interaction(name, None, "2147483647", None) for _ in range(n)]
+        ws = self.sockets[-1]
+        out = []
+        for interaction_id, token, payload in frames:
+            self.sequence += 1
+            text = json.dumps({"op": 0, "t": "INTERACTION_CREATE", "s": self.sequence, "d": payload})
+            self.dispatched_at[interaction_id] = time.monotonic()
+            await ws.send_str(text)
+            out.append((interaction_id, token))
+        return out
+
     async def slash(self, name: str, options: list[dict[str, Any]] | None = None, *, permissions: str = "2147483647",
                     subcommand: str | None = None) -> tuple[str, str]:
         """Dispatch an INTERACTION_CREATE for a guild slash command; returns (interaction id, token)."""
+        interaction_id, token, payload = self._interaction(name, options, permissions, subcommand)
+        self.dispatched_at[interaction_id] = time.monotonic()
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return interaction_id, token
+
+    def _interaction(self, name: str, options: list[dict[str, Any]] | None, permissions: str,
+                     subcommand: str | None) -> tuple[str, str, dict[str, Any]]:
         interaction_id = str(next(self._ids))
         token = f"itoken-{interaction_id}"
         data: dict[str, Any] = {"id": str(next(self._ids)), "name": name, "type": 1, "guild_id": GUILD_ID}
@@ -214,9 +234,7 @@ class FakeDiscord:
             "authorizing_integration_owners": {"0": GUILD_ID}, "context": 0,
             "data": data,
         }
-        self.dispatched_at[interaction_id] = time.monotonic()
-        await self.dispatch("INTERACTION_CREATE", payload)
-        return interaction_id, token
+        return interaction_id, token, payload
 
     async def wait_callback(self, interaction_id: str, timeout: float = 5.0) -> Call:
         return await self._wait(lambda: self.callbacks.get(interaction_id), timeout)
