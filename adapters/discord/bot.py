@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # What the bot needs in a channel: see it, post, and embed.
 BOT_PERMISSIONS = discord.Permissions(view_channel=True, send_messages=True, embed_links=True)
+POOL_SIZE = 32
 MANAGE_HINT = "Only members with the Manage Server permission can manage quota schedules."
 
 
@@ -45,7 +46,10 @@ def point_library_at(api_base_url: str, gateway_url: str | None) -> None:
 
 class _Client(discord.Client):
     def __init__(self, adapter: "DiscordAdapter") -> None:
-        super().__init__(intents=discord.Intents.none())
+        # A bounded pool of kept-alive connections: a burst of interactions reuses them instead of
+        # opening one new connection (a TLS handshake, against Discord) per deferral.
+        super().__init__(intents=discord.Intents.none(),
+                         connector=aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=60))
         self.adapter = adapter
         self.tree = app_commands.CommandTree(self)
 
