@@ -68,23 +68,25 @@ async def build_core(settings: Settings) -> Core:
     return Core(settings, service, simulator)
 
 
+# platform → (the setting that turns it on, its package, the pip extra that installs its library)
+PLATFORMS = (("discord", "DISCORD_BOT_TOKEN", "adapters.discord", "discord"),
+             ("slack", "SLACK_BOT_TOKEN", "adapters.slack", "slack"))
+
+
 def chat_adapters(settings: Settings, service: QuotaService, schedules: Any = None) -> list[Any]:
     """The configured chat adapters; platform libraries are imported only when configured."""
+    import importlib
+
     adapters: list[Any] = []
-    if settings.discord_bot_token is not None:
+    for name, token, package, extra in PLATFORMS:
+        if getattr(settings, token.lower()) is None:
+            continue
         try:
-            from adapters.discord import create_adapter as create_discord
+            create = importlib.import_module(package).create_adapter
+            adapters.append(create(settings, service, schedules))
         except ImportError as exc:
-            raise StartupError(f"DISCORD_BOT_TOKEN is set but discord.py is not installed ({exc.name}): "
-                               "pip install 'quota-bot[discord]'") from None
-        adapters.append(create_discord(settings, service, schedules))
-    if settings.slack_bot_token is not None:
-        try:
-            from adapters.slack import create_adapter as create_slack
-        except ImportError as exc:
-            raise StartupError(f"SLACK_BOT_TOKEN is set but slack-bolt is not installed ({exc.name}): "
-                               "pip install 'quota-bot[slack]'") from None
-        adapters.append(create_slack(settings, service, schedules))
+            raise StartupError(f"{token} is set but the {name} library is not installed ({exc.name}): "
+                               f"pip install 'quota-bot[{extra}]'") from None
     return adapters
 
 

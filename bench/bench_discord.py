@@ -18,15 +18,11 @@ from bot.service import QuotaService
 from bot.settings import load_settings
 from bot.simulator import UpstreamSimulator
 from bot.upstream import NextLegProvider
-from bench.remote import Remote, recv
+from bench.common import Remote, pct, recv
 from tests.fakes.discord import FakeDiscord
 
 TOKEN = "bench-discord-token-0123456789"
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 async def fake_discord_child(conn) -> None:

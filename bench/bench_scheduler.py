@@ -20,6 +20,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from adapters.slack.app import SlackAdapter
+from bench.common import pct
 from bot.scheduler import Scheduler, SystemClock
 from bot.service import QuotaService
 from bot.settings import load_settings
@@ -43,10 +44,6 @@ def rss_mb() -> float:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 async def main(schedules: int, channels: int) -> int:

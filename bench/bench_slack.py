@@ -20,17 +20,13 @@ from bot.service import QuotaService
 from bot.settings import load_settings
 from bot.simulator import UpstreamSimulator
 from bot.upstream import NextLegProvider
-from bench.remote import Remote, recv
+from bench.common import Remote, pct, recv
 from tests.fakes.slack import FakeSlack, form, sign
 
 BOT = "xoxb-bench-0000-token"
 APP = "xapp-bench-0000-token"
 SECRET = "bench-signing-secret"
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 async def fake_slack_child(conn, mode: str, n: int) -> None:

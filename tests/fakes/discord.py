@@ -17,6 +17,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .waiting import Changes
+
 APP_ID = "1100000000000000001"
 BOT_USER_ID = "1100000000000000002"
 GUILD_ID = "1200000000000000001"
@@ -57,7 +59,7 @@ class FakeDiscord:
         self._runner: web.AppRunner | None = None
         self.base = ""
         self.dispatched_at: dict[str, float] = {}
-        self._changed = asyncio.Event()
+        self.changes = Changes()
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> "FakeDiscord":
@@ -105,7 +107,7 @@ class FakeDiscord:
         path = "/" + request.match_info["tail"]
         call = Call(request.method, path, body, time.monotonic(), dict(request.query))
         self.calls.append(call)
-        self._changed.set()  # wake the waiters (they re-check what they wait for)
+        self.changes.touch()
         parts = path.strip("/").split("/")
         interaction_route = parts[0] in ("interactions", "webhooks")
         if not interaction_route and request.headers.get("Authorization") != f"Bot {self.token}":
@@ -237,22 +239,7 @@ class FakeDiscord:
         return interaction_id, token, payload
 
     async def wait_callback(self, interaction_id: str, timeout: float = 5.0) -> Call:
-        return await self._wait(lambda: self.callbacks.get(interaction_id), timeout)
+        return await self.changes.wait(lambda: self.callbacks.get(interaction_id), timeout)
 
     async def wait_edit(self, token: str, timeout: float = 10.0) -> Call:
-        return await self._wait(lambda: (self.edits.get(token) or [None])[-1], timeout)
-
-    async def _wait(self, probe, timeout: float):
-        deadline = time.monotonic() + timeout
-        while (value := probe()) is None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timed out after {timeout}s")
-            changed = self._changed
-            try:
-                await asyncio.wait_for(changed.wait(), left)
-            except asyncio.TimeoutError:
-                continue
-            if self._changed is changed:
-                self._changed = asyncio.Event()
-        return value
+        return await self.changes.wait(lambda: (self.edits.get(token) or [None])[-1], timeout)

@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import WSMsgType, web
 
+from .waiting import Changes
+
 TEAM_ID = "T0FAKE01"
 CHANNEL_ID = "C0FAKE01"
 USER_ID = "U0MEMBER1"
@@ -48,7 +50,7 @@ class FakeSlack:
         self.sockets: list[web.WebSocketResponse] = []
         self.connections = 0
         self.connected = asyncio.Event()
-        self._changed = asyncio.Event()
+        self.changes = Changes()
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.base = ""
@@ -76,9 +78,6 @@ class FakeSlack:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    def _touch(self) -> None:
-        self._changed.set()
-
     # --- Web API --------------------------------------------------------------------------------
     async def _api(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -90,7 +89,7 @@ class FakeSlack:
         method = request.match_info["method"]
         call = Call(method, body, time.monotonic(), dict(request.headers))
         self.calls.append(call)
-        self._touch()
+        self.changes.touch()
         auth = request.headers.get("Authorization", "")
         if method == "apps.connections.open":
             if not self.app_token or auth != f"Bearer {self.app_token}":
@@ -116,7 +115,7 @@ class FakeSlack:
     async def _response(self, request: web.Request) -> web.Response:
         call = Call(request.match_info["rid"], await request.json(), time.monotonic(), dict(request.headers))
         self.responses.setdefault(call.path, []).append(call)
-        self._touch()
+        self.changes.touch()
         return web.Response(text="ok")
 
     # --- Socket Mode ----------------------------------------------------------------------------
@@ -127,7 +126,7 @@ class FakeSlack:
         await ws.send_str(json.dumps({"type": "hello", "num_connections": 1, "debug_info": {"host": "fake",
                                       "approximate_connection_time": 3600}, "connection_info": {"app_id": "A0FAKE01"}}))
         self.connected.set()
-        self._touch()
+        self.changes.touch()
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -135,7 +134,7 @@ class FakeSlack:
                     if "envelope_id" in data:
                         self.acks[data["envelope_id"]] = time.monotonic()
                         self.ack_payloads[data["envelope_id"]] = data.get("payload")
-                        self._touch()
+                        self.changes.touch()
         finally:
             if ws in self.sockets:
                 self.sockets.remove(ws)
@@ -171,19 +170,7 @@ class FakeSlack:
         return envelope_id, rid
 
     async def wait(self, probe, timeout: float = 10.0):
-        deadline = time.monotonic() + timeout
-        while (value := probe()) is None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timed out after {timeout}s")
-            changed = self._changed
-            try:
-                await asyncio.wait_for(changed.wait(), left)
-            except asyncio.TimeoutError:
-                continue
-            if self._changed is changed:
-                self._changed = asyncio.Event()
-        return value
+        return await self.changes.wait(probe, timeout)
 
     async def wait_response(self, rid: str, timeout: float = 10.0) -> Call:
         return await self.wait(lambda: (self.responses.get(rid) or [None])[-1], timeout)

@@ -1,11 +1,18 @@
-"""Run a fake platform and its load in a child process, so a benchmark measures the bot's own event
-loop and not the fake's: the bot runs in this process, the fake (and the clock that times it) there."""
+"""Shared by the benchmarks: percentiles, and ``Remote``, which runs a fake platform and its load in a
+child process so a benchmark measures the bot's own event loop and not the fake's (the bot runs in
+this process, the fake and the clock that times it there)."""
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
 from typing import Any, Callable
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (nearest rank) of the values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 class Remote:
@@ -48,3 +55,4 @@ async def recv(conn: Any) -> Any:
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, conn.poll, None)
     return conn.recv()
+
