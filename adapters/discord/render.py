@@ -48,7 +48,7 @@ def render_report(report: QuotaReport) -> discord.Embed:
     if report.renewal:
         stamp = int(report.renewal.timestamp())
         fields.append(("Renews", f"<t:{stamp}:R> (<t:{stamp}:f>)", True))
-    fields.extend((name, value, False) for name, value in report.other_fields)
+    fields.extend((name, value, len(value) <= 40) for name, value in report.other_fields)  # short ones side by side
 
     footer = "Read" + (" (simulated)" if report.simulated else "")
     embed.set_footer(text=footer)
