@@ -59,9 +59,13 @@ class SlackAdapter:
         self._settings = settings
         self._admins = set(settings.slack_admin_user_ids)
         self.socket_mode = settings.slack_app_token is not None
+        # One session with a bounded pool of kept-alive connections for every Web API call (the SDK
+        # would otherwise open a new session, and connection, per call).
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32, keepalive_timeout=60))
         self.client = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(),
             base_url=settings.slack_api_url,
+            session=self._session,
             retry_handlers=[
                 AsyncConnectionErrorRetryHandler(max_retry_count=2),
                 AsyncRateLimitErrorRetryHandler(max_retry_count=3),
@@ -119,6 +123,7 @@ class SlackAdapter:
             await self._handler.close_async()
         for task in list(self._tasks):
             task.cancel()
+        await self._session.close()
 
     # --- /quota ---------------------------------------------------------------------------------
     async def _quota(self, ack: Any, command: dict[str, Any], respond: Any) -> None:

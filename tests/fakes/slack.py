@@ -48,7 +48,8 @@ class FakeSlack:
         self.users: dict[str, dict[str, Any]] = {ADMIN_ID: {"id": ADMIN_ID, "is_admin": True},
                                                  USER_ID: {"id": USER_ID, "is_admin": False}}
         self.sockets: list[web.WebSocketResponse] = []
-        self.connections = 0
+        self.connections = 0  # apps.connections.open calls
+        self.accepted = 0  # WebSocket connections accepted
         self.connected = asyncio.Event()
         self.changes = Changes()
         self._ids = itertools.count(1)
@@ -123,6 +124,7 @@ class FakeSlack:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         self.sockets.append(ws)
+        self.accepted += 1
         await ws.send_str(json.dumps({"type": "hello", "num_connections": 1, "debug_info": {"host": "fake",
                                       "approximate_connection_time": 3600}, "connection_info": {"app_id": "A0FAKE01"}}))
         self.connected.set()
