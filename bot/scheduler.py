@@ -317,13 +317,10 @@ class Scheduler:
             except Exception as exc:
                 log.exception("schedule #%d: posting failed unexpectedly", row.id)
                 return await self._failing(armed, f"unexpected error ({type(exc).__name__})")
-            if self._current_failing(armed) is not None:
+            if armed.row.failing is not None:
                 log.info("schedule #%d recovered: posted to %s:%s", row.id, row.platform, row.channel)
                 await self._set_failing(armed, None)
             return "posted" if not isinstance(outcome, QuotaError) else f"posted error: {outcome.code}"
-
-    def _current_failing(self, armed: _Armed) -> str | None:
-        return armed.row.failing
 
     async def _set_failing(self, armed: _Armed, reason: str | None) -> None:
         await self.store.set_failing(armed.row.id, reason)
