@@ -105,3 +105,30 @@ async def test_corrupt_database_stops_startup_and_is_left_alone(tmp_path, upstre
     with pytest.raises(StartupError, match=r"^DATABASE_URL: .*q.sqlite3 is not a SQLite database"):
         await _run(_settings(tmp_path, upstream, slack_fake))
     assert (tmp_path / "q.sqlite3").read_bytes() == b"not a database" * 100
+
+
+async def test_slack_http_mode_is_served_beside_healthz(tmp_path, upstream, slack_fake):
+    from tests.fakes.slack import form, sign
+
+    secret = ALL_TEST_SECRETS["SLACK_SIGNING_SECRET"]
+    settings = load_settings(
+        None, nextleg_api_token=TEST_TOKEN, nextleg_base_url=upstream.base_url, host="127.0.0.1", port=0,
+        database_url=f"sqlite:///{tmp_path}/q.sqlite3", slack_bot_token=ALL_TEST_SECRETS["SLACK_BOT_TOKEN"],
+        slack_signing_secret=secret, slack_api_url=slack_fake.api_url)
+    stop, task, info = await _run(settings)
+    try:
+        payload, rid = slack_fake.command_payload("/quota", "public")
+        body = form(payload)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{info['port']}/slack/events", data=body,
+                                 headers=sign(secret, body)) as resp:
+                assert resp.status == 200
+            async with http.post(f"http://127.0.0.1:{info['port']}/slack/events", data=body,
+                                 headers=sign("wrong-secret", body)) as resp:
+                assert resp.status == 401
+        answer = (await slack_fake.wait_response(rid)).body
+        assert answer["response_type"] == "in_channel" and "12.06 h of 15 h left" in answer["text"]
+        assert len(upstream.asks) == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
