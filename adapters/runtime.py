@@ -26,6 +26,7 @@ from bot.upstream import NextLegProvider
 log = logging.getLogger(__name__)
 
 SHUTDOWN_SECONDS = 8.0
+LISTEN_BACKLOG = 1024
 
 
 class StartupError(Exception):
@@ -159,7 +160,8 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, settings.host, settings.port)
+        # a deep accept queue: a burst of Slack HTTP requests must not overflow it (SYN retries take 1 s)
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=LISTEN_BACKLOG)
         try:
             await site.start()
         except OSError as exc:
