@@ -62,6 +62,10 @@ async def test_startup_reaches_ready_and_registers_exactly_our_commands(discord_
     schedule = by_name["quota-schedule"]
     assert schedule["default_member_permissions"] == str(1 << 5) or schedule["default_member_permissions"] == 32
     assert {o["name"] for o in schedule["options"]} == {"add", "list", "remove"}
+    add = next(o for o in schedule["options"] if o["name"] == "add")
+    channel = next(o for o in add["options"] if o["name"] == "channel")
+    assert channel["type"] == 7 and not channel["required"]
+    assert 0 in channel["channel_types"] and 4 not in channel["channel_types"] and 15 not in channel["channel_types"]
     assert discord_fake.identifies == 1
     assert "scope=bot+applications.commands" in caplog.text and "permissions=" in caplog.text
 
@@ -100,6 +104,7 @@ async def test_quota_defers_at_once_then_edits_with_the_numbers(discord_fake, st
     ({"ask": Scripted(401)}, "The upstream rejected the API token"),
     ({"content": "NO_FAST_HOURS"}, "This Midjourney account has no fast time left."),
     ({"ask": Scripted(200, "<html>")}, "could not read"),
+    ({"ask": Scripted(404, "gone")}, "The Midjourney API is unavailable right now; try again in a few minutes."),
     ({"never": True}, "Timed out: the Midjourney API gave no answer within 1 s."),
 ])
 async def test_each_core_error_gives_a_red_embed(discord_fake, start_discord, upstream, make_service, script, sentence):
@@ -187,3 +192,63 @@ async def test_rejected_bot_token_is_one_clear_line(discord_fake, make_service):
         await adapter.start()
     assert str(caught.value).startswith("DISCORD_BOT_TOKEN: Discord rejected the token")
     assert "wrong-discord-token-1234" not in str(caught.value)
+
+
+async def test_a_failed_command_registration_is_logged_and_start_up_goes_on(discord_fake, start_discord, caplog):
+    discord_fake.put_script.append((403, {"message": "Missing Access", "code": 50001}, {}))
+    await start_discord(guilds=f"{GUILD_ID},1200000000000000002")
+    assert len(discord_fake.command_puts) == 2  # the second guild still gets its commands
+    assert f"could not be registered in guild {GUILD_ID}: 403" in caplog.text
+    assert "applications.commands" in caplog.text
+    iid, token = await discord_fake.slash("quota")
+    assert _embed(await discord_fake.wait_edit(token))["title"].endswith("12.06 h of 15 h left")
+
+
+async def test_schedule_commands_without_a_scheduler_say_so(discord_fake, start_discord):
+    await start_discord(schedules=None)
+    iid, token = await discord_fake.slash("quota-schedule", subcommand="list")
+    assert (await discord_fake.wait_callback(iid)).body["data"]["flags"] == 64  # answered only to the caller
+    embed = _embed(await discord_fake.wait_edit(token))
+    assert embed["description"] == "Schedules are not available on this bot." and embed["color"] == RED
+
+
+async def test_scheduled_post_long_rate_limit_goes_back_to_the_scheduler(discord_fake, start_discord, service):
+    adapter = await start_discord(service)
+    discord_fake.post_script.append((429, {"message": "rate limited", "retry_after": 120.0, "global": False},
+                                     {"Via": "1.1 google", "Retry-After": "120"}))
+    started = time.monotonic()
+    with pytest.raises(PostError) as caught:
+        await adapter.post("1300000000000000099", await service.get_report())
+    assert caught.value.kind == "rate_limited" and caught.value.retry_after == pytest.approx(120, abs=1)
+    assert time.monotonic() - started < 5 and len(discord_fake.channel_posts) == 1  # not slept through
+
+
+async def test_scheduled_post_server_error_is_transient(discord_fake, start_discord, service):
+    adapter = await start_discord(service)
+    discord_fake.post_script.append((503, {"message": "upstream connect error", "code": 0}, {}))
+    with pytest.raises(PostError) as caught:
+        await adapter.post("1300000000000000099", await service.get_report())
+    assert caught.value.kind == "transient" and "503" in caught.value.reason
+
+
+async def test_scheduled_error_outcome_posts_its_sentence(discord_fake, start_discord, service):
+    from bot.errors import AccountProblem
+
+    adapter = await start_discord(service)
+    await adapter.post("1300000000000000099", AccountProblem("NO_FAST_HOURS"))
+    embed = _embed(discord_fake.channel_posts[-1])
+    assert embed["description"] == "This Midjourney account has no fast time left." and embed["color"] == RED
+
+
+async def test_unreachable_discord_api_is_one_clear_line(make_service):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = load_settings(None, discord_bot_token=TOKEN, discord_api_base_url=f"http://127.0.0.1:{port}/api/v10")
+    adapter = DiscordAdapter(settings, make_service())
+    with pytest.raises(RuntimeError) as caught:
+        await adapter.start()
+    assert str(caught.value).startswith("DISCORD_API_BASE_URL: cannot reach the Discord API")
+    assert TOKEN not in str(caught.value)

@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 # What the bot needs in a channel: see it, post, and embed.
 BOT_PERMISSIONS = discord.Permissions(view_channel=True, send_messages=True, embed_links=True)
 POOL_SIZE = 32
+# A 429 asking for a longer wait than this is not slept through (it would hold a scheduled post for
+# minutes): discord.py raises RateLimited instead, and the scheduler retries after `retry_after`.
+MAX_RATELIMIT_WAIT = 30.0  # discord.py's smallest allowed value
+# Channels a schedule can post into (a category or a forum takes no plain messages).
+POSTABLE = [discord.ChannelType.text, discord.ChannelType.news, discord.ChannelType.voice,
+            discord.ChannelType.stage_voice, discord.ChannelType.public_thread,
+            discord.ChannelType.private_thread, discord.ChannelType.news_thread]
 MANAGE_HINT = "Only members with the Manage Server permission can manage quota schedules."
 
 
@@ -44,11 +51,26 @@ def point_library_at(api_base_url: str, gateway_url: str | None) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
+class PostableChannel(app_commands.Transformer):
+    """A channel option that offers only channels a message can be posted into."""
+
+    @property
+    def type(self) -> discord.AppCommandOptionType:
+        return discord.AppCommandOptionType.channel
+
+    @property
+    def channel_types(self) -> list[discord.ChannelType]:
+        return POSTABLE
+
+    async def transform(self, interaction: discord.Interaction, value: Any, /) -> Any:
+        return value  # an AppCommandChannel / AppCommandThread: its id is all a schedule needs
+
+
 class _Client(discord.Client):
     def __init__(self, adapter: "DiscordAdapter") -> None:
         # A bounded pool of kept-alive connections: a burst of interactions reuses them instead of
         # opening one new connection (a TLS handshake, against Discord) per deferral.
-        super().__init__(intents=discord.Intents.none(),
+        super().__init__(intents=discord.Intents.none(), max_ratelimit_timeout=MAX_RATELIMIT_WAIT,
                          connector=aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=60))
         self.adapter = adapter
         self.tree = app_commands.CommandTree(self)
@@ -84,11 +106,18 @@ class DiscordAdapter:
     async def start(self) -> None:
         point_library_at(self._settings.discord_api_base_url, self._settings.discord_gateway_url)
         try:
-            await self.client.login(self._token.get_secret_value())
+            await self.client.login(self._token.get_secret_value())  # also runs setup_hook (the sync)
         except discord.LoginFailure:
             await self.client.close()
             raise RuntimeError("DISCORD_BOT_TOKEN: Discord rejected the token (401); copy it again from "
                                "the developer portal (Bot → Reset Token)") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            await self.client.close()
+            raise RuntimeError(f"DISCORD_API_BASE_URL: cannot reach the Discord API at "
+                               f"{self._settings.discord_api_base_url} ({type(exc).__name__})") from None
+        except BaseException:
+            await self.client.close()
+            raise
         self._task = asyncio.get_running_loop().create_task(self._connect(), name="discord-gateway")
 
     async def _connect(self) -> None:
@@ -109,18 +138,27 @@ class DiscordAdapter:
                 pass
 
     async def sync_commands(self) -> None:
+        """Register the commands once per start: in each DISCORD_GUILD_IDS guild, or globally.
+
+        A failed registration is logged and start-up goes on: commands registered before keep
+        working, and one unreachable guild does not cost the others their commands."""
         tree = self.client.tree
         app_id = self.client.application_id
         guilds = self._settings.discord_guild_ids
-        if guilds:
-            for guild_id in guilds:
-                guild = discord.Object(id=guild_id)
+        targets: list[discord.Object | None] = [discord.Object(id=g) for g in guilds] if guilds else [None]
+        for guild in targets:
+            where = f"in guild {guild.id}" if guild else "globally"
+            if guild is not None:
                 tree.copy_global_to(guild=guild)
+            try:
                 commands = await tree.sync(guild=guild)
-                log.info("Discord commands registered in guild %s: %s", guild_id, ", ".join(c.name for c in commands))
-        else:
-            commands = await tree.sync()
-            log.info("Discord commands registered globally: %s", ", ".join(c.name for c in commands))
+            except discord.HTTPException as exc:
+                hint = (" (is the bot in that server, invited with the applications.commands scope?)"
+                        if exc.status == 403 else "")
+                log.error("Discord commands could not be registered %s: %s %s%s", where, exc.status,
+                          exc.text[:200], hint)
+                continue
+            log.info("Discord commands registered %s: %s", where, ", ".join(c.name for c in commands))
         self.synced += 1
         if app_id:
             log.info("Invite the bot with: %s", invite_url(app_id))
@@ -148,7 +186,7 @@ class DiscordAdapter:
         @app_commands.describe(when="A cron expression such as '0 9 * * 1-5', or 'every 6h'",
                                channel="Where to post (default: this channel)")
         async def add(interaction: discord.Interaction, when: str,
-                      channel: app_commands.AppCommandChannel | None = None) -> None:
+                      channel: app_commands.Transform[app_commands.AppCommandChannel, PostableChannel] | None = None) -> None:
             if not await self._may_manage(interaction):
                 return
             target = str(channel.id if channel is not None else interaction.channel_id)

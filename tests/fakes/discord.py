@@ -48,7 +48,8 @@ class FakeDiscord:
         self.callbacks: dict[str, Call] = {}  # interaction id → callback
         self.edits: dict[str, list[Call]] = {}  # interaction token → edits of @original
         self.channel_posts: list[Call] = []
-        self.post_script: deque[tuple[int, Any, dict[str, str]]] = deque()
+        self.post_script: deque[tuple[int, Any, dict[str, str]]] = deque()  # answers for channel posts
+        self.put_script: deque[tuple[int, Any, dict[str, str]]] = deque()  # answers for command syncs
         self.sockets: list[web.WebSocketResponse] = []
         self.identifies = 0
         self.resumes = 0
@@ -121,6 +122,9 @@ class FakeDiscord:
                           "owner": {"id": USER_ID, "username": "owner", "discriminator": "0", "avatar": None}})
         if request.method == "PUT" and parts[0] == "applications" and parts[-1] == "commands":
             self.command_puts.append(call)
+            if self.put_script:
+                status, payload, headers = self.put_script.popleft()
+                return _json(payload, status, headers)
             out = [dict(c, id=str(next(self._ids)), application_id=APP_ID, version="1") for c in body]
             return _json(out)
         if parts[0] == "interactions" and parts[-1] == "callback":
