@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -68,6 +69,7 @@ async def test_startup_reaches_ready_and_registers_exactly_our_commands(discord_
     assert 0 in channel["channel_types"] and 4 not in channel["channel_types"] and 15 not in channel["channel_types"]
     assert discord_fake.identifies == 1
     assert "scope=bot+applications.commands" in caplog.text and "permissions=" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "a clean start logs no warning"
 
 
 async def test_guild_ids_register_in_each_guild(discord_fake, start_discord):

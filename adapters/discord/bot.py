@@ -39,6 +39,17 @@ POSTABLE = [discord.ChannelType.text, discord.ChannelType.news, discord.ChannelT
 MANAGE_HINT = "Only members with the Manage Server permission can manage quota schedules."
 
 
+class _NoIntentWarning(logging.Filter):
+    """Drop discord.py's start-up warning about the Guilds intent: we run with ``Intents.none()`` on
+    purpose (slash commands need no intent) and an operator should not read it as a fault."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Guilds intent seems to be disabled")
+
+
+logging.getLogger("discord.state").addFilter(_NoIntentWarning())
+
+
 def invite_url(application_id: int) -> str:
     return discord.utils.oauth_url(application_id, permissions=BOT_PERMISSIONS,
                                    scopes=("bot", "applications.commands"))
@@ -68,6 +79,9 @@ class PostableChannel(app_commands.Transformer):
 
 class _Client(discord.Client):
     def __init__(self, adapter: "DiscordAdapter") -> None:
+        # The bot never joins voice: no "PyNaCl/davey is not installed" warnings in the operator's log.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         # A bounded pool of kept-alive connections: a burst of interactions reuses them instead of
         # opening one new connection (a TLS handshake, against Discord) per deferral.
         super().__init__(intents=discord.Intents.none(), max_ratelimit_timeout=MAX_RATELIMIT_WAIT,
