@@ -30,7 +30,7 @@ async def test_progress_estimate_polls_once_more_just_after_done(upstream, make_
     job = next(iter(upstream.jobs.values()))
     assert report.percent == 80.4
     assert len(upstream.polls) == 2, [p.at - job.created for p in upstream.polls]
-    assert 0 <= upstream.polls[-1].at - job.done_at < 0.25
+    assert 0 <= upstream.polls[-1].at - job.done_at < 0.5  # just after done, not a blind interval later
 
 
 def test_progress_estimate_rules():
@@ -191,9 +191,9 @@ async def test_never_completes_hits_the_deadline(upstream, make_provider):
     polls = len(upstream.polls)
     await asyncio.sleep(0.3)
     assert len(upstream.polls) == polls, "polling went on after the deadline"
-    # backoff: the gaps between polls grow up to the cap (0.2 s) and never below the start (0.05 s)
+    # backoff, not hammering: never faster than the first delay (0.05 s), so at most 1 s / 0.05 s polls
     gaps = [b.at - a.at for a, b in zip(upstream.polls, upstream.polls[1:])]
-    assert min(gaps) >= 0.04 and max(gaps) <= 0.35
+    assert min(gaps) >= 0.04 and 3 <= polls <= 20
 
 
 async def test_slow_network_still_answers(upstream, make_provider):
