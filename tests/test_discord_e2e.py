@@ -161,6 +161,18 @@ async def test_gateway_drop_resumes_and_still_answers(discord_fake, start_discor
     assert len(discord_fake.command_puts) == 1, "a reconnect must not register the commands again"
 
 
+async def test_refused_resume_identifies_again_without_a_second_registration(discord_fake, start_discord):
+    await start_discord()
+    discord_fake.refuse_resume = True
+    discord_fake.ready.clear()
+    await discord_fake.drop(4000)
+    await asyncio.wait_for(discord_fake.ready.wait(), 15)  # INVALID_SESSION → a fresh IDENTIFY → READY
+    assert discord_fake.resumes == 1 and discord_fake.identifies == 2
+    iid, token = await discord_fake.slash("quota")
+    assert _embed(await discord_fake.wait_edit(token))["title"].endswith("12.06 h of 15 h left")
+    assert len(discord_fake.command_puts) == 1, "a new session must not register the commands again"
+
+
 async def test_scheduled_post_sends_the_embed_to_the_channel(discord_fake, start_discord, service):
     adapter = await start_discord(service)
     await adapter.post("1300000000000000099", await service.get_report())

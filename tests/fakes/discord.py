@@ -52,6 +52,7 @@ class FakeDiscord:
         self.put_script: deque[tuple[int, Any, dict[str, str]]] = deque()  # answers for command syncs
         self.sockets: list[web.WebSocketResponse] = []
         self.identifies = 0
+        self.refuse_resume = False  # answer RESUME with INVALID_SESSION (d: false): the client must IDENTIFY again
         self.resumes = 0
         self.sequence = 0
         self.ready = asyncio.Event()
@@ -176,6 +177,9 @@ class FakeDiscord:
                     self.ready.set()
                 elif op == 6:
                     self.resumes += 1
+                    if self.refuse_resume:
+                        await ws.send_str(json.dumps({"op": 9, "d": False, "s": None, "t": None}))
+                        continue
                     await self._send(ws, "RESUMED", {})
                     self.resumed.set()
         finally:
