@@ -170,7 +170,7 @@ class Scheduler:
         """Arm every stored schedule, deal with runs missed while down, then start the dispatcher."""
         now = self.clock.now()
         last = await self.store.last_claimed()
-        catch_up: list[_Armed] = []
+        catching_up = 0
         for row in await self.store.schedules():
             try:
                 when = parse_when(row.when_text)
@@ -179,22 +179,22 @@ class Scheduler:
                 continue
             armed = self._arm(row, when, wake=False)
             since = datetime.fromtimestamp(max(last.get(row.id, row.anchor), row.anchor), UTC)
-            since = max(since, now - timedelta(days=7))  # bounded look-back for cron maths
-            missed = when.last_at_or_before(now, armed.tz, armed.anchor, since)
-            if missed is None:
-                continue
-            late = (now - missed).total_seconds()
-            if late <= self.grace:
+            # only the runs inside the grace window are walked (a long outage costs no cron maths);
+            # of the runs before it, the first one is enough to say that something was skipped
+            window = max(since, now - timedelta(seconds=self.grace, microseconds=1))
+            missed = when.last_at_or_before(now, armed.tz, armed.anchor, window)
+            first = when.next_after(since, armed.tz, armed.anchor)
+            if first <= window:
+                log.warning("schedule #%d missed run(s) from %s on (the first %.0fs ago, more than QUOTA_SCHEDULE_GRACE); skipped",
+                            row.id, first.isoformat(), (now - first).total_seconds())
+            if missed is not None:
                 log.info("schedule #%d missed its run at %s (%.0fs ago); posting it once now", row.id,
-                         missed.isoformat(), late)
+                         missed.isoformat(), (now - missed).total_seconds())
                 armed.next_due = missed
-                catch_up.append(armed)
-            else:
-                log.warning("schedule #%d missed its run at %s (%.0fs ago, more than QUOTA_SCHEDULE_GRACE); skipped",
-                            row.id, missed.isoformat(), late)
+                catching_up += 1
         self._rebuild_heap()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="schedule-dispatcher")
-        log.info("scheduler started with %d schedule(s)", len(self._armed))
+        log.info("scheduler started with %d schedule(s), %d missed run(s) to post now", len(self._armed), catching_up)
 
     async def stop(self) -> None:
         if self._task is not None:

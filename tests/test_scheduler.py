@@ -138,6 +138,22 @@ async def test_frequent_schedule_restart_never_bursts(env):
     assert len(env.slack.posts) == 1  # one catch-up post, not twenty
 
 
+async def test_long_outage_posts_only_the_last_run_inside_grace(env, caplog, upstream):
+    config = ";".join(f"slack:C{i:02d}=* * * * *" for i in range(20))
+    first = await env.scheduler(config, grace=600)
+    await env.restart(first)
+    await env.clock.advance(30 * 86400 + 30)  # a month down: 43,200 runs missed each, the last 30 s ago
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await env.scheduler(config, grace=600)
+    # start-up walks only the grace window, not the outage (walking a week of minutes: ~0.2 s a schedule)
+    assert loop.time() - began < 2.0
+    await eventually(lambda: len(env.slack.posts) == 20)
+    await env.clock.advance(1)
+    assert sorted(p[0] for p in env.slack.posts) == [f"C{i:02d}" for i in range(20)] and len(upstream.asks) == 1
+    assert "more than QUOTA_SCHEDULE_GRACE); skipped" in caplog.text and "posting it once now" in caplog.text
+
+
 async def test_crash_between_claim_and_post_does_not_post_twice(env):
     first = await env.scheduler("slack:C01=0 9 * * *")
     schedule_id = (await first.list("slack"))[0].id
