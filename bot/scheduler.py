@@ -177,13 +177,15 @@ class Scheduler:
             except ScheduleError as exc:
                 log.error("schedule #%d is not usable and is skipped: %s", row.id, exc.user_message)
                 continue
-            armed = self._arm(row, when, wake=False)
+            armed = self._arm(row, when, wake=False, now=now)
             since = datetime.fromtimestamp(max(last.get(row.id, row.anchor), row.anchor), UTC)
             # only the runs inside the grace window are walked (a long outage costs no cron maths);
             # of the runs before it, the first one is enough to say that something was skipped
+            first = when.next_after(since, armed.tz, armed.anchor)
+            if first > now:
+                continue  # nothing missed: the usual case
             window = max(since, now - timedelta(seconds=self.grace, microseconds=1))
             missed = when.last_at_or_before(now, armed.tz, armed.anchor, window)
-            first = when.next_after(since, armed.tz, armed.anchor)
             if first <= window:
                 log.warning("schedule #%d missed run(s) from %s on (the first %.0fs ago, more than QUOTA_SCHEDULE_GRACE); skipped",
                             row.id, first.isoformat(), (now - first).total_seconds())
@@ -210,10 +212,10 @@ class Scheduler:
             await asyncio.gather(*self._batches, return_exceptions=True)
 
     # --- the dispatcher -------------------------------------------------------------------------
-    def _arm(self, row: ScheduleRow, when: When, wake: bool = True) -> _Armed:
+    def _arm(self, row: ScheduleRow, when: When, wake: bool = True, now: datetime | None = None) -> _Armed:
         tz = ZoneInfo(row.timezone)
         anchor = datetime.fromtimestamp(row.anchor, UTC)
-        armed = _Armed(row, when, tz, when.next_after(self.clock.now(), tz, anchor))
+        armed = _Armed(row, when, tz, when.next_after(now or self.clock.now(), tz, anchor))
         self._armed[row.id] = armed
         heapq.heappush(self._heap, (armed.next_due, row.id))
         if wake:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone as _utc_tz
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -77,7 +78,7 @@ class When:
                 due += timedelta(seconds=self.every)
             return due.astimezone(UTC)
         assert self.cron is not None
-        return next(iter(CronSim(self.cron, after.astimezone(tz)))).astimezone(UTC)
+        return _cron_next(self.cron, tz, after.astimezone(UTC))
 
     def next_runs(self, after: datetime, tz: ZoneInfo, anchor: datetime, count: int = 3) -> tuple[datetime, ...]:
         runs: list[datetime] = []
@@ -103,6 +104,12 @@ class When:
                 break
             latest = probe = nxt
         return latest
+
+
+@lru_cache(maxsize=4096)
+def _cron_next(expr: str, tz: ZoneInfo, after: datetime) -> datetime:
+    """Cached: many schedules sharing an expression (e.g. "0 9 * * 1-5") are re-armed at the same moment."""
+    return next(iter(CronSim(expr, after.astimezone(tz)))).astimezone(UTC)
 
 
 def parse_when(text: str) -> When:
