@@ -1,12 +1,14 @@
-"""How the Slack reply looks: Block Kit with a plain-text fallback, within Block Kit's limits."""
+"""How the Slack reply looks: Block Kit with a plain-text fallback, within Block Kit's limits.
+Readings, error sentences and the `/quota-schedule` answers are all shaped here."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from bot.errors import user_sentence
 from bot.report import QuotaReport
+from bot.schedules import ScheduleView
 
 MAX_BLOCKS = 50
 SECTION_TEXT_MAX = 3000
@@ -28,9 +30,11 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def slack_date(moment: datetime, token: str = "{date_short_pretty} at {time}") -> str:
-    """``<!date^…>`` so every reader sees their own local time; the fallback is UTC."""
-    fallback = moment.strftime("%Y-%m-%d %H:%M UTC")
+def slack_date(moment: datetime, token: str = "{date_short_pretty} at {time}", fallback: str | None = None) -> str:
+    """``<!date^…>`` so every reader sees their own local time; the fallback (for clients that cannot
+    format it) is UTC unless given."""
+    if fallback is None:
+        fallback = moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"<!date^{int(moment.timestamp())}^{token}|{fallback}>"
 
 
@@ -80,3 +84,40 @@ def render_error(exc: BaseException) -> tuple[list[dict[str, Any]], str]:
 
 def render_text(text: str) -> tuple[list[dict[str, Any]], str]:
     return [{"type": "section", "text": {"type": "mrkdwn", "text": _cut(text, SECTION_TEXT_MAX)}}], text
+
+
+# --- /quota-schedule answers ----------------------------------------------------------------------
+
+def _next_run(moment: datetime, zone: str) -> str:
+    """The reader's local time, and the wall-clock time in the schedule's own timezone."""
+    wall = f"{moment.strftime('%Y-%m-%d %H:%M')} {zone}"
+    return f"{slack_date(moment, '{date_short_pretty} {time}', fallback=wall)} ({wall})"
+
+
+def schedule_added_text(view: ScheduleView) -> str:
+    runs = "\n".join(f"• {_next_run(t, view.timezone)}" for t in view.next_runs)
+    return (f"Schedule *#{view.id}* added: `{escape(view.when)}` ({view.timezone}) in <#{view.channel}>."
+            f"\nNext runs:\n{runs}")
+
+
+def schedule_line(view: ScheduleView) -> str:
+    next_run = f"next {slack_date(view.next_runs[0])}" if view.next_runs else "no next run"
+    state = f" :warning: failing: {escape(view.failing)}" if view.failing else ""
+    origin = " (from QUOTA_SCHEDULES)" if view.source == "config" else ""
+    return f"*#{view.id}* `{escape(view.when)}` ({view.timezone}) in <#{view.channel}>, {next_run}{origin}{state}"
+
+
+def schedule_list_text(views: list[ScheduleView]) -> str:
+    """One line a schedule; `render_text` cuts the whole to one section's 3,000 characters."""
+    if not views:
+        return "No quota schedules yet. Add one with `/quota-schedule add every 6h`."
+    lines = [schedule_line(v) for v in views]
+    text = "\n".join(lines)
+    if len(text) <= SECTION_TEXT_MAX:
+        return text
+    shown: list[str] = []
+    for line in lines:
+        if len("\n".join([*shown, line])) > SECTION_TEXT_MAX - 60:
+            break
+        shown.append(line)
+    return "\n".join(shown) + f"\n…and {len(lines) - len(shown)} more."
