@@ -242,3 +242,77 @@ async def test_rejected_bot_token_is_one_clear_line(slack_fake, make_service):
     with pytest.raises(RuntimeError) as caught:
         await SlackAdapter(settings, make_service()).start()
     assert str(caught.value) == "SLACK_BOT_TOKEN: Slack rejected the token (invalid_auth)"
+
+
+async def test_scheduled_post_long_retry_after_goes_back_to_the_scheduler(slack_http, service):
+    bot = await slack_http(service)
+    bot.fake.post_script.append((429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "120"}))
+    started = time.monotonic()
+    with pytest.raises(PostError) as caught:
+        await bot.adapter.post("C0POST001", await service.get_report())
+    # not slept through inside the call: the scheduler waits and retries
+    assert caught.value.kind == "rate_limited" and caught.value.retry_after == 120
+    assert len(bot.fake.posts) == 1 and time.monotonic() - started < 5
+
+
+async def test_scheduled_post_server_errors_retry_then_are_transient(slack_http, service):
+    bot = await slack_http(service)
+    bot.fake.post_script.append((503, {"ok": False, "error": "service_unavailable"}, {}))
+    await bot.adapter.post("C0POST001", await service.get_report())  # the SDK's server-error retry
+    assert len(bot.fake.posts) == 2
+    bot.fake.post_script.append((502, {"ok": False, "error": "bad_gateway"}, {}))
+    with pytest.raises(PostError) as caught:
+        await bot.adapter.post("C0POST001", await service.get_report())
+    assert caught.value.kind == "transient" and caught.value.reason == "Slack bad_gateway"
+    assert len(bot.fake.posts) == 3  # a 502 is not the SDK's to retry: the scheduler backs off
+
+
+async def test_scheduled_post_of_an_error_is_its_sentence(slack_http, service):
+    from bot.errors import UpstreamUnavailable
+
+    bot = await slack_http(service)
+    await bot.adapter.post("C0POST001", UpstreamUnavailable("HTTP 503"))
+    body = bot.fake.posts[-1].body
+    assert body["text"] == "The Midjourney API is unavailable right now; try again in a few minutes."
+    assert ":x: The Midjourney API is unavailable" in str(body["blocks"])
+
+
+async def test_socket_mode_help_and_unknown_text_are_answered_in_the_ack(slack_socket, slack_fake, upstream):
+    await slack_socket()
+    envelope_id, rid = await slack_fake.envelope(text="help")
+    await slack_fake.wait_ack(envelope_id, timeout=3)
+    assert slack_fake.ack_payloads[envelope_id]["text"].startswith("*Usage:*")
+    envelope_id, rid = await slack_fake.envelope(text="everything")
+    await slack_fake.wait_ack(envelope_id, timeout=3)
+    assert slack_fake.ack_payloads[envelope_id]["text"].startswith("I did not understand `everything`")
+    await asyncio.sleep(0.2)
+    assert len(upstream.asks) == 0 and not slack_fake.responses
+
+
+async def test_refused_response_url_is_logged_and_the_bot_goes_on(slack_http, caplog):
+    bot = await slack_http()
+    bot.fake.response_refusal = (404, "expired_url")
+    _, _, rid, _ = await bot.command("")
+    await bot.fake.wait_response(rid)
+    refused = "/quota: Slack refused the answer at the response_url (HTTP 404: expired_url)"
+    deadline = time.monotonic() + 5
+    while refused not in caplog.text and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert refused in caplog.text
+    bot.fake.response_refusal = None
+    resp, _, rid, _ = await bot.command("public")
+    assert resp.status == 200 and (await bot.fake.wait_response(rid)).body["response_type"] == "in_channel"
+
+
+async def test_stop_with_an_answer_pending_is_quick(slack_http, upstream):
+    upstream.complete_after = float("inf")
+    bot = await slack_http()
+    resp, _, rid, _ = await bot.command("")
+    assert resp.status == 200
+    while not upstream.asks:
+        await asyncio.sleep(0.01)
+    answering = list(bot.adapter._tasks)
+    assert len(answering) == 1 and not answering[0].done()  # waiting for the upstream
+    started = time.monotonic()
+    await bot.adapter.stop()
+    assert time.monotonic() - started < 3 and answering[0].cancelled() and not bot.adapter._tasks

@@ -58,3 +58,34 @@ def test_error_is_one_sentence():
     blocks, text = render_error(BadToken("HTTP 401"))
     assert text == "The upstream rejected the API token (NEXTLEG_API_TOKEN); ask the operator to check it."
     assert blocks[0]["text"]["text"].startswith(":x: The upstream rejected")
+
+
+def _view(i, **kw):
+    from bot.schedules import ScheduleView
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    runs = tuple(datetime(2026, 1, d, 9, 0, tzinfo=berlin) for d in (5, 6, 7))
+    return ScheduleView(id=i, platform="slack", channel="C0FAKE01", when="0 9 * * 1-5", timezone="Europe/Berlin",
+                        source="chat", next_runs=runs, **kw)
+
+
+def test_schedule_added_shows_three_runs_for_each_reader_and_in_the_schedules_zone():
+    from adapters.slack.render import schedule_added_text
+
+    text = schedule_added_text(_view(7))
+    assert text.startswith("Schedule *#7* added: `0 9 * * 1-5` (Europe/Berlin) in <#C0FAKE01>.\nNext runs:\n")
+    # 09:00 in Berlin is 08:00 UTC: the date token carries the instant, the fallback the schedule's wall clock
+    assert ("• <!date^1767600000^{date_short_pretty} {time}|2026-01-05 09:00 Europe/Berlin> "
+            "(2026-01-05 09:00 Europe/Berlin)") in text
+    assert text.count("• <!date^") == 3
+
+
+def test_schedule_list_marks_failing_and_stays_within_a_section():
+    from adapters.slack.render import render_text, schedule_list_text
+
+    assert "failing: Slack not_in_channel" in schedule_list_text([_view(1, failing="Slack not_in_channel")])
+    text = schedule_list_text([_view(i) for i in range(1, 200)])
+    blocks, _ = render_text(text)
+    assert len(text) <= SECTION_TEXT_MAX and text.endswith("more.") and "*#1* `0 9 * * 1-5`" in text
+    _check_limits(blocks)

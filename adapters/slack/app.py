@@ -145,8 +145,11 @@ class SlackAdapter:
     async def stop(self) -> None:
         if self._handler is not None:
             await self._handler.close_async()
-        for task in list(self._tasks):
+        pending = list(self._tasks)
+        for task in pending:  # answers still waiting for the upstream: the process is going away
             task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=2)
         await self._session.close()
 
     # --- /quota ---------------------------------------------------------------------------------
@@ -167,8 +170,8 @@ class SlackAdapter:
         except Exception as exc:
             await self._answer_error(respond, exc, "/quota")
             return
-        await respond(blocks=blocks, text=text, response_type="in_channel" if public else "ephemeral",
-                      replace_original=False)
+        await _send(respond, "/quota", blocks=blocks, text=text,
+                    response_type="in_channel" if public else "ephemeral")
 
     def _background(self, work: Coroutine[Any, Any, None], what: str) -> None:
         """Run the slow part of a command after its ack, as a task the adapter owns (cancelled on stop)."""
@@ -181,7 +184,9 @@ class SlackAdapter:
             await work
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # e.g. the response_url refused the answer: log it, never kill the bot
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:  # the response_url is unreachable
+            log.error("%s: the answer could not be sent to Slack (%s)", what, _slack_error(exc))
+        except Exception as exc:  # a bug: log it with its traceback, never kill the bot
             log.error("%s: the answer could not be sent to Slack (%s)", what, _slack_error(exc), exc_info=exc)
 
     async def _answer_error(self, respond: Any, exc: BaseException, what: str) -> None:
@@ -192,7 +197,7 @@ class SlackAdapter:
             log.error("%s failed unexpectedly", what, exc_info=exc)
         blocks, text = render_text(f":x: {exc.user_message}") if isinstance(exc, ScheduleError) else render_error(exc)
         try:
-            await respond(blocks=blocks, text=text, response_type="ephemeral", replace_original=False)
+            await _send(respond, what, blocks=blocks, text=text, response_type="ephemeral")
         except Exception as send_error:
             log.error("%s: could not send the error answer to Slack (%s)", what, _slack_error(send_error))
 
@@ -240,7 +245,7 @@ class SlackAdapter:
             await self._answer_error(respond, exc, f"/quota-schedule {action}")
             return
         blocks, fallback = render_text(text)
-        await respond(blocks=blocks, text=fallback, response_type="ephemeral", replace_original=False)
+        await _send(respond, f"/quota-schedule {action}", blocks=blocks, text=fallback, response_type="ephemeral")
 
     async def _is_admin(self, user_id: str) -> bool:
         if user_id in self._admins:
@@ -273,6 +278,16 @@ class SlackAdapter:
             raise PostError("gone", f"Slack {error or status}") from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise PostError("transient", f"network: {type(exc).__name__}") from None
+
+
+async def _send(respond: Any, what: str, **message: Any) -> None:
+    """Answer through the response_url. Slack refuses one that expired (30 min) or was used 5 times
+    with a non-200 status and no exception: that goes to the log, with the status and Slack's word."""
+    answer = await respond(replace_original=False, **message)
+    status = getattr(answer, "status_code", 200)
+    if status != 200:
+        log.warning("%s: Slack refused the answer at the response_url (HTTP %s: %s)", what, status,
+                    _clip(str(getattr(answer, "body", "")).strip()))
 
 
 def _slack_error(exc: BaseException) -> str:

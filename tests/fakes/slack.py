@@ -44,6 +44,7 @@ class FakeSlack:
         self.acks: dict[str, float] = {}  # envelope id → time the bot acked
         self.ack_payloads: dict[str, Any] = {}
         self.sent_at: dict[str, float] = {}  # envelope or response id → time sent
+        self.response_refusal: tuple[int, str] | None = None  # e.g. (404, "expired_url"): every response_url refuses
         self.post_script: deque[tuple[int, dict[str, Any], dict[str, str]]] = deque()
         self.users: dict[str, dict[str, Any]] = {ADMIN_ID: {"id": ADMIN_ID, "is_admin": True},
                                                  USER_ID: {"id": USER_ID, "is_admin": False}}
@@ -117,6 +118,9 @@ class FakeSlack:
         call = Call(request.match_info["rid"], await request.json(), time.monotonic(), dict(request.headers))
         self.responses.setdefault(call.path, []).append(call)
         self.changes.touch()
+        if self.response_refusal is not None:
+            status, text = self.response_refusal
+            return web.Response(status=status, text=text)
         return web.Response(text="ok")
 
     # --- Socket Mode ----------------------------------------------------------------------------
