@@ -124,7 +124,7 @@ async def test_help_and_unknown_text_answer_usage_without_asking(slack_http, ups
 
 
 @pytest.mark.parametrize("kind", ["bad signature", "stale timestamp"])
-async def test_bad_or_stale_signature_is_401_and_never_reaches_the_core(slack_http, upstream, kind):
+async def test_bad_or_stale_signature_is_401_and_never_reaches_the_core(slack_http, upstream, kind, caplog):
     bot = await slack_http()
     if kind == "bad signature":
         resp, _, rid, _ = await bot.command("", secret="not-the-signing-secret")
@@ -133,6 +133,10 @@ async def test_bad_or_stale_signature_is_401_and_never_reaches_the_core(slack_ht
     assert resp.status == 401
     await asyncio.sleep(0.3)
     assert len(upstream.asks) == 0 and not bot.fake.responses.get(rid)
+    # the operator learns why every command fails (once a minute at most, however many come)
+    await bot.command("", secret="not-the-signing-secret")
+    warnings = [r.getMessage() for r in caplog.records if "refused with 401" in r.getMessage()]
+    assert len(warnings) == 1 and "check SLACK_SIGNING_SECRET" in warnings[0]
 
 
 @pytest.mark.parametrize("script, sentence", [

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Coroutine
 
 import aiohttp
@@ -52,6 +53,7 @@ NOT_ALLOWED = ("Only workspace admins and owners, or the users in SLACK_ADMIN_US
 # A 429 asking for a longer wait than this is not slept through inside one Web API call (it would hold
 # a scheduled post for minutes): the call fails, and `post` hands `retry_after` to the scheduler.
 MAX_RATELIMIT_WAIT = 30.0
+REJECTED_LOG_INTERVAL = 60.0
 GONE_ERRORS = {"not_in_channel", "channel_not_found", "is_archived", "channel_is_archived", "missing_scope",
                "restricted_action", "not_allowed_token_type", "ekm_access_denied", "team_access_not_granted",
                "access_denied", "account_inactive", "invalid_auth", "token_revoked"}
@@ -104,6 +106,8 @@ class SlackAdapter:
         self.app.error(self._on_error)
         self._handler: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._rejected = 0  # HTTP requests bolt refused (bad or stale signature) since the last warning
+        self._rejected_logged_at = float("-inf")
 
     def __repr__(self) -> str:
         return f"SlackAdapter(socket_mode={self.socket_mode})"
@@ -115,7 +119,20 @@ class SlackAdapter:
 
     async def _http(self, request: web.Request) -> web.Response:
         bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
+        if bolt_response.status == 401:
+            self._note_rejected()
         return await to_aiohttp_response(bolt_response)
+
+    def _note_rejected(self) -> None:
+        """bolt logs a refused signature at debug level only; a wrong SLACK_SIGNING_SECRET would make
+        every command fail in silence. Warn, at most once a minute (a flood of forged requests must not
+        flood the log)."""
+        self._rejected += 1
+        now = time.monotonic()
+        if now - self._rejected_logged_at >= REJECTED_LOG_INTERVAL:
+            log.warning("Slack HTTP request(s) refused with 401: bad or stale signature (%d since the last "
+                        "warning); if every command fails, check SLACK_SIGNING_SECRET", self._rejected)
+            self._rejected, self._rejected_logged_at = 0, now
 
     async def start(self) -> None:
         try:
