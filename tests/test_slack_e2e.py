@@ -185,6 +185,8 @@ async def test_fifty_concurrent_commands_one_ask_fifty_answers(slack_http, upstr
     bodies = await asyncio.gather(*(bot.fake.wait_response(r[2]) for r in results))
     assert all(b.body["text"].startswith("Midjourney fast time: 12.06 h") for b in bodies)
     assert len(upstream.asks) == 1
+    # the answers share the adapter's kept-alive pool (32) instead of a new connection each
+    assert len({b.peer for b in bodies}) <= 32
     # bolt's authorization reuses the start-up auth.test instead of 50 concurrent ones
     assert [c.path for c in bot.fake.calls].count("auth.test") == 1
 

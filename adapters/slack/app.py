@@ -32,6 +32,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.errors import PostError, QuotaError
 from bot.report import QuotaReport
@@ -54,6 +55,7 @@ NOT_ALLOWED = ("Only workspace admins and owners, or the users in SLACK_ADMIN_US
 # a scheduled post for minutes): the call fails, and `post` hands `retry_after` to the scheduler.
 MAX_RATELIMIT_WAIT = 30.0
 REJECTED_LOG_INTERVAL = 60.0
+RESPONSE_TIMEOUT = 15  # seconds for one answer at a response_url
 GONE_ERRORS = {"not_in_channel", "channel_not_found", "is_archived", "channel_is_archived", "missing_scope",
                "restricted_action", "not_allowed_token_type", "ekm_access_denied", "team_access_not_granted",
                "access_denied", "account_inactive", "invalid_auth", "token_revoked"}
@@ -187,8 +189,24 @@ class SlackAdapter:
         except Exception as exc:
             await self._answer_error(respond, exc, "/quota")
             return
-        await _send(respond, "/quota", blocks=blocks, text=text,
+        await self._send(respond, "/quota", blocks=blocks, text=text,
                     response_type="in_channel" if public else "ephemeral")
+
+    async def _send(self, respond: Any, what: str, **message: Any) -> None:
+        """Answer through the command's response_url (bolt's `respond` carries it), over the adapter's
+        kept-alive session: bolt's own `respond` opens a new session, so a new connection and TLS
+        handshake, for every answer. Slack refuses a response_url that expired (30 min) or was used 5
+        times with a non-200 status and no exception: that goes to the log, with Slack's word."""
+        url = getattr(respond, "response_url", None)
+        body = {"replace_original": False, **message}
+        if url:
+            answer = await AsyncWebhookClient(url=url, session=self._session, timeout=RESPONSE_TIMEOUT).send_dict(body)
+        else:
+            answer = await respond(**body)
+        status = getattr(answer, "status_code", 200)
+        if status != 200:
+            log.warning("%s: Slack refused the answer at the response_url (HTTP %s: %s)", what, status,
+                        _clip(str(getattr(answer, "body", "")).strip()))
 
     def _background(self, work: Coroutine[Any, Any, None], what: str) -> None:
         """Run the slow part of a command after its ack, as a task the adapter owns (cancelled on stop)."""
@@ -214,7 +232,7 @@ class SlackAdapter:
             log.error("%s failed unexpectedly", what, exc_info=exc)
         blocks, text = render_text(f":x: {exc.user_message}") if isinstance(exc, ScheduleError) else render_error(exc)
         try:
-            await _send(respond, what, blocks=blocks, text=text, response_type="ephemeral")
+            await self._send(respond, what, blocks=blocks, text=text, response_type="ephemeral")
         except Exception as send_error:
             log.error("%s: could not send the error answer to Slack (%s)", what, _slack_error(send_error))
 
@@ -262,7 +280,7 @@ class SlackAdapter:
             await self._answer_error(respond, exc, f"/quota-schedule {action}")
             return
         blocks, fallback = render_text(text)
-        await _send(respond, f"/quota-schedule {action}", blocks=blocks, text=fallback, response_type="ephemeral")
+        await self._send(respond, f"/quota-schedule {action}", blocks=blocks, text=fallback, response_type="ephemeral")
 
     async def _is_admin(self, user_id: str) -> bool:
         if user_id in self._admins:
@@ -295,16 +313,6 @@ class SlackAdapter:
             raise PostError("gone", f"Slack {error or status}") from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise PostError("transient", f"network: {type(exc).__name__}") from None
-
-
-async def _send(respond: Any, what: str, **message: Any) -> None:
-    """Answer through the response_url. Slack refuses one that expired (30 min) or was used 5 times
-    with a non-200 status and no exception: that goes to the log, with the status and Slack's word."""
-    answer = await respond(replace_original=False, **message)
-    status = getattr(answer, "status_code", 200)
-    if status != 200:
-        log.warning("%s: Slack refused the answer at the response_url (HTTP %s: %s)", what, status,
-                    _clip(str(getattr(answer, "body", "")).strip()))
 
 
 def _slack_error(exc: BaseException) -> str:

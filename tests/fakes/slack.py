@@ -32,6 +32,7 @@ class Call:
     body: Any
     at: float
     headers: dict[str, str]
+    peer: Any = None  # (host, port) of the client's connection
 
 
 class FakeSlack:
@@ -115,7 +116,8 @@ class FakeSlack:
         return web.json_response({"ok": True})
 
     async def _response(self, request: web.Request) -> web.Response:
-        call = Call(request.match_info["rid"], await request.json(), time.monotonic(), dict(request.headers))
+        call = Call(request.match_info["rid"], await request.json(), time.monotonic(), dict(request.headers),
+                    request.transport.get_extra_info("peername") if request.transport else None)
         self.responses.setdefault(call.path, []).append(call)
         self.changes.touch()
         if self.response_refusal is not None:
