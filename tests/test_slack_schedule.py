@@ -62,8 +62,20 @@ async def test_workspace_owner_is_allowed_and_a_failed_lookup_is_a_refusal(slack
     assert (await _ask(bot, "add every 6h", OWNER_ID)).startswith("Schedule *#1* added: `every 6h`")
     refused = await _ask(bot, "add every 6h", "U0UNKNOWN")  # users.info says user_not_found
     assert refused.startswith("Only workspace admins and owners, or the users in SLACK_ADMIN_USER_IDS")
-    assert "users.info for the schedule permission check failed (user_not_found)" in caplog.text
+    assert "users.info: user_not_found for U0UNKNOWN; not an admin" in caplog.text
     assert len(await scheduler.list("slack")) == 1
+
+
+async def test_a_failed_permission_check_says_so_instead_of_refusing(slack_http, clocked, service, caplog):  # noqa: F811
+    scheduler, posters, _ = clocked
+    bot = await slack_http(service, schedules=scheduler)
+    posters["slack"] = bot.adapter
+    bot.fake.users_info_error = "missing_scope"
+    answer = await _ask(bot, "add every 6h")
+    assert answer.startswith(":x: Could not check with Slack whether you are a workspace admin (missing_scope)")
+    assert "users:read" in answer and "SLACK_ADMIN_USER_IDS" in answer and "\n" not in answer
+    assert "users.info for the schedule permission check of U0ADMIN01 failed (missing_scope)" in caplog.text
+    assert await scheduler.list("slack") == []
 
 
 @pytest.mark.parametrize("text, answer", [

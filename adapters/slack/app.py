@@ -256,8 +256,8 @@ class SlackAdapter:
         try:
             if self.schedules is None:
                 text = "Schedules are not available on this bot."
-            elif not await self._is_admin(command.get("user_id", "")):
-                text = NOT_ALLOWED
+            elif (allowed := await self._is_admin(command.get("user_id", ""))) is not True:
+                text = NOT_ALLOWED if allowed is False else allowed
             elif action == "add":
                 when = " ".join(args)
                 if not when:
@@ -282,15 +282,21 @@ class SlackAdapter:
         blocks, fallback = render_text(text)
         await self._send(respond, f"/quota-schedule {action}", blocks=blocks, text=fallback, response_type="ephemeral")
 
-    async def _is_admin(self, user_id: str) -> bool:
+    async def _is_admin(self, user_id: str) -> bool | str:
+        """True, False, or (when Slack could not tell us) the one line that says so."""
         if user_id in self._admins:
             return True
         try:
             user = (await self.client.users_info(user=user_id)).get("user") or {}
-        except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            log.warning("users.info for the schedule permission check failed (%s); treating %s as not an admin",
-                        _slack_error(exc), user_id)
-            return False
+        except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            reason = _slack_error(exc)
+            if reason in ("user_not_found", "user_not_visible"):
+                log.info("users.info: %s for %s; not an admin", reason, user_id)
+                return False
+            log.warning("users.info for the schedule permission check of %s failed (%s)", user_id, reason)
+            hint = " (the app lacks the users:read scope: reinstall it from the manifest)" if reason == "missing_scope" else ""
+            return (f":x: Could not check with Slack whether you are a workspace admin ({reason}){hint}; try "
+                    "again in a minute, or ask the operator to add your member id to SLACK_ADMIN_USER_IDS.")
         return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
 
     # --- scheduled posts ------------------------------------------------------------------------

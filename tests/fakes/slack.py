@@ -49,6 +49,7 @@ class FakeSlack:
         self.post_script: deque[tuple[int, dict[str, Any], dict[str, str]]] = deque()
         self.users: dict[str, dict[str, Any]] = {ADMIN_ID: {"id": ADMIN_ID, "is_admin": True},
                                                  USER_ID: {"id": USER_ID, "is_admin": False}}
+        self.users_info_error: str | None = None  # e.g. "missing_scope": every users.info fails so
         self.sockets: list[web.WebSocketResponse] = []
         self.connections = 0  # apps.connections.open calls
         self.accepted = 0  # WebSocket connections accepted
@@ -111,6 +112,8 @@ class FakeSlack:
                 return web.json_response(payload, status=status, headers=headers)
             return web.json_response({"ok": True, "channel": body.get("channel"), "ts": f"{time.time():.6f}"})
         if method == "users.info":
+            if self.users_info_error:
+                return web.json_response({"ok": False, "error": self.users_info_error})
             user = self.users.get(body.get("user", ""))
             return web.json_response({"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"})
         return web.json_response({"ok": True})
