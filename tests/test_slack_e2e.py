@@ -245,9 +245,21 @@ async def test_scheduled_post_to_a_lost_channel_is_gone(slack_http, service, err
 async def test_rejected_bot_token_is_one_clear_line(slack_fake, make_service):
     settings = load_settings(None, slack_bot_token="xoxb-wrong-token-999", slack_signing_secret=SECRET,
                              slack_api_url=slack_fake.api_url)
+    adapter = SlackAdapter(settings, make_service())
     with pytest.raises(RuntimeError) as caught:
-        await SlackAdapter(settings, make_service()).start()
+        await adapter.start()
     assert str(caught.value) == "SLACK_BOT_TOKEN: Slack rejected the token (invalid_auth)"
+    assert adapter._session.closed  # nothing left open: the runtime never calls stop() on it
+
+
+async def test_refused_app_token_is_one_clear_line(slack_fake, make_service):
+    settings = load_settings(None, slack_bot_token=BOT, slack_app_token="xapp-wrong-token-999",
+                             slack_api_url=slack_fake.api_url)
+    adapter = SlackAdapter(settings, make_service())
+    with pytest.raises(RuntimeError) as caught:
+        await adapter.start()
+    assert str(caught.value) == "SLACK_APP_TOKEN: Slack refused the Socket Mode connection (invalid_auth)"
+    assert adapter._session.closed and slack_fake.accepted == 0
 
 
 async def test_scheduled_post_long_retry_after_goes_back_to_the_scheduler(slack_http, service):

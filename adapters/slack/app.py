@@ -137,6 +137,15 @@ class SlackAdapter:
             self._rejected, self._rejected_logged_at = 0, now
 
     async def start(self) -> None:
+        """Check the bot token, then (Socket Mode) connect. A failure raises one line naming the
+        variable, after closing what was opened (the runtime stops only adapters that started)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         try:
             auth = await self.client.auth_test()
         except SlackApiError as exc:
@@ -156,10 +165,18 @@ class SlackAdapter:
             assert self._settings.slack_app_token is not None
             self._handler = AsyncSocketModeHandler(self.app, self._settings.slack_app_token.get_secret_value(),
                                                    web_client=self.client, ping_interval=self._ping_interval)
+            # slack-sdk's connect() retries every failure for ever, a refused app token included: ask
+            # for the WebSocket URL ourselves first, so a bad token is one start-up line, and hand the
+            # URL to the client, which then connects to it without asking again.
             try:
-                await self._handler.connect_async()
+                opened = await self.client.apps_connections_open(
+                    app_token=self._settings.slack_app_token.get_secret_value())
             except SlackApiError as exc:
                 raise RuntimeError(f"SLACK_APP_TOKEN: Slack refused the Socket Mode connection ({_slack_error(exc)})") from None
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                raise RuntimeError(f"SLACK_API_URL: cannot reach the Slack Web API ({type(exc).__name__})") from None
+            self._handler.client.wss_uri = opened["url"]
+            await self._handler.connect_async()
 
     async def stop(self) -> None:
         if self._handler is not None:
