@@ -139,6 +139,16 @@ async def test_bad_or_stale_signature_is_401_and_never_reaches_the_core(slack_ht
     assert len(warnings) == 1 and "check SLACK_SIGNING_SECRET" in warnings[0]
 
 
+async def test_slack_ssl_check_is_answered_without_asking(slack_http, upstream):
+    """Slack sends `ssl_check=1` when a Request URL is saved; it must get 200 (and nothing else happens)."""
+    bot = await slack_http()
+    body = form({"ssl_check": "1", "token": "legacy-verification-token"})
+    async with bot.http.post(bot.url, data=body, headers=sign(SECRET, body)) as resp:
+        assert resp.status == 200
+    await asyncio.sleep(0.2)
+    assert len(upstream.asks) == 0 and not bot.fake.responses
+
+
 @pytest.mark.parametrize("script, sentence", [
     ({"ask": Scripted(401)}, "The upstream rejected the API token"),
     ({"content": "NO_FAST_HOURS"}, "This Midjourney account has no fast time left."),
