@@ -43,13 +43,13 @@ async def fake_slack_child(conn, mode: str, n: int) -> None:
     fake = await FakeSlack(BOT, APP).start()
     conn.send(fake.api_url)
     url = await recv(conn)
+    prepared = []  # the burst: (response id, signed body, headers)
+    for _ in range(n if mode != "socket" else 0):
+        payload, rid = fake.command_payload("/quota", "")
+        body = form(payload)
+        prepared.append((rid, body, sign(SECRET, body)))
     if mode in ("http", "floor"):
         # every request on a new connection, sent by the lean sender (below)
-        prepared = []
-        for _ in range(n):
-            payload, rid = fake.command_payload("/quota", "")
-            body = form(payload)
-            prepared.append((rid, body, sign(SECRET, body)))
         acks = await asyncio.gather(*(lean_post(fake, url, *p) for p in prepared))
         rids = [p[0] for p in prepared]
     elif mode in ("http-aiohttp", "floor-aiohttp", "http-kept"):
@@ -67,11 +67,6 @@ async def fake_slack_child(conn, mode: str, n: int) -> None:
                         await resp.read()
 
                 await asyncio.gather(*(hello(p) for p in warm))
-            prepared = []
-            for _ in range(n):
-                payload, rid = fake.command_payload("/quota", "")
-                body = form(payload)
-                prepared.append((rid, body, sign(SECRET, body)))
             acks: list[float] = []
 
             async def one(rid: str, body: str, headers: dict) -> None:

@@ -19,7 +19,7 @@ from bot.errors import QuotaError, user_sentence
 from bot.logs import setup_logging
 from bot.settings import SECRET_NAMES, Settings, SettingsError, load_settings
 
-from .render import render_error, render_report
+from .render import render_report
 
 log = logging.getLogger("quota_bot")
 

@@ -16,13 +16,13 @@ import discord
 import yarl
 from discord import app_commands
 
-from bot.errors import PostError, QuotaError, UNEXPECTED
+from bot.errors import PostError, QuotaError
 from bot.report import QuotaReport
-from bot.schedules import ScheduleError, ScheduleManager, ScheduleView
+from bot.schedules import ScheduleError, ScheduleManager
 from bot.service import QuotaService
 from bot.settings import Settings
 
-from .render import render_error, render_notice, render_report
+from .render import render_error, render_notice, render_report, schedule_added_text, schedule_list_text
 
 log = logging.getLogger(__name__)
 
@@ -205,15 +205,14 @@ class DiscordAdapter:
                 return
             target = str(channel.id if channel is not None else interaction.channel_id)
             view = await self.schedules.add("discord", target, when, created_by=str(interaction.user.id))  # type: ignore[union-attr]
-            await interaction.edit_original_response(embed=render_notice(_added(view)))
+            await interaction.edit_original_response(embed=render_notice(schedule_added_text(view)))
 
         @group.command(name="list", description="List the quota schedules of this server's bot")
         async def list_(interaction: discord.Interaction) -> None:
             if not await self._may_manage(interaction):
                 return
             views = await self.schedules.list("discord")  # type: ignore[union-attr]
-            text = "\n".join(_line(v) for v in views) if views else "No quota schedules yet. Add one with `/quota-schedule add`."
-            await interaction.edit_original_response(embed=render_notice(text))
+            await interaction.edit_original_response(embed=render_notice(schedule_list_text(views)))
 
         @group.command(name="remove", description="Remove a quota schedule by its id")
         @app_commands.describe(id="The schedule's id, as shown by /quota-schedule list")
@@ -277,16 +276,3 @@ class DiscordAdapter:
             raise PostError(kind, f"Discord {exc.status}: {exc.text[:150]}") from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise PostError("transient", f"network: {type(exc).__name__}") from None
-
-
-def _added(view: ScheduleView) -> str:
-    runs = "\n".join(f"• <t:{int(t.timestamp())}:F>" for t in view.next_runs)
-    return (f"Schedule **#{view.id}** added: `{view.when}` ({view.timezone}) in <#{view.channel}>.\n"
-            f"Next runs:\n{runs}")
-
-
-def _line(view: ScheduleView) -> str:
-    next_run = f"next <t:{int(view.next_runs[0].timestamp())}:R>" if view.next_runs else "no next run"
-    state = f" ⚠️ failing: {view.failing}" if view.failing else ""
-    origin = " (from QUOTA_SCHEDULES)" if view.source == "config" else ""
-    return f"**#{view.id}** `{view.when}` ({view.timezone}) in <#{view.channel}>, {next_run}{origin}{state}"

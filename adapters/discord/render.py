@@ -6,6 +6,7 @@ import discord
 
 from bot.errors import user_sentence
 from bot.report import QuotaReport
+from bot.schedules import ScheduleView
 
 # Discord's limits (resources/message.mdx, Embed Limits)
 TITLE_MAX = 256
@@ -79,3 +80,22 @@ def render_error(exc: BaseException) -> discord.Embed:
 
 def render_notice(text: str, *, ok: bool = True) -> discord.Embed:
     return discord.Embed(description=_cut(text, DESCRIPTION_MAX), colour=COLOURS["ok"] if ok else ERROR_COLOUR)
+
+
+def schedule_added_text(view: ScheduleView) -> str:
+    runs = "\n".join(f"• <t:{int(t.timestamp())}:F>" for t in view.next_runs)
+    return (f"Schedule **#{view.id}** added: `{view.when}` ({view.timezone}) in <#{view.channel}>.\n"
+            f"Next runs:\n{runs}")
+
+
+def schedule_line(view: ScheduleView) -> str:
+    next_run = f"next <t:{int(view.next_runs[0].timestamp())}:R>" if view.next_runs else "no next run"
+    state = f" ⚠️ failing: {view.failing}" if view.failing else ""
+    origin = " (from QUOTA_SCHEDULES)" if view.source == "config" else ""
+    return f"**#{view.id}** `{view.when}` ({view.timezone}) in <#{view.channel}>, {next_run}{origin}{state}"
+
+
+def schedule_list_text(views: list[ScheduleView]) -> str:
+    if not views:
+        return "No quota schedules yet. Add one with `/quota-schedule add`."
+    return "\n".join(schedule_line(v) for v in views)
