@@ -98,5 +98,7 @@ async def test_slack_list_remove_and_usage(slack_http, scheduler, service):  # n
     assert (await bot.fake.wait_response(rid)).body["text"].startswith(":x: 'every fortnight' is not understood")
     _, _, rid, _ = await bot.command("remove 1", command="/quota-schedule", user_id=ADMIN_ID)
     assert (await bot.fake.wait_response(rid)).body["text"] == "Removed schedule #1."
-    _, answer, _, _ = await bot.command("dance", command="/quota-schedule", user_id=ADMIN_ID)
-    assert answer["text"].startswith("I did not understand `dance`. *Usage:* `/quota-schedule add <when>`")
+    _, _, rid, _ = await bot.command("dance", command="/quota-schedule", user_id=ADMIN_ID)
+    usage = (await bot.fake.wait_response(rid)).body
+    assert usage["text"].startswith("I did not understand `dance`. *Usage:* `/quota-schedule add <when>`")
+    assert usage["response_type"] == "ephemeral"

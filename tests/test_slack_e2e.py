@@ -117,10 +117,44 @@ async def test_public_answers_in_channel(slack_http):
 async def test_help_and_unknown_text_answer_usage_without_asking(slack_http, upstream, text, expected):
     bot = await slack_http()
     resp, answer, rid, _ = await bot.command(text)
-    assert resp.status == 200 and answer["response_type"] == "ephemeral"
-    assert answer["text"].startswith(expected) and "`/quota public`" in answer["text"]
+    assert resp.status == 200 and answer == ""  # acked before bolt runs: the usage follows at the response_url
+    body = (await bot.fake.wait_response(rid)).body
+    assert body["response_type"] == "ephemeral"
+    assert body["text"].startswith(expected) and "`/quota public`" in body["text"]
+    assert body["blocks"][0]["text"]["text"] == body["text"]
+    await asyncio.sleep(0.2)
+    assert len(upstream.asks) == 0 and len(bot.fake.responses[rid]) == 1
+
+
+async def test_a_command_the_app_lacks_is_left_to_bolt_and_refused(slack_http, upstream):
+    """Only the app's own commands are acked before bolt runs; anything else gets bolt's own answer
+    (here 404: no listener), so Slack tells the user instead of an empty ack hiding it."""
+    bot = await slack_http()
+    resp, _, rid, _ = await bot.command("", command="/weather")
+    assert resp.status == 404
     await asyncio.sleep(0.2)
     assert len(upstream.asks) == 0 and not bot.fake.responses.get(rid)
+
+
+async def test_quota_is_acked_before_bolt_runs_it(slack_http, upstream, monkeypatch):
+    """HTTP mode acks /quota before handing it to bolt (which then verifies it again and runs the
+    listener), so no work of bolt's, on this command or on others of a burst, stands before an ack."""
+    bot = await slack_http()
+    gate = asyncio.Event()
+    dispatch = bot.adapter.app.async_dispatch
+
+    async def held_dispatch(request):  # bolt, held until every ack is in
+        await gate.wait()
+        return await dispatch(request)
+
+    monkeypatch.setattr(bot.adapter.app, "async_dispatch", held_dispatch)
+    results = await asyncio.wait_for(asyncio.gather(*(bot.command("") for _ in range(20))), 3)
+    assert all(resp.status == 200 and answer == "" for resp, answer, _, _ in results)
+    assert len(upstream.asks) == 0 and not bot.fake.responses  # bolt has not run any of them yet
+    gate.set()
+    answers = await asyncio.gather(*(bot.fake.wait_response(rid) for _, _, rid, _ in results))
+    assert all(a.body["text"].startswith("Midjourney fast time: 12.06 h") for a in answers)
+    assert len(upstream.asks) == 1
 
 
 @pytest.mark.parametrize("kind", ["bad signature", "stale timestamp"])
@@ -305,16 +339,16 @@ async def test_scheduled_post_of_an_error_is_its_sentence(slack_http, service):
     assert ":x: The Midjourney API is unavailable" in str(body["blocks"])
 
 
-async def test_socket_mode_help_and_unknown_text_are_answered_in_the_ack(slack_socket, slack_fake, upstream):
+async def test_socket_mode_help_and_unknown_text_are_answered_at_the_response_url(slack_socket, slack_fake, upstream):
     await slack_socket()
-    envelope_id, rid = await slack_fake.envelope(text="help")
-    await slack_fake.wait_ack(envelope_id, timeout=3)
-    assert slack_fake.ack_payloads[envelope_id]["text"].startswith("*Usage:*")
-    envelope_id, rid = await slack_fake.envelope(text="everything")
-    await slack_fake.wait_ack(envelope_id, timeout=3)
-    assert slack_fake.ack_payloads[envelope_id]["text"].startswith("I did not understand `everything`")
+    for text, expected in (("help", "*Usage:*"), ("everything", "I did not understand `everything`")):
+        envelope_id, rid = await slack_fake.envelope(text=text)
+        await slack_fake.wait_ack(envelope_id, timeout=3)
+        assert not slack_fake.ack_payloads[envelope_id]  # the same empty ack as in HTTP mode
+        body = (await slack_fake.wait_response(rid)).body
+        assert body["response_type"] == "ephemeral" and body["text"].startswith(expected)
     await asyncio.sleep(0.2)
-    assert len(upstream.asks) == 0 and not slack_fake.responses
+    assert len(upstream.asks) == 0
 
 
 async def test_refused_response_url_is_logged_and_the_bot_goes_on(slack_http, caplog):
