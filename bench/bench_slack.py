@@ -9,7 +9,10 @@ connections arrive within a few ms: the harshest burst) and by an aiohttp Client
 burst arrives more spread out); HTTP over 32 kept-alive connections; Socket Mode envelopes; and the same
 new-connection loads against a handler that does nothing, the floor this machine puts under any bot.
 
-    python -m bench.bench_slack [--n 200]
+Each mode runs `--rounds` bursts (a new bot and fake each); the target is judged on the median round,
+and every round's ack p99 is printed beside it.
+
+    python -m bench.bench_slack [--n 200] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import time
 from urllib.parse import urlsplit
 
@@ -160,7 +164,7 @@ async def floor(n: int, mode: str = "floor") -> tuple[list[float], float]:
         await runner.cleanup()
 
 
-async def burst(mode: str, n: int) -> tuple[list[float], list[float], int, float]:
+async def burst(mode: str, n: int) -> tuple[list[float], list[float], int, float, float]:
     remote = Remote(fake_slack_child, mode, n)
     api_url = await remote.receive()
     upstream = UpstreamSimulator(complete_after=2.0)
@@ -182,8 +186,12 @@ async def burst(mode: str, n: int) -> tuple[list[float], list[float], int, float
         url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/slack/events"
     await adapter.start()
     try:
+        cpu = time.process_time()
         acks, final = await remote.ask(url)
-        return acks, final, len(upstream.asks), window.per_ack
+        # everything the bot did for the burst, from the first request to the last answer (the bolt
+        # work that HTTP mode does after the acks included), per command
+        per_command = (time.process_time() - cpu) * 1000 / n
+        return acks, final, len(upstream.asks), window.per_ack, per_command
     finally:
         remote.close()
         await adapter.stop()
@@ -194,37 +202,54 @@ async def burst(mode: str, n: int) -> tuple[list[float], list[float], int, float
 
 
 def _cpu(ms: float) -> str:
-    return f"{'-':>13}" if ms != ms else f"{ms:11.2f}ms"  # NaN: not measured (Socket Mode)
+    return f"{'-':>7}" if ms != ms else f"{ms:5.2f}ms"  # NaN: not measured (Socket Mode)
 
 
-async def main(n: int) -> int:
+def _median_round(results: list[tuple]) -> tuple:
+    """The round whose ack p99 is the median of the rounds' (the figure a target is judged on: one
+    round on a shared 2-core VM can be twice another)."""
+    return sorted(results, key=lambda r: pct(r[0], .99))[len(results) // 2]
+
+
+async def main(n: int, rounds: int) -> int:
     logging.basicConfig(level=logging.ERROR)
-    rows = {"HTTP, a new connection each": await burst("http", n),
-            "HTTP, new connections, aiohttp sender": await burst("http-aiohttp", n),
-            "HTTP, 32 kept-alive connections": await burst("http-kept", n),
-            "Socket Mode (envelopes)": await burst("socket", n)}
-    print(f"{n} concurrent /quota per mode, sent and timed by a fake Slack in a separate process; "
-          "upstream answers in 2 s\n")
-    print(f"| {'mode':<39} | ack p50 | ack p99 | answer p50 | answer p99 | upstream asks | bot CPU / ack |")
-    print(f"|{'-' * 41}|---------|---------|------------|------------|---------------|---------------|")
+    modes = {"HTTP, a new connection each": "http", "HTTP, new connections, aiohttp sender": "http-aiohttp",
+             "HTTP, 32 kept-alive connections": "http-kept", "Socket Mode (envelopes)": "socket"}
+    rows = {name: [await burst(mode, n) for _ in range(rounds)] for name, mode in modes.items()}
+    floors = {name: [await floor(n, mode) for _ in range(rounds)]
+              for name, mode in (("do-nothing handler, lean sender", "floor"),
+                                 ("do-nothing handler, aiohttp sender", "floor-aiohttp"))}
+    print(f"{n} concurrent /quota per round, {rounds} rounds per mode, sent and timed by a fake Slack in a "
+          f"separate process; upstream answers in 2 s; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print("p50/p99 and the CPU figures are the median round's (by ack p99); every round's ack p99 beside them.\n")
+    print(f"| {'mode':<39} | ack p50 | ack p99 | ack p99, every round | answer p50 | answer p99 | asks/round "
+          "| bot CPU / ack | bot CPU / command |")
+    print(f"|{'-' * 41}|---------|---------|----------------------|------------|------------|------------"
+          "|---------------|-------------------|")
     missed = []
-    for name, (acks, final, asks, cpu) in rows.items():
-        print(f"| {name:<39} | {pct(acks, .5):5.1f}ms | {pct(acks, .99):5.1f}ms | {pct(final, .5):8.0f}ms |"
-              f" {pct(final, .99):8.0f}ms | {asks:>13} | {_cpu(cpu)} |")
-        if pct(acks, .99) >= 100 or asks != 1:
-            missed.append(f"{name} (ack p99 {pct(acks, .99):.0f} ms, {asks} ask(s))")
-    for name, mode in (("do-nothing handler, lean sender", "floor"),
-                       ("do-nothing handler, aiohttp sender", "floor-aiohttp")):
-        base, cpu = await floor(n, mode)
-        print(f"| {name:<39} | {pct(base, .5):5.1f}ms | {pct(base, .99):5.1f}ms |          - |          - |"
-              f"             - | {_cpu(cpu)} |")
+    for name, results in rows.items():
+        acks, final, asks, cpu, per_command = _median_round(results)
+        every = ", ".join(f"{pct(r[0], .99):.0f}" for r in results)
+        all_asks = sorted({r[2] for r in results})
+        print(f"| {name:<39} | {pct(acks, .5):5.1f}ms | {pct(acks, .99):5.1f}ms | {every + ' ms':>20} |"
+              f" {pct(final, .5):8.0f}ms | {pct(final, .99):8.0f}ms | {'/'.join(map(str, all_asks)):>10} |"
+              f"       {_cpu(cpu)} |           {_cpu(per_command)} |")
+        if pct(acks, .99) >= 100 or all_asks != [1]:
+            missed.append(f"{name} (ack p99 {pct(acks, .99):.0f} ms, asks per round {all_asks})")
+    for name, results in floors.items():
+        base, cpu = _median_round(results)
+        every = ", ".join(f"{pct(r[0], .99):.0f}" for r in results)
+        print(f"| {name:<39} | {pct(base, .5):5.1f}ms | {pct(base, .99):5.1f}ms | {every + ' ms':>20} |"
+              f"          - |          - |          - |       {_cpu(cpu)} |                 - |")
     met = not missed
-    print("\ntargets met (ack p99 < 100 ms, one ask per burst)" if met
-          else "\nTARGETS NOT MET (ack p99 < 100 ms, one ask per burst) by: " + "; ".join(missed))
+    print("\ntargets met (median round's ack p99 < 100 ms, one ask per burst)" if met
+          else "\nTARGETS NOT MET (median round's ack p99 < 100 ms, one ask per burst) by: " + "; ".join(missed))
     return 0 if met else 1
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200)
-    raise SystemExit(asyncio.run(main(parser.parse_args().n)))
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    raise SystemExit(asyncio.run(main(args.n, args.rounds)))
