@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import aiohttp
@@ -124,6 +125,21 @@ async def test_help_and_unknown_text_answer_usage_without_asking(slack_http, ups
     assert body["blocks"][0]["text"]["text"] == body["text"]
     await asyncio.sleep(0.2)
     assert len(upstream.asks) == 0 and len(bot.fake.responses[rid]) == 1
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_start_with_the_tokens_in_the_environment_logs_no_warning(slack_fake, make_service, monkeypatch, caplog, mode):
+    """On a Procfile host the tokens are real environment variables, which bolt also reads by itself."""
+    tokens = {"slack_bot_token": BOT, **({"slack_signing_secret": SECRET} if mode == "http" else {"slack_app_token": APP})}
+    for name, value in tokens.items():
+        monkeypatch.setenv(name.upper(), value)
+    adapter = SlackAdapter(load_settings(None, slack_api_url=slack_fake.api_url, **tokens), make_service())
+    await adapter.start()
+    if mode == "socket":
+        await asyncio.wait_for(slack_fake.connected.wait(), 10)
+    await adapter.stop()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "Slack connected as U0BOT0001" in caplog.text
 
 
 async def test_a_command_the_app_lacks_is_left_to_bolt_and_refused(slack_http, upstream):

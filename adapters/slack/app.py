@@ -34,6 +34,7 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.middleware.authorization.async_single_team_authorization import AsyncSingleTeamAuthorization
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
@@ -55,6 +56,16 @@ from bot.settings import Settings
 from .render import render_error, render_report, render_text, schedule_added_text, schedule_list_text
 
 log = logging.getLogger(__name__)
+
+
+def _not_the_token_warning(record: logging.LogRecord) -> bool:
+    """bolt reads SLACK_BOT_TOKEN from the environment by itself and, since the bot hands it a client
+    (which carries that token), warns at every start that "`token` will be unused": true, and nothing
+    for the operator to do. Only that message is dropped."""
+    return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+logging.getLogger("slack_bolt.AsyncApp").addFilter(_not_the_token_warning)
 
 QUOTA_USAGE = ("*Usage:* `/quota` shows the Midjourney fast time left to you only; "
                "`/quota public` shows it to the whole channel; `/quota help` shows this.")
