@@ -72,6 +72,7 @@ QUOTA_USAGE = ("*Usage:* `/quota` shows the Midjourney fast time left to you onl
 SCHEDULE_USAGE = ("*Usage:* `/quota-schedule add <when>` posts the quota in this channel on a schedule "
                   "(a cron expression such as `0 9 * * 1-5`, or `every 6h`); `/quota-schedule list`; "
                   "`/quota-schedule remove <id>`.")
+HELP_WORDS = ("help", "-h", "--help", "?")
 NOT_ALLOWED = ("Only workspace admins and owners, or the users in SLACK_ADMIN_USER_IDS, "
                "can manage quota schedules.")
 # A 429 asking for a longer wait than this is not slept through inside one Web API call (it would hold
@@ -253,14 +254,13 @@ class SlackAdapter:
     # --- /quota ---------------------------------------------------------------------------------
     async def _quota(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         words = (command.get("text") or "").strip()
+        choice = words.lower()
         await ack()  # in HTTP mode the ack has already gone out (see `_http`): answers go to the response_url
-        if words.lower() in ("help", "-h", "--help", "?"):
-            self._background(self._answer_text(respond, "/quota", QUOTA_USAGE), "/quota help")
-        elif words and words.lower() != "public":
-            self._background(self._answer_text(respond, "/quota", f"I did not understand `{_clip(words)}`. {QUOTA_USAGE}"),
-                             "/quota")
-        else:
-            self._background(self._answer_quota(respond, public=words.lower() == "public"), "/quota")
+        if choice in ("", "public"):
+            self._background(self._answer_quota(respond, public=choice == "public"), "/quota")
+            return
+        usage = QUOTA_USAGE if choice in HELP_WORDS else f"I did not understand `{_clip(words)}`. {QUOTA_USAGE}"
+        self._background(self._answer_text(respond, "/quota", usage), "/quota")
 
     async def _answer_quota(self, respond: Any, *, public: bool) -> None:
         try:
@@ -324,13 +324,12 @@ class SlackAdapter:
     async def _schedule(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         words = (command.get("text") or "").split()
         action = words[0].lower() if words else "help"
+        await ack()  # as in `_quota`: every answer goes to the response_url
         if action not in ("add", "list", "remove"):
-            prefix = "" if action in ("help", "-h", "--help", "?") else f"I did not understand `{_clip(action)}`. "
-            await ack()
+            prefix = "" if action in HELP_WORDS else f"I did not understand `{_clip(action)}`. "
             self._background(self._answer_text(respond, "/quota-schedule", prefix + SCHEDULE_USAGE), "/quota-schedule")
-            return
-        await ack()
-        self._background(self._answer_schedule(respond, command, action, words[1:]), f"/quota-schedule {action}")
+        else:
+            self._background(self._answer_schedule(respond, command, action, words[1:]), f"/quota-schedule {action}")
 
     async def _answer_schedule(self, respond: Any, command: dict[str, Any], action: str, args: list[str]) -> None:
         try:
