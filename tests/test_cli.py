@@ -127,6 +127,11 @@ async def test_run_serves_healthz_console_chat_and_stops_on_sigterm(tmp_path):
         await proc.stdin.drain()
         while not any("Unknown command '/nonsense'" in l for l in lines):
             lines.append((await asyncio.wait_for(proc.stdout.readline(), 10)).decode())
+        proc.stdin.write(b"/quota tomorrow please\n")  # a bad argument is one line, not a reading
+        await proc.stdin.drain()
+        while not any("I did not understand 'tomorrow please'" in l for l in lines):
+            lines.append((await asyncio.wait_for(proc.stdout.readline(), 10)).decode())
+        assert sum("of 15 h left" in l for l in lines) == 1
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(proc.wait(), 10)

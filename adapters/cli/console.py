@@ -71,10 +71,14 @@ class ConsoleAdapter:
             await self.handle(line.strip())
 
     async def handle(self, text: str) -> None:
-        command = text.split()[0].lower() if text.split() else ""
-        if not command:
+        words = text.split()
+        if not words:
             return
-        if command in ("/quota", "quota"):
+        command, rest = words[0].lower(), " ".join(words[1:])
+        if command in ("/quota", "quota") and rest.lower() not in ("", "public"):
+            # `public` means something in Discord and Slack; here everyone at the terminal sees the answer
+            self._say(f"I did not understand {rest!r}: /quota takes nothing after it. {HELP}")
+        elif command in ("/quota", "quota"):
             try:
                 self._say(render_report(await self.service.get_report()))
             except QuotaError as exc:
