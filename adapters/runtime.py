@@ -69,9 +69,9 @@ async def build_core(settings: Settings) -> Core:
     return Core(settings, service, simulator)
 
 
-# platform → (the setting that turns it on, its package, the pip extra that installs its library)
-PLATFORMS = (("discord", "DISCORD_BOT_TOKEN", "adapters.discord", "discord"),
-             ("slack", "SLACK_BOT_TOKEN", "adapters.slack", "slack"))
+# platform → (the setting that turns it on, its package)
+PLATFORMS = (("discord", "DISCORD_BOT_TOKEN", "adapters.discord"),
+             ("slack", "SLACK_BOT_TOKEN", "adapters.slack"))
 
 
 def chat_adapters(settings: Settings, service: QuotaService, schedules: Any = None) -> list[Any]:
@@ -79,15 +79,16 @@ def chat_adapters(settings: Settings, service: QuotaService, schedules: Any = No
     import importlib
 
     adapters: list[Any] = []
-    for name, token, package, extra in PLATFORMS:
+    for name, token, package in PLATFORMS:
         if getattr(settings, token.lower()) is None:
             continue
         try:
             create = importlib.import_module(package).create_adapter
             adapters.append(create(settings, service, schedules))
         except ImportError as exc:
-            raise StartupError(f"{token} is set but the {name} library is not installed ({exc.name}): "
-                               f"pip install 'quota-bot[{extra}]'") from None
+            # both libraries are default dependencies: this is a broken install, not a missing extra
+            raise StartupError(f"{token} is set but the {name} library cannot be imported ({exc.name}): "
+                               "reinstall quota-bot (pip install -e .)") from None
     return adapters
 
 
