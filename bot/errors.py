@@ -40,14 +40,21 @@ class UpstreamUnavailable(QuotaError):
 
 
 class TimedOut(QuotaError):
+    """No result within the reading's deadline, which starts when the ask goes out. When the bot's own
+    limiter (one ask per ``interval``) held the ask back for ``queued`` seconds before that, the sentence
+    says so: the user waited longer than the deadline, and not because of the upstream."""
+
     code = "timed_out"
 
-    def __init__(self, seconds: float, detail: str = "") -> None:
+    def __init__(self, seconds: float, detail: str = "", *, queued: float = 0.0,
+                 interval: float | None = None) -> None:
         self.seconds = seconds
-        super().__init__(
-            detail,
-            user_message=f"Timed out: the Midjourney API gave no answer within {_fmt_seconds(seconds)}.",
-        )
+        self.queued = queued
+        sentence = f"Timed out: the Midjourney API gave no answer within {_fmt_seconds(seconds)}."
+        if queued >= 1 and interval:
+            sentence = sentence[:-1] + (f" (before that, quota-bot held the ask back {_fmt_seconds(round(queued))} "
+                                        f"to keep to one ask per {_fmt_seconds(interval)}).")
+        super().__init__(detail, user_message=sentence)
 
 
 class Expired(QuotaError):

@@ -87,6 +87,10 @@ class UpstreamSimulator:
         report_progress: bool = True,
         latency: float = 0.0,
         require_token: str | None = None,
+        pending_response: str = "absent",
+        progress_field: bool = True,
+        progress_as_string: bool = False,
+        empty_at_100: float = 0.0,
     ) -> None:
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.complete_after = complete_after
@@ -98,6 +102,15 @@ class UpstreamSimulator:
         self.report_progress = report_progress  # False: progress stays 0 until done (no hint)
         self.latency = latency
         self.require_token = require_token
+        # The pending and done shapes shared/upstream.md lists, for servers other than TheNextLeg:
+        # pending_response: "absent" ({"progress": 42}), "empty" (+ "response": {}) or "null" (+ null);
+        # progress_field=False: no progress at all (pending is {} or the empty response, done is the
+        # result alone); progress_as_string: "42" and "100"; empty_at_100: seconds during which a
+        # finished job already says progress 100 while its response is still empty.
+        self.pending_response = pending_response
+        self.progress_field = progress_field
+        self.progress_as_string = progress_as_string
+        self.empty_at_100 = empty_at_100
         self.ask_script: deque[Scripted] = deque()
         self.poll_script: deque[Scripted] = deque()
         self.asks: list[Request] = []
@@ -208,8 +221,9 @@ class UpstreamSimulator:
             span = job.done_at - job.started
             running = now - job.started
             hidden = not self.report_progress or math.isinf(span) or running <= 0
-            progress = 0 if hidden else int(min(99, running / span * 100))
-            return web.json_response({"progress": progress, "progressImageUrl": None})
+            return web.json_response(self._pending(0 if hidden else int(min(99, running / span * 100))))
+        if now < job.done_at + self.empty_at_100:
+            return web.json_response(self._pending(100, empty=True))
         result = {
             "originatingMessageId": job.id,
             "type": "info",
@@ -218,8 +232,24 @@ class UpstreamSimulator:
             "responseAt": self._stamp(job.done_at - now),
             "content": job.content,
         }
-        body = {"progress": 100, "response": result} if self.nested else {"progress": 100, **result}
+        body = {"response": result} if self.nested else dict(result)
+        if self.progress_field:
+            body = {"progress": self._progress(100), **body}
         return web.json_response(body)
+
+    def _progress(self, value: int) -> int | str:
+        return str(value) if self.progress_as_string else value
+
+    def _pending(self, progress: int, empty: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if self.progress_field:
+            body = {"progress": self._progress(progress), "progressImageUrl": None}
+        shape = "empty" if empty and self.pending_response == "absent" else self.pending_response
+        if shape == "empty":
+            body["response"] = {}
+        elif shape == "null":
+            body["response"] = None
+        return body
 
     def _stamp(self, offset: float) -> Any:
         at = time.time() + offset

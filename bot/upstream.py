@@ -28,7 +28,7 @@ import yarl
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from .errors import BadResponse, BadToken, Expired, QuotaError, RateLimited, TimedOut, UpstreamUnavailable
-from .report import QuotaReport, parse_result, result_object
+from .report import QuotaReport, parse_result
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,12 @@ class PollPolicy:
 
 
 class AskLimiter:
-    """Never lets two asks start less than ``interval`` seconds apart (shared by every caller)."""
+    """Never lets two asks start less than ``interval`` seconds apart (shared by every caller).
+
+    Callers queue in order, so an ask waits at most one interval for each ask queued before it, and
+    then goes out. That wait is the bot's own doing, not the upstream's: the first ask of a reading
+    waits here before its deadline starts (``wait()`` with no deadline); a retried ask inside a
+    reading passes its deadline and gives up if its turn would come after it."""
 
     def __init__(self, interval: float = DEFAULT_MIN_ASK_INTERVAL, clock: Callable[[], float] = time.monotonic):
         self.interval = interval
@@ -94,15 +99,19 @@ class AskLimiter:
         self._lock = asyncio.Lock()
         self._last: float | None = None
 
-    async def wait(self, deadline: float) -> None:
+    async def wait(self, deadline: float | None = None) -> float:
+        """Wait for this ask's turn; returns the seconds waited. Raises ``_DeadlineReached`` when a
+        ``deadline`` is given and the turn would come after it."""
+        began = self._clock()
         async with self._lock:
             if self._last is not None:
                 pause = self._last + self.interval - self._clock()
                 if pause > 0:
-                    if self._clock() + pause > deadline:
+                    if deadline is not None and self._clock() + pause > deadline:
                         raise _DeadlineReached()
                     await asyncio.sleep(pause)
             self._last = self._clock()
+        return self._clock() - began
 
 
 class _DeadlineReached(Exception):
@@ -184,10 +193,15 @@ class NextLegProvider:
         return self._session
 
     async def fetch(self) -> QuotaReport:
+        # The deadline starts when the ask goes out: the wait for the limiter's turn before it is the
+        # bot's own doing, bounded on its own (one interval per ask queued ahead), and must not eat
+        # the upstream's time.
+        queued = await self._limiter.wait()
         started = time.monotonic()
         deadline = started + self.poll_timeout
         ref = f"quota-bot-{uuid.uuid4().hex[:16]}"
         polls = 0
+        pending_without_result = 0
         try:
             receipt = await self._call(self._method, f"{self._root}/info", deadline, ask=True, json={"ref": ref})
             message_id = _message_id(receipt)
@@ -207,22 +221,24 @@ class NextLegProvider:
                 progress = message.get("progress") if isinstance(message, dict) else None
                 if isinstance(progress, str) and progress.strip().lower() == "incomplete":
                     raise Expired(f"message {message_id} progress incomplete after {polls} polls")
-                result = result_object(message)
-                done = progress in (100, "100") or (isinstance(message, dict) and "response" in message)
-                if done and result is None:
-                    raise BadResponse(f"message {message_id} done without a result: {str(message)[:200]}")
-                if result is not None and (done or progress is None):
+                result = poll_result(message)
+                if result is not None and (progress is None or progress_is_done(progress)):
                     report = parse_result(result, read_at=datetime.now(timezone.utc), simulated=self.simulated)
                     log.info("upstream reading done message=%s polls=%d in %.2fs", message_id, polls,
                              time.monotonic() - started)
                     return report
-                estimate = self._poll.after_progress(progress, time.monotonic() - asked_at, self._ask_rtt)
+                if progress_is_done(progress):  # 100 with an empty or null response: not a result yet
+                    pending_without_result += 1
+                estimate = self._poll.after_progress(progress_number(progress), time.monotonic() - asked_at,
+                                                     self._ask_rtt)
                 delay = estimate if estimate is not None else next(backoff)
                 log.debug("poll %d of message %s: progress=%r, next in %.2fs", polls, message_id, progress, delay)
         except _DeadlineReached:
-            raise TimedOut(self.poll_timeout, f"no result after {polls} polls") from None
+            detail = f"no result after {polls} polls" + (
+                f" ({pending_without_result} said progress 100 without a result)" if pending_without_result else "")
+            raise TimedOut(self.poll_timeout, detail, queued=queued, interval=self._limiter.interval) from None
         finally:
-            self.last_stats = {"polls": polls, "seconds": time.monotonic() - started}
+            self.last_stats = {"polls": polls, "seconds": time.monotonic() - started, "queued": queued}
 
     async def _call(self, method: str, url: str, deadline: float, *, ask: bool = False, **kwargs: Any) -> Any:
         """One request with retries for 429/5xx/connection errors, all within ``deadline``."""
@@ -244,7 +260,8 @@ class NextLegProvider:
             ):
                 with attempt:
                     try:
-                        return await self._once(method, url, deadline, ask=ask, **kwargs)
+                        again = ask and attempt.retry_state.attempt_number > 1
+                        return await self._once(method, url, deadline, ask=ask, limited=again, **kwargs)
                     except _Retryable as exc:
                         last[:] = [exc]
                         log.warning("upstream %s %s: %s; will retry within the deadline", method,
@@ -258,8 +275,9 @@ class NextLegProvider:
             raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _once(self, method: str, url: str, deadline: float, *, ask: bool, **kwargs: Any) -> Any:
-        if ask:
+    async def _once(self, method: str, url: str, deadline: float, *, ask: bool, limited: bool,
+                    **kwargs: Any) -> Any:
+        if limited:
             await self._limiter.wait(deadline)
         sent = time.monotonic()
         remaining = deadline - time.monotonic()
@@ -297,6 +315,46 @@ class NextLegProvider:
             raise UpstreamUnavailable(f"{where}: success=false msg={str(data.get('msg', ''))[:200]!r}",
                                       user_message=_refusal(data.get("msg")))
         return data
+
+
+# --- the done rule (shared/upstream.md) ------------------------------------------------------------
+# Done means progress 100 (a number or the string) with a result object that has ``content``; with no
+# progress field at all, a result object with ``content`` alone is done. An empty or null
+# ``response`` is never a result, whatever the progress says: keep polling until the deadline.
+
+def _has_content(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("content") not in (None, "", {}, [])
+
+
+def poll_result(message: Any) -> dict[str, Any] | None:
+    """The result object of a poll answer, or None: under ``response`` (what real clients read,
+    preferred) or flat beside ``progress`` (the docs' example), and only when it carries content."""
+    if not isinstance(message, dict):
+        return None
+    nested = message.get("response")
+    if _has_content(nested):
+        return nested
+    return message if _has_content(message) else None
+
+
+def progress_number(progress: Any) -> float | None:
+    """``42``, ``42.5``, ``"42"`` or ``"42%"`` → 42.0; anything else (``"incomplete"``, None) → None."""
+    if isinstance(progress, bool):
+        return None
+    if isinstance(progress, (int, float)):
+        return float(progress) if math.isfinite(progress) else None
+    if isinstance(progress, str):
+        try:
+            value = float(progress.strip().rstrip("%"))
+        except ValueError:
+            return None
+        return value if math.isfinite(value) else None
+    return None
+
+
+def progress_is_done(progress: Any) -> bool:
+    value = progress_number(progress)
+    return value is not None and value >= 100
 
 
 def _message_id(receipt: Any) -> str:

@@ -235,3 +235,89 @@ async def test_limiter_keeps_asks_apart():
 async def test_provider_repr_has_no_token(make_provider):
     provider = make_provider()
     assert TEST_TOKEN not in repr(provider) and TEST_TOKEN not in str(vars(provider).get("_root"))
+
+
+# --- the done rule: every pending and done shape of shared/upstream.md --------------------------------
+
+@pytest.mark.parametrize("pending_response", ["absent", "empty", "null"])
+@pytest.mark.parametrize("nested", [True, False])
+@pytest.mark.parametrize("progress_field, as_string", [(True, False), (True, True), (False, False)])
+async def test_every_pending_and_done_shape_reads_the_numbers(upstream, make_provider, pending_response, nested,
+                                                              progress_field, as_string):
+    upstream.complete_after = 0.4
+    upstream.pending_response, upstream.nested = pending_response, nested
+    upstream.progress_field, upstream.progress_as_string = progress_field, as_string
+    report = await make_provider(poll=PollPolicy(initial=0.05, cap=0.1, jitter=0, use_progress=False)).fetch()
+    assert (report.remaining.value, report.total.value, report.percent) == (12.06, 15.0, 80.4)
+    assert len(upstream.polls) >= 2, "the pending answers must have been seen and polled past"
+
+
+async def test_progress_100_with_an_empty_response_is_not_done(upstream, make_provider):
+    upstream.complete_after, upstream.empty_at_100 = 0.1, 0.4  # says 100 with "response": {} for 0.4 s
+    report = await make_provider(poll=PollPolicy(initial=0.05, cap=0.1, jitter=0)).fetch()
+    assert report.percent == 80.4
+    assert len(upstream.polls) >= 3
+
+
+async def test_progress_100_that_never_brings_a_result_times_out(upstream, make_provider):
+    upstream.complete_after, upstream.empty_at_100 = 0.05, float("inf")
+    upstream.pending_response = "null"
+    with pytest.raises(TimedOut) as caught:
+        await make_provider(poll_timeout=0.8).fetch()
+    assert "progress 100 without a result" in caught.value.detail
+
+
+def test_done_rule_helpers():
+    from bot.upstream import poll_result, progress_is_done
+
+    result = {"content": {"Fast Time Remaining": "1/15 hours"}}
+    assert poll_result({"progress": 100, "response": result}) is result
+    flat = {"progress": 100, **result}
+    assert poll_result(flat) is flat
+    for pending in ({"progress": 42, "response": {}}, {"progress": 42, "response": None}, {"progress": 100},
+                    {"response": {}}, {"response": {"content": None}}, {"content": {}}, None, [], "x"):
+        assert poll_result(pending) is None, pending
+    assert all(progress_is_done(p) for p in (100, 100.0, "100", " 100% "))
+    assert not any(progress_is_done(p) for p in (99, "99", "incomplete", None, True, float("nan"), {}))
+
+
+# --- the limiter's wait is the bot's, not the upstream's ----------------------------------------------
+
+async def test_the_wait_for_an_ask_slot_does_not_eat_the_deadline(upstream, make_service):
+    upstream.complete_after = 0.2
+    service = make_service(cache_seconds=0, limiter=AskLimiter(1.5), poll_timeout=1.0)
+    await service.get_report()
+    started = time.monotonic()
+    report = await service.get_report()  # waits ~1.2 s for its turn: more than the whole deadline
+    assert report.remaining is not None
+    assert time.monotonic() - started >= 1.0
+    assert service.provider.last_stats["queued"] >= 0.9
+    assert upstream.asks[1].at - upstream.asks[0].at >= 1.45
+
+
+async def test_a_timeout_after_the_bot_held_the_ask_back_says_so(upstream, make_service):
+    upstream.complete_after = 0.1
+    service = make_service(cache_seconds=0, limiter=AskLimiter(1.5), poll_timeout=0.5)
+    await service.get_report()
+    upstream.complete_after = float("inf")
+    with pytest.raises(TimedOut) as caught:
+        await service.get_report()
+    sentence = caught.value.user_message
+    assert "within 0.5 s" in sentence and "quota-bot held the ask back 1 s" in sentence
+    assert "one ask per 1.5 s" in sentence
+
+
+async def test_queued_asks_each_wait_at_most_one_interval_per_ask_ahead():
+    limiter = AskLimiter(0.2)
+    waits = await asyncio.gather(*(limiter.wait() for _ in range(4)))
+    assert waits[0] < 0.05
+    for position, waited in enumerate(waits):
+        assert waited <= 0.2 * position + 0.1, waits
+
+
+@pytest.mark.parametrize("pending", [{"progress": 42, "response": {}}, {"progress": 42, "response": None},
+                                     {"progress": "42", "response": {}}, {"response": {}}, {"response": None}])
+async def test_a_scripted_pending_answer_with_an_empty_response_is_polled_past(upstream, make_provider, pending):
+    upstream.poll_script.extend([Scripted(200, pending)] * 2)
+    report = await make_provider(poll=PollPolicy(initial=0.05, cap=0.1, jitter=0)).fetch()
+    assert report.percent == 80.4 and len(upstream.polls) >= 3
