@@ -4,6 +4,13 @@ Schedules live in the store and are re-armed at start-up. Each run is claimed in
 is posted, so a crash or restart neither repeats nor floods: on start, a run missed by at most
 ``grace`` seconds is posted once, older ones are skipped with a log line. All schedules due at one
 moment share one reading. The clock is injected so tests never really sleep.
+
+A schedule has at most one run in progress, from the moment it is dispatched until it is posted (or
+has given up): waiting on the reading and posting it (Retry-After, transient back-off) both count. A
+run that falls due meanwhile is skipped, never queued: it is claimed in the store (so a restart never
+posts it), recorded as ``skipped: …`` and logged once. Without this a reading slower than a
+schedule's interval made every run that fell due while it waited post at once when it arrived.
+Schedules that are not busy are unaffected and still share the one reading.
 """
 
 from __future__ import annotations
@@ -93,6 +100,18 @@ class _Armed:
         return datetime.fromtimestamp(self.row.anchor, UTC)
 
 
+@dataclass(eq=False)
+class _InProgress:
+    """The one run of a schedule that is in progress: dispatched, not yet posted or given up."""
+
+    due: datetime
+    reading: bool = True  # waiting on the reading; False once it arrived and the run is posting
+
+    def skip_reason(self) -> str:
+        return ("the previous run still waits on a reading" if self.reading
+                else "the previous run is still posting")
+
+
 @dataclass(frozen=True)
 class PostPolicy:
     rate_limit_attempts: int = 5
@@ -117,6 +136,8 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
+        # schedule id -> its run in progress; set by the dispatcher, cleared by the run's task
+        self._running: dict[int, _InProgress] = {}
         self.readings_taken = 0
 
     # --- ScheduleManager ------------------------------------------------------------------------
@@ -253,27 +274,55 @@ class Scheduler:
                 continue
             now = self.clock.now()
             due: list[tuple[_Armed, datetime]] = []
+            skipped: list[tuple[_Armed, datetime, str]] = []
+            marks: dict[int, _InProgress] = {}
             while self._heap and self._heap[0][0] <= now:
                 at, sid = heapq.heappop(self._heap)
                 armed = self._armed.get(sid)
                 if armed is None or armed.next_due != at:
                     continue
-                due.append((armed, at))
+                busy = self._running.get(sid)
+                if busy is None:  # marked here, before any await, so the next due moment sees it
+                    marks[sid] = self._running[sid] = _InProgress(at)
+                    due.append((armed, at))
+                else:  # at most one run in progress per schedule: skip, never queue
+                    reason = busy.skip_reason()
+                    log.warning("schedule #%d (%s:%s): the run due at %s is skipped: %s (it was due at %s)", sid,
+                                armed.row.platform, armed.row.channel, at.isoformat(), reason, busy.due.isoformat())
+                    skipped.append((armed, at, f"skipped: {reason}"))
                 # the next run after now: a long stall never turns into a burst of old runs
                 armed.next_due = armed.when.next_after(now, armed.tz, armed.anchor)
                 heapq.heappush(self._heap, (armed.next_due, sid))
-            if due:
-                batch = asyncio.get_running_loop().create_task(self._post_batch(due))
+            if due or skipped:
+                batch = asyncio.get_running_loop().create_task(self._post_batch(due, skipped, marks))
                 self._batches.add(batch)
                 batch.add_done_callback(self._batches.discard)
+                # however the task ends (even cancelled before it began), its schedules are free again
+                batch.add_done_callback(lambda _, marks=marks: self._release(marks))
 
-    async def _post_batch(self, due: list[tuple[_Armed, datetime]]) -> None:
+    def _release(self, marks: Mapping[int, _InProgress]) -> None:
+        for sid, mark in marks.items():
+            if self._running.get(sid) is mark:
+                del self._running[sid]
+
+    async def _post_batch(self, due: list[tuple[_Armed, datetime]], skipped: list[tuple[_Armed, datetime, str]],
+                          marks: Mapping[int, _InProgress]) -> None:
         try:
-            claimed = await self.store.claim((a.row.id, at.timestamp()) for a, at in due)
+            claimed = await self.store.claim([(a.row.id, at.timestamp()) for a, at in due]
+                                             + [(a.row.id, at.timestamp()) for a, at, _ in skipped])
         except Exception:
-            log.exception("could not claim %d scheduled run(s); they are skipped", len(due))
+            log.exception("could not claim %d scheduled run(s); they are skipped", len(due) + len(skipped))
             return
+        # skipped runs are claimed (a restart never posts them) and recorded as skipped at once
+        passed = [(a.row.id, at.timestamp(), result) for a, at, result in skipped
+                  if (a.row.id, at.timestamp()) in claimed]
+        if passed:
+            try:
+                await self.store.finish(passed)
+            except Exception:
+                log.exception("could not record %d skipped scheduled run(s)", len(passed))
         runs = [(a, at) for a, at in due if (a.row.id, at.timestamp()) in claimed]
+        self._release({a.row.id: marks[a.row.id] for a, at in due if (a.row.id, at.timestamp()) not in claimed})
         if not runs:
             return
         try:
@@ -284,11 +333,16 @@ class Scheduler:
             log.exception("reading for scheduled posts failed unexpectedly")
             outcome = QuotaError(type(exc).__name__)
         self.readings_taken += 1
+        for armed, _ in runs:
+            marks[armed.row.id].reading = False
         gate = asyncio.Semaphore(self.policy.concurrency)
 
         async def one(armed: _Armed, at: datetime) -> tuple[int, float, str]:
-            async with gate:
-                return armed.row.id, at.timestamp(), await self._post_one(armed, outcome)
+            try:
+                async with gate:
+                    return armed.row.id, at.timestamp(), await self._post_one(armed, outcome)
+            finally:  # this schedule is free as soon as its own post is done, not the whole batch
+                self._release({armed.row.id: marks[armed.row.id]})
 
         results = await asyncio.gather(*(one(a, at) for a, at in runs))
         try:

@@ -10,6 +10,7 @@ import pytest
 from bot.errors import AccountProblem, PostError
 from bot.scheduler import FakeClock, PostPolicy, Scheduler
 from bot.schedules import ScheduleError, parse_config
+from bot.simulator import default_content
 from bot.store import Store
 from tests.fakes.posters import RecordingPoster, eventually
 
@@ -223,3 +224,73 @@ async def test_readings_are_recorded_by_the_service_listener(env, upstream):
     await env.clock.advance(60)
     await eventually(lambda: len(env.slack.posts) == 1)
     assert [r["remaining"] for r in await scheduler.store.readings()] == [12.06]
+
+
+async def test_a_slow_reading_posts_once_and_skips_the_runs_due_while_it_waits(env, upstream, caplog):
+    # the reading takes 1 s of real time; meanwhile the fake clock passes four 3 s intervals
+    upstream.complete_after = 1.0
+    scheduler = await env.scheduler("slack:C01=every 3s;discord:123=every 10s")
+    slack_id = (await scheduler.list("slack"))[0].id
+    discord_id = (await scheduler.list("discord"))[0].id
+    began = asyncio.get_running_loop().time()
+    for _ in range(4):  # 08:59:03 dispatched; :06, :09, :12 fall due while it waits; discord joins at :10
+        await env.clock.advance(3)
+    assert asyncio.get_running_loop().time() - began < 0.8, "the reading must still be pending here"
+    assert env.slack.posts == [] and env.discord.posts == []
+    await eventually(lambda: len(env.slack.posts) >= 1 and len(env.discord.posts) == 1)
+    await asyncio.sleep(0.1)
+    assert [p[0] for p in env.slack.posts] == ["C01"]  # one post, not four
+    assert env.slack.posts[0][1] is env.discord.posts[0][1] and len(upstream.asks) == 1  # still one shared reading
+    base = START.timestamp()
+    skipped = "skipped: the previous run still waits on a reading"
+    assert [(due - base, result) for due, _, result in await scheduler.store.runs(slack_id)] == [
+        (3, "posted"), (6, skipped), (9, skipped), (12, skipped)]
+    assert [(due - base, result) for due, _, result in await scheduler.store.runs(discord_id)] == [(10, "posted")]
+    assert caplog.text.count("still waits on a reading") == 3
+    assert f"schedule #{slack_id} (slack:C01): the run due at 2026-03-02T08:59:06+00:00 is skipped" in caplog.text
+    # the reading is in: the next run posts as usual
+    upstream.complete_after = 0.05
+    await env.clock.advance(3)  # 08:59:15
+    await eventually(lambda: len(env.slack.posts) == 2)
+    await asyncio.sleep(0.05)
+    assert (await scheduler.store.runs(slack_id))[-1][0] - base == 15
+    assert (await scheduler.store.runs(slack_id))[-1][2] == "posted"
+
+
+async def test_a_run_due_while_the_previous_one_still_posts_is_skipped(env):
+    # Slack asks to wait 5 s: the 08:59:06 run falls due while the 08:59:03 one still waits to post
+    env.slack.script.append(PostError("rate_limited", "Slack rate limit", retry_after=5))
+    scheduler = await env.scheduler("slack:C01=every 3s")
+    schedule_id = (await scheduler.list("slack"))[0].id
+    await env.clock.advance(3)
+    await eventually(lambda: env.slack.attempts == 1)
+    await env.clock.advance(3)  # 08:59:06: skipped
+    await asyncio.sleep(0.05)
+    assert env.slack.posts == []
+    await env.clock.advance(2)  # 08:59:08: Retry-After is over; the 08:59:03 run posts
+    await eventually(lambda: len(env.slack.posts) == 1)
+    await env.clock.advance(1)  # 08:59:09: posts normally
+    await eventually(lambda: len(env.slack.posts) == 2)
+    await asyncio.sleep(0.05)
+    base = START.timestamp()
+    assert [(due - base, result) for due, _, result in await scheduler.store.runs(schedule_id)] == [
+        (3, "posted"), (6, "skipped: the previous run is still posting"), (9, "posted")]
+
+
+async def test_a_failed_or_cancelled_run_never_leaves_its_schedule_busy(env, upstream):
+    upstream.content = "NO_FAST_HOURS"
+    scheduler = await env.scheduler("slack:C01=every 3s")
+    await env.clock.advance(3)
+    await eventually(lambda: len(env.slack.posts) == 1)  # the reason is posted
+    upstream.content = default_content
+    upstream.complete_after = 0.05
+    await env.clock.advance(3)
+    await eventually(lambda: len(env.slack.posts) == 2)  # not skipped: the failed reading freed it
+    # stopped while a run waits on a reading: the run is cancelled and the schedule freed
+    upstream.complete_after = 5.0
+    await env.clock.advance(3)
+    await asyncio.sleep(0.1)
+    schedule_id = (await scheduler.list("slack"))[0].id
+    assert scheduler._running[schedule_id].reading  # busy: its run waits on the reading
+    await scheduler.stop()
+    assert scheduler._running == {}
