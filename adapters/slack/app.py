@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Any, Coroutine
 from urllib.parse import parse_qs
@@ -80,6 +81,8 @@ NOT_ALLOWED = ("Only workspace admins and owners, or the users in SLACK_ADMIN_US
 MAX_RATELIMIT_WAIT = 30.0
 REJECTED_LOG_INTERVAL = 60.0
 RESPONSE_TIMEOUT = 15  # seconds for one answer at a response_url
+MAX_BODY = 64 * 1024  # a slash command's form is a few hundred bytes; anything this large is not Slack
+_STAMP = re.compile(r"\d{1,12}")  # X-Slack-Request-Timestamp: Unix seconds
 GONE_ERRORS = {"not_in_channel", "channel_not_found", "is_archived", "channel_is_archived", "missing_scope",
                "restricted_action", "not_allowed_token_type", "ekm_access_denied", "team_access_not_granted",
                "access_denied", "account_inactive", "invalid_auth", "token_revoked"}
@@ -155,13 +158,32 @@ class SlackAdapter:
             app.router.add_post("/slack/events", self._http)
 
     async def _http(self, request: web.Request) -> web.Response:
-        body = await request.text()
+        """`POST /slack/events`. Whatever arrives (a scanner, a broken proxy), the answer is a 4xx, never
+        a 500: too large 413; no, malformed or wrong signature 401 (counted by the same warning); not
+        UTF-8 400; not form-encoded 415 (Slack sends slash commands and ssl_check as forms)."""
+        if (request.content_length or 0) > MAX_BODY:
+            return _refuse(413, "request body too large")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _refuse(413, "request body too large")
+        if len(raw) > MAX_BODY:
+            return _refuse(413, "request body too large")
         headers = request.headers
+        stamp, signature = headers.get("X-Slack-Request-Timestamp", ""), headers.get("X-Slack-Signature", "")
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            body = None
         assert self._verifier is not None
-        if not self._verifier.is_valid(body, headers.get("X-Slack-Request-Timestamp", ""),
-                                       headers.get("X-Slack-Signature", "")):
+        if not (_STAMP.fullmatch(stamp) and signature.startswith("v0=") and body is not None
+                and self._verifier.is_valid(body, stamp, signature)):
+            if body is None and _STAMP.fullmatch(stamp) and signature.startswith("v0="):
+                return _refuse(400, "the body is not UTF-8")  # signed, perhaps, but not by Slack's rules
             self._note_rejected()
-            return web.json_response({"error": "invalid request"}, status=401)
+            return _refuse(401, "invalid request")
+        if request.content_type != "application/x-www-form-urlencoded":
+            return _refuse(415, "expected application/x-www-form-urlencoded")
         if parse_qs(body).get("command", [""])[0] in self._ack_first:
             self._deferred.put_nowait((body, request.query_string, headers))
             if self._dispatcher is None:
@@ -401,6 +423,10 @@ class SlackAdapter:
             raise PostError("gone", f"Slack {error or status}") from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise PostError("transient", f"network: {type(exc).__name__}") from None
+
+
+def _refuse(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
 
 
 def _slack_error(exc: BaseException) -> str:
