@@ -44,6 +44,13 @@ class SecretFilter(logging.Filter):
 SECRETS = SecretFilter()
 
 
+def mask(text: str) -> str:
+    """``text`` with every known secret replaced (for lines printed outside the log, e.g. the CLI's)."""
+    for secret in SECRETS.secrets:
+        text = text.replace(secret, MASK)
+    return text
+
+
 def setup_logging(level: str = "INFO", stream=None, secrets: Iterable[str | None] = ()) -> None:
     SECRETS.add(*secrets)
     handler = logging.StreamHandler(stream or sys.stdout)

@@ -68,8 +68,22 @@ async def test_quota_errors_are_one_line_on_stderr(upstream, tmp_path):
                                 env=_env(NEXTLEG_API_TOKEN="wrong-token-123456", NEXTLEG_BASE_URL=upstream.base_url))
     assert code == 1 and out == ""
     assert err.strip().splitlines() == [
-        "quota-bot: The upstream rejected the API token (NEXTLEG_API_TOKEN); ask the operator to check it."]
+        "quota-bot: The upstream rejected the API token (NEXTLEG_API_TOKEN); ask the operator to check it.",
+        "  detail: GET /v2/info -> HTTP 401"]
     assert "wrong-token-123456" not in err
+
+
+async def test_a_sentence_that_says_it_has_been_logged_shows_the_detail(upstream, tmp_path):
+    from bot.simulator import Scripted
+
+    upstream.ask_script.append(Scripted(200, "<html>maintenance</html>"))
+    code, out, err = await _cli("quota", cwd=tmp_path,
+                                env=_env(NEXTLEG_API_TOKEN=TEST_TOKEN, NEXTLEG_BASE_URL=upstream.base_url))
+    lines = err.strip().splitlines()
+    assert code == 1 and out == "" and len(lines) == 2, err
+    assert lines[0] == "quota-bot: The Midjourney API sent an answer quota-bot could not read; it has been logged."
+    assert lines[1].startswith("  detail: GET /v2/info -> HTTP 200: not JSON: <html>maintenance</html>")
+    _no_secrets(out, err)
 
 
 async def test_quota_upstream_down(tmp_path):

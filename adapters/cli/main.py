@@ -16,7 +16,7 @@ from typing import Sequence
 
 from bot import __version__
 from bot.errors import QuotaError, user_sentence
-from bot.logs import setup_logging
+from bot.logs import mask, setup_logging
 from bot.settings import SECRET_NAMES, Settings, SettingsError, load_settings
 
 from .render import render_report
@@ -36,9 +36,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(line: str, code: int) -> int:
+def _fail(line: str, code: int, detail: str = "") -> int:
+    """One line on stderr; the detail (what the log would say) on a second one, secrets masked."""
     print(f"quota-bot: {line}", file=sys.stderr)
+    if detail:
+        print(f"  detail: {mask(' '.join(detail.split()))[:300]}", file=sys.stderr)
     return code
+
+
+def _fail_reading(exc: BaseException) -> int:
+    """A reading failed: its sentence, then the detail the sentence refers to ("it has been logged")."""
+    detail = exc.detail if isinstance(exc, QuotaError) else f"{type(exc).__name__}: {exc}"
+    log.info("quota failed: %s", exc, exc_info=not isinstance(exc, QuotaError))
+    return _fail(user_sentence(exc), 1, detail)
 
 
 def _settings(env_file: str, command: str) -> Settings:
@@ -84,9 +94,8 @@ async def _quota(settings: Settings, as_json: bool) -> int:
     core = await build_core(settings)
     try:
         report = await core.service.get_report()
-    except QuotaError as exc:
-        log.info("quota failed: %s", exc)
-        return _fail(user_sentence(exc), 1)
+    except Exception as exc:  # typed errors and bugs alike: a sentence and its detail, never a traceback
+        return _fail_reading(exc)
     finally:
         await core.close()
     print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if as_json else render_report(report))
