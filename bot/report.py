@@ -1,17 +1,20 @@
-"""The neutral result every adapter renders: ``QuotaReport``, and the parser that builds it.
+"""The neutral result every adapter renders: ``QuotaReport``, and the one parser that builds it.
 
-The parser is lenient: any field may be missing or odd, and then shows as unknown; it never raises
-on upstream text. Figures keep the unit the upstream used (the Basic plan counts in minutes) and
-expose hours for arithmetic.
+``parse_info`` reads the account facts of Midjourney's ``/info`` in every form a provider gives them
+(see ``parse_info``) through one table of key aliases, so all forms yield the same report.
+The parser is lenient: any field may be missing or odd, and then shows as unknown; it raises only
+the typed errors ``BadResponse`` (nothing recognisable) and ``AccountProblem`` (a failure code).
+Figures keep the unit the upstream used (the Basic plan counts in minutes) and expose hours for
+arithmetic.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 from .errors import AccountProblem, BadResponse
 
@@ -45,7 +48,13 @@ class Amount:
 
 @dataclass(frozen=True)
 class QuotaReport:
-    """One reading of the account, platform-neutral."""
+    """One reading of the account, platform-neutral.
+
+    ``total_derived``: the source gave no total (LinkrAPI's ``H:MM:SS``, a trial-style figure) and
+    ``total`` is the plan's monthly fast time (Basic 200 min, Standard 15 h, Pro 30 h, Mega 60 h),
+    in the unit of ``remaining``; ``percent`` is then computed from it. Never set when the source
+    gave a total of its own.
+    """
 
     remaining: Amount | None
     total: Amount | None
@@ -59,6 +68,7 @@ class QuotaReport:
     simulated: bool = False
     message_id: str | None = None
     responded_at: datetime | None = None
+    total_derived: bool = False
 
     @property
     def other_fields(self) -> tuple[tuple[str, str], ...]:
@@ -78,12 +88,17 @@ class QuotaReport:
 
     @property
     def headline(self) -> str:
-        """E.g. ``12.06 h of 15 h left``; ``25 min left`` for a trial; ``Fast time unknown``."""
+        """E.g. ``12.06 h of 15 h left``; ``25 min left`` for a trial; ``Fast time left: unknown``.
+
+        A total derived from the plan (``total_derived``) is marked with a ``~`` and nothing more,
+        to keep the headline short: ``2.76 h of ~15 h left``. Renderers that want to say where it
+        came from can add ``(from the {plan} plan)`` themselves.
+        """
         if self.remaining is None:
             return "Fast time left: unknown"
         if self.total is None:
             return f"{self.remaining} left"
-        return f"{self.remaining} of {self.total} left"
+        return f"{self.remaining} of {'~' if self.total_derived else ''}{self.total} left"
 
     def progress_bar(self, width: int = 20, full: str = "█", empty: str = "░") -> str:
         if self.percent is None:
@@ -101,6 +116,7 @@ class QuotaReport:
             "unit": (self.remaining or self.total).unit if (self.remaining or self.total) else None,
             "remaining_hours": None if self.remaining is None else round(self.remaining.hours, 4),
             "total_hours": None if self.total is None else round(self.total.hours, 4),
+            "total_derived": self.total_derived,
             "percent": self.percent,
             "level": self.level,
             "job_mode": self.job_mode,
@@ -126,6 +142,9 @@ _NUMBER = r"(\d+(?:[.,]\d+)?)"
 _FAST_TIME = re.compile(
     rf"^\s*{_NUMBER}\s*(?:/\s*{_NUMBER})?\s*([A-Za-z]+)?\.?\s*(?:\(\s*{_NUMBER}\s*%\s*\))?",
 )
+# LinkrAPI's ``2:45:30`` (hours:minutes:seconds) or ``2:45``; nothing may follow that extends it.
+_CLOCK = re.compile(r"\s*(\d+):([0-5]\d)(?::([0-5]\d(?:[.,]\d+)?))?(?![\d:.,])")
+_CLOCK_START = re.compile(r"\s*\d+\s*:")
 _TIMESTAMP = re.compile(r"<t:(-?\d{1,12})(?::[a-zA-Z])?>")
 _UNITS: dict[str, Unit] = {
     "h": "hours", "hr": "hours", "hrs": "hours", "hour": "hours", "hours": "hours",
@@ -144,9 +163,23 @@ def _to_float(text: str | None) -> float | None:
 
 
 def parse_fast_time(text: Any) -> tuple[Amount | None, Amount | None, float | None]:
-    """``12.06/15.0 hours (80.37%)`` → (12.06 h, 15 h, 80.37). Unknown parts are None."""
+    """``12.06/15.0 hours (80.37%)`` → (12.06 h, 15 h, 80.37). Unknown parts are None.
+
+    ``2:45:30`` (H:MM:SS, LinkrAPI) and ``2:45`` (H:MM) → (2.7583 h, None, None): hours rounded to
+    4 places, no total and no percent (the source gives none; see ``QuotaReport.total_derived``).
+    """
     if not isinstance(text, str):
         return None, None, None
+    if _CLOCK_START.match(text):  # a clock, or nothing: never read "2:45" as 2 hours
+        clock = _CLOCK.match(text)
+        if not clock:
+            return None, None, None
+        hours_s, minutes_s, seconds_s = clock.groups()
+        hours = _to_float(hours_s)  # None when the figure is too large to be one
+        if hours is None:
+            return None, None, None
+        value = hours + int(minutes_s) / 60 + (_to_float(seconds_s) or 0.0) / 3600
+        return Amount(round(value, 4), "hours"), None, None
     match = _FAST_TIME.match(text)
     if not match:
         return None, None, None
@@ -236,32 +269,193 @@ def parse_result(
     read_at: datetime,
     simulated: bool = False,
 ) -> QuotaReport:
-    """Build a report from the result object. A failure code raises ``AccountProblem``; a result
-    with no usable content raises ``BadResponse``; odd fields never raise, they show as unknown."""
+    """Build a report from a TheNextLeg-style result object; its ``content`` goes to ``parse_info``
+    (an object, or the ``**Key**: value`` text useapi.net sends under ``response.content``).
+
+    A failure code raises ``AccountProblem``, and so does any other string content that is not the
+    /info text (upstream.md: show an unknown code as it is); a result with no usable content raises
+    ``BadResponse``; odd fields never raise, they show as unknown.
+    """
     if not isinstance(result, dict):
         raise BadResponse(f"result is {type(result).__name__}, not an object")
     content = result.get("content")
-    if isinstance(content, str):
-        raise AccountProblem(content)
-    if not isinstance(content, dict):
+    if not isinstance(content, (dict, str)):
         raise BadResponse(f"content is {type(content).__name__}")
-    fields = tuple((str(k), _as_text(v)) for k, v in content.items())
-    lookup = {k.strip().lower(): v for k, v in fields}
-    remaining, total, percent = parse_fast_time(lookup.get(FAST_TIME_KEY.lower()))
-    plan, status, renewal = parse_subscription(lookup.get(SUBSCRIPTION_KEY.lower()))
-    job_mode = (lookup.get(JOB_MODE_KEY.lower()) or "").strip() or None
+    try:
+        report = parse_info(content, read_at=read_at, simulated=simulated)
+    except BadResponse:
+        if isinstance(content, str):
+            raise AccountProblem(content) from None
+        raise
     message_id = result.get("originatingMessageId") or result.get("messageId")
+    return replace(
+        report,
+        message_id=str(message_id) if message_id is not None else None,
+        responded_at=parse_timestamp(result.get("responseAt")),
+    )
+
+
+# --- the /info facts, in every form ---------------------------------------------------------------
+
+# The /info fields, as Midjourney names them. A key of any form matches one when it is equal after
+# lower-casing and dropping everything but letters and digits: "Fast Time Remaining",
+# "fast_time_remaining" and "fastTimeRemaining" are all "fasttimeremaining".
+DISPLAY_NAMES = (
+    "User ID", "Subscription", "Job Mode", "Visibility Mode", FAST_TIME_KEY, "Lifetime Usage",
+    "Fast Usage", "Turbo Usage", "Relaxed Usage", "Queued Jobs (fast)", "Queued Jobs (relax)",
+    "Running Jobs",
+)
+
+
+def _squash(key: str) -> str:
+    return re.sub(r"[^0-9a-z]+", "", key.lower())
+
+
+_KNOWN_KEYS: dict[str, str] = {_squash(name): name for name in DISPLAY_NAMES} | {
+    "queuedjobsrelaxed": "Queued Jobs (relax)",
+    "relaxusage": "Relaxed Usage",
+}
+# Keys never shown, whatever form they come in (a midjourney-proxy account carries its Discord token).
+_SECRET_KEY = re.compile(r"token|passw|secret|apikey|cookie|2fa|authoriz")
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_+[A-Za-z0-9]+)*_*")
+_MARKDOWN = re.compile(r"\*\*|__|`")
+_LINE_LEAD = re.compile(r"^[\s>•*-]+")
+_CODE = re.compile(r"[A-Z][A-Z0-9_]+")
+# The keys that tell a midjourney-proxy account object from a flat info object.
+_PROXY_KEYS = frozenset({"properties", "displays", "infoUpdated"})
+# Plans' monthly fast time (upstream.md), for a total the source did not give.
+_PLAN_MINUTES = {"basic": 200.0, "standard": 900.0, "pro": 1800.0, "mega": 3600.0}
+_PLAN_NAME = re.compile(r"\s*(basic|standard|pro|mega)\b", re.I)
+
+
+def _display_name(key: Any) -> str | None:
+    """The field name shown for a source key: the /info name when known; else snake_case and
+    camelCase made readable ("niji_job_mode" → "Niji Job Mode", "channelId" → "Channel ID"), other
+    keys as they are. None for a blank key or one that names a secret."""
+    text = str(key).strip()
+    squashed = _squash(text)
+    if not text or _SECRET_KEY.search(squashed):
+        return None
+    if squashed in _KNOWN_KEYS:
+        return _KNOWN_KEYS[squashed]
+    if not _IDENTIFIER.fullmatch(text):
+        return text
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", text).replace("_", " ").split()
+    return " ".join("ID" if w.lower() == "id" else w[:1].upper() + w[1:] for w in words)
+
+
+def _text_pairs(text: str) -> list[tuple[str, str]]:
+    """``**Key**: value`` / ``Key: value`` lines → pairs in order; markdown stripped, other lines
+    ignored. A bare failure code (``NO_FAST_HOURS``) raises ``AccountProblem``."""
+    plain = _MARKDOWN.sub("", text)
+    if _CODE.fullmatch(plain.strip()):
+        raise AccountProblem(plain.strip())
+    pairs = []
+    for line in plain.splitlines():
+        key, colon, value = _LINE_LEAD.sub("", line).partition(":")
+        if colon and key.strip():
+            pairs.append((key, value.strip()))
+    return pairs
+
+
+def _proxy_pairs(account: dict[Any, Any]) -> tuple[list[tuple[Any, Any]], datetime | None, datetime | None]:
+    """A midjourney-proxy account → (pairs, when the proxy read /info, renewal hint).
+
+    Its ``properties`` are the /info fields, in order; its top-level copies (``fastTimeRemaining``,
+    ``lifetimeUsage``…) and ``displays`` (``subscribePlan``, ``billedWay``, ``mode``) fill what
+    ``properties`` lacks. Other top-level keys are the proxy's own settings (tokens among them) and
+    are not /info facts: they are left out. ``displays.renewDate`` ("yyyy-MM-dd HH:mm:ss", the
+    proxy's local time; read as UTC when it carries no offset) is the renewal when the
+    Subscription text has no ``<t:N>``.
+    """
+    props, displays = account.get("properties"), account.get("displays")
+    props = props if isinstance(props, dict) else {}
+    displays = displays if isinstance(displays, dict) else {}
+    plan, billed = displays.get("subscribePlan"), displays.get("billedWay")
+    subscription = None
+    if isinstance(plan, str) and plan.strip():
+        subscription = f"{plan.strip()} ({billed.strip()})" if isinstance(billed, str) and billed.strip() else plan
+    fallbacks = [(k, v) for k, v in account.items() if _squash(str(k)) in _KNOWN_KEYS]
+    fallbacks += [(SUBSCRIPTION_KEY, subscription), (JOB_MODE_KEY, displays.get("mode"))]
+    pairs = [*props.items(), *((k, v) for k, v in fallbacks if v not in (None, "", [], {}))]
+    return pairs, _sane(parse_timestamp(account.get("infoUpdated"))), _sane(parse_timestamp(displays.get("renewDate")))
+
+
+def _sane(when: datetime | None) -> datetime | None:
+    """The time in UTC when every renderer can convert it (to local time, to epoch), else None."""
+    if when is None:
+        return None
+    try:
+        when.astimezone(), when.timestamp()
+        return when.astimezone(timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def _plan_total(plan: str | None, unit: Unit) -> Amount | None:
+    match = _PLAN_NAME.match(plan or "")
+    if not match:
+        return None
+    minutes = _PLAN_MINUTES[match.group(1).lower()]
+    return Amount(minutes if unit == "minutes" else minutes / 60, unit)
+
+
+def parse_info(payload: Any, *, read_at: datetime, simulated: bool = False) -> QuotaReport:
+    """The account facts of Midjourney's /info, from any provider's form, as a ``QuotaReport``.
+
+    Forms, told apart by shape:
+
+    - a ``str``: the /info text (useapi.net), ``**Key**: value`` or ``Key: value`` lines; ``**``,
+      ``__`` and backticks are stripped, other lines ignored. A bare code such as ``NO_FAST_HOURS``
+      raises ``AccountProblem(code)``.
+    - a ``dict`` with ``properties``, ``displays`` or ``infoUpdated``: a midjourney-proxy account
+      (see ``_proxy_pairs``); ``infoUpdated``, when parseable, is the report's ``read_at``.
+    - any other ``dict``: the /info fields as keys, with display names (TheNextLeg ``content``),
+      snake_case (LinkrAPI ``data``, fast time as ``H:MM:SS``) or camelCase.
+
+    Fields keep the source's order, under the /info display names; unknown keys are kept (made
+    readable), the first of two keys that mean the same field wins, keys naming secrets are dropped.
+    With no total in the source, the plan's monthly fast time becomes the total, labelled
+    ``total_derived`` (only when the remaining figure fits in it). ``BadResponse`` when none of
+    the /info fields is there (an empty object, a text with no ``Key: value`` line, another type).
+    """
+    read_hint: datetime | None = None
+    renewal_hint: datetime | None = None
+    if isinstance(payload, str):
+        pairs: Iterable[tuple[Any, Any]] = _text_pairs(payload)
+    elif isinstance(payload, dict) and _PROXY_KEYS.intersection(payload):
+        pairs, read_hint, renewal_hint = _proxy_pairs(payload)
+    elif isinstance(payload, dict):
+        pairs = payload.items()
+    else:
+        raise BadResponse(f"info is {type(payload).__name__}, neither an object nor text")
+
+    fields: dict[str, str] = {}
+    for key, value in pairs:
+        name = _display_name(key)
+        if name is not None and name not in fields:
+            fields[name] = _as_text(value)
+    if not any(name in fields for name in DISPLAY_NAMES):
+        raise BadResponse("no /info field in the answer")
+
+    remaining, total, percent = parse_fast_time(fields.get(FAST_TIME_KEY))
+    plan, status, renewal = parse_subscription(fields.get(SUBSCRIPTION_KEY))
+    derived = False
+    if remaining is not None and total is None:
+        plan_total = _plan_total(plan, remaining.unit)
+        if plan_total is not None and 0 <= remaining.value <= plan_total.value:
+            total, derived = plan_total, True
+            percent = round(remaining.value / plan_total.value * 100, 2)
     return QuotaReport(
         remaining=remaining,
         total=total,
         percent=percent,
-        job_mode=job_mode,
+        job_mode=(fields.get(JOB_MODE_KEY) or "").strip() or None,
         plan=plan,
         plan_status=status,
-        renewal=renewal,
-        fields=fields,
-        read_at=read_at,
+        renewal=_sane(renewal) or renewal_hint,
+        fields=tuple(fields.items()),
+        read_at=read_hint or read_at,
         simulated=simulated,
-        message_id=str(message_id) if message_id is not None else None,
-        responded_at=parse_timestamp(result.get("responseAt")),
+        total_derived=derived,
     )

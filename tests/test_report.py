@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from bot.errors import AccountProblem, BadResponse, QuotaError
-from bot.report import parse_fast_time, parse_result, parse_subscription, parse_timestamp
+from bot.report import Amount, parse_fast_time, parse_result, parse_subscription, parse_timestamp
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -164,3 +164,70 @@ def test_fast_time_round_trips_every_table_format(remaining, total, unit, with_t
 def test_subscription_round_trips(plan, period, stamp, style):
     p, status, renewal = parse_subscription(f"{plan} (Active {period}, renews next on <t:{stamp}{style}>)")
     assert p == plan and status == f"Active {period}" and int(renewal.timestamp()) == stamp
+
+
+# --- H:MM:SS, the derived total, parse_result over the /info text ---------------------------------
+
+@pytest.mark.parametrize("text, hours", [
+    ("2:45:30", 2.7583), ("2:45", 2.75), ("0:00:00", 0.0), ("120:05:00", 120.0833), (" 2:45:30 ", 2.7583),
+])
+def test_fast_time_clock_is_hours_with_no_total(text, hours):
+    rem, tot, pct = parse_fast_time(text)
+    assert rem == Amount(hours, "hours") and tot is None and pct is None
+
+
+@pytest.mark.parametrize("text", ["2:4", "12:345", "2:60:00", "2:45:3", "2:45:30:10", "1e999:00"])
+def test_broken_clock_is_unknown_never_its_first_number(text):
+    assert parse_fast_time(text) == (None, None, None)
+
+
+def test_total_from_the_plan_is_labelled_and_only_when_the_source_gave_none():
+    report = parse_result(_result({
+        "Subscription": "Standard (Active monthly, renews next on <t:1705181223>)",
+        "Fast Time Remaining": "2:45:30"}), read_at=NOW)
+    assert report.total == Amount(15.0, "hours") and report.total_derived
+    assert report.percent == 18.39 and report.level == "low"
+    assert report.headline == "2.76 h of ~15 h left"
+    assert report.to_json()["total_derived"] is True and report.to_json()["total"] == 15.0
+    given = parse_result(_result({"Subscription": "Standard (Active monthly)",
+                                  "Fast Time Remaining": "12.06/20.0 hours (60.30%)"}), read_at=NOW)
+    assert given.total == Amount(20.0, "hours") and not given.total_derived and given.percent == 60.3
+    assert given.headline == "12.06 h of 20 h left" and given.to_json()["total_derived"] is False
+
+
+@pytest.mark.parametrize("plan, fast, total", [
+    ("Basic", "25.00 minutes", Amount(200.0, "minutes")),
+    ("Basic", "0:25:00", Amount(200 / 60, "hours")),  # in the unit of the remaining figure
+    ("Pro", "10:00:00", Amount(30.0, "hours")),
+    ("Mega Plan", "10.5 hours", Amount(60.0, "hours")),
+])
+def test_plan_totals(plan, fast, total):
+    report = parse_result(_result({"Subscription": plan, "Fast Time Remaining": fast}), read_at=NOW)
+    assert report.total == total and report.total_derived
+    assert report.percent == pytest.approx(report.remaining.hours / total.hours * 100, abs=0.01)
+
+
+@pytest.mark.parametrize("subscription, fast", [
+    ("None (Trial)", "25.00 minutes"),        # no plan table entry
+    ("Professional", "3:00:00"),               # not "Pro"
+    ("Standard", "20:00:00"),                  # more than the plan holds (bought hours): no total known
+    (None, "3:00:00"),
+])
+def test_no_total_is_invented(subscription, fast):
+    content = {"Fast Time Remaining": fast} | ({"Subscription": subscription} if subscription else {})
+    report = parse_result(_result(content), read_at=NOW)
+    assert report.total is None and report.percent is None and not report.total_derived
+    assert "~" not in report.headline
+
+
+def test_parse_result_reads_the_info_text_and_still_raises_on_codes():
+    text = ("**User ID**: 1234\n**Subscription**: Mega (Active monthly, renews next on <t:1767225600>)\n"
+            "**Fast Time Remaining**: 60.0/60.0 hours (100%)\n\n**Running Jobs**: None")
+    report = parse_result({"originatingMessageId": "j1", "content": text}, read_at=NOW)
+    assert report.headline == "60 h of 60 h left" and report.plan == "Mega" and report.message_id == "j1"
+    assert [k for k, _ in report.fields] == ["User ID", "Subscription", "Fast Time Remaining", "Running Jobs"]
+    for code in ("NO_FAST_HOURS", "**QUEUE_FULL**", "Something odd happened", ""):
+        with pytest.raises(AccountProblem):
+            parse_result(_result(code), read_at=NOW)
+    with pytest.raises(BadResponse):
+        parse_result(_result({}), read_at=NOW)
