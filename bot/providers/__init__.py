@@ -1,0 +1,1 @@
+"""Providers: where readings come from, one module per provider behind one interface (``base.Provider``)."""

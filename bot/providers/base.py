@@ -1,0 +1,321 @@
+"""What every provider shares: the interface, the poll policy, the ask limiter and one HTTP transport.
+
+A provider answers one question: "one reading of the account within a deadline" (``fetch``), raising
+the typed ``QuotaError``s of ``bot.errors``. ``HttpProvider`` holds what every HTTP provider does the
+same way, so a provider module only says where to ask, how to wait and what its error bodies mean:
+
+- the limiter's turn is taken before the deadline starts (see ``AskLimiter``); the deadline is
+  ``poll_timeout`` seconds from when the ask goes out;
+- 429/5xx/connection errors are retried within the deadline (``Retry-After`` honoured), 401/403 are
+  final, a body that is not JSON is a bad response; a provider's own error bodies are mapped by its
+  ``error_for`` hook before these rules;
+- credentials travel only in headers, never in a URL, a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Protocol
+
+import aiohttp
+import yarl
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+
+from ..errors import BadResponse, BadToken, QuotaError, RateLimited, TimedOut, UpstreamUnavailable
+from ..report import QuotaReport
+
+log = logging.getLogger("bot.upstream")
+
+DEFAULT_MIN_ASK_INTERVAL = 3.0  # TheNextLeg allows one request per 3 s per account
+
+
+class Provider(Protocol):
+    """Where the service gets one reading of the account."""
+
+    name: str  # "nextleg", "useapi", "linkr", "mjproxy" (the simulator speaks "nextleg")
+    simulated: bool
+    poll_timeout: float
+    last_stats: dict[str, Any]
+
+    async def fetch(self) -> QuotaReport:
+        """One reading within ``poll_timeout`` seconds of the ask; its ``read_at`` is when the provider
+        read Midjourney where it says so (an old stored reading shows its age). Raises QuotaError."""
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """When to poll next.
+
+    Without progress information, polling starts fast and backs off: 1.5 s → ×1.5 → cap 3 s, ±jitter
+    (an /info job takes Midjourney a second or more, so an earlier first poll is almost always wasted).
+    When the upstream reports a progress 0 < p < 100, the job's finish is estimated from it
+    (elapsed × 100 / p is an upper bound while progress grows evenly, as integer progress is rounded
+    down) and the next poll waits until then, at most ``estimate_cap`` seconds: one poll lands just
+    after the result is ready instead of many blind ones (see bench/bench_core.py).
+    """
+
+    initial: float = 1.5
+    factor: float = 1.5
+    cap: float = 3.0
+    jitter: float = 0.1  # fraction of each delay, both ways
+    use_progress: bool = True
+    estimate_cap: float = 20.0
+    estimate_margin: float = 0.05
+    min_delay: float = 0.25
+
+    def after_progress(self, progress: Any, elapsed: float, uncertainty: float = 0.0) -> float | None:
+        """The wait the progress suggests, or None to fall back to the backoff. ``elapsed`` counts from
+        when the upstream answered the ask; ``uncertainty`` is how much earlier it may have started the
+        job (the ask's round trip), scaled up like the estimate itself so the poll lands after done."""
+        if not self.use_progress or isinstance(progress, bool) or not isinstance(progress, (int, float)):
+            return None
+        if not 0 < progress < 100 or elapsed <= 0:
+            return None
+        scale = 100.0 / progress
+        eta = elapsed * scale - elapsed + min(uncertainty, 1.0) * scale
+        return min(self.estimate_cap, max(self.min_delay, eta + self.estimate_margin))
+
+    def delays(self, rng: random.Random):
+        delay = self.initial
+        while True:
+            yield max(0.0, delay * (1 + rng.uniform(-self.jitter, self.jitter)))
+            delay = min(self.cap, delay * self.factor)
+
+
+class AskLimiter:
+    """Never lets two asks start less than ``interval`` seconds apart (shared by every caller).
+
+    Callers queue in order, so an ask waits at most one interval for each ask queued before it, and
+    then goes out. That wait is the bot's own doing, not the upstream's: the first ask of a reading
+    waits here before its deadline starts (``wait()`` with no deadline); a retried ask inside a
+    reading passes its deadline and gives up if its turn would come after it."""
+
+    def __init__(self, interval: float = DEFAULT_MIN_ASK_INTERVAL, clock: Callable[[], float] = time.monotonic):
+        self.interval = interval
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._last: float | None = None
+
+    async def wait(self, deadline: float | None = None) -> float:
+        """Wait for this ask's turn; returns the seconds waited. Raises ``_DeadlineReached`` when a
+        ``deadline`` is given and the turn would come after it."""
+        began = self._clock()
+        async with self._lock:
+            if self._last is not None:
+                pause = self._last + self.interval - self._clock()
+                if pause > 0:
+                    if deadline is not None and self._clock() + pause > deadline:
+                        raise _DeadlineReached()
+                    await asyncio.sleep(pause)
+            self._last = self._clock()
+        return self._clock() - began
+
+
+class _DeadlineReached(Exception):
+    pass
+
+
+class _Retryable(Exception):
+    """A failed request worth another try; ``error`` is what the user sees if time runs out."""
+
+    def __init__(self, error: QuotaError, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _retry_after(headers: Any) -> float | None:
+    raw = headers.get("Retry-After") if headers is not None else None
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            from email.utils import parsedate_to_datetime
+
+            value = (parsedate_to_datetime(raw) - datetime.now(timezone.utc)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, min(value, 600.0)) if math.isfinite(value) else None
+
+
+class HttpProvider:
+    """The shared transport. Subclasses set ``name``/``label``, give ``auth_headers`` and implement
+    ``_read(deadline)``; ``error_for`` maps their own error bodies."""
+
+    name = "http"
+    label = "The upstream"  # how sentences name the service
+    default_interval = DEFAULT_MIN_ASK_INTERVAL
+
+    def __init__(self, *, base_url: str, token: str, poll_timeout: float = 90.0, poll: PollPolicy | None = None,
+                 limiter: AskLimiter | None = None, request_timeout: float = 20.0, simulated: bool = False,
+                 rng: random.Random | None = None, token_setting: str = "NEXTLEG_API_TOKEN") -> None:
+        self._base = base_url.rstrip("/")
+        self._token = token
+        self.poll_timeout = poll_timeout
+        self._poll = poll or self.default_poll()
+        self._limiter = limiter or AskLimiter(self.default_interval)
+        self._request_timeout = request_timeout
+        self._rng = rng or random.Random()
+        self._session: aiohttp.ClientSession | None = None
+        self.simulated = simulated
+        self.token_setting = token_setting
+        self.last_stats: dict[str, Any] = {}
+        self._ask_rtt = 0.0
+        self._polls = 0
+
+    def default_poll(self) -> PollPolicy:
+        return PollPolicy()
+
+    def __repr__(self) -> str:  # never the token
+        return f"{type(self).__name__}(base={self._base!r}, simulated={self.simulated})"
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"}
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers={**self.auth_headers(), "Content-Type": "application/json"},
+                                                  raise_for_status=False)
+        return self._session
+
+    # --- one reading ----------------------------------------------------------------------------
+    async def fetch(self) -> QuotaReport:
+        # The deadline starts when the ask goes out: the wait for the limiter's turn before it is the
+        # bot's own doing, bounded on its own (one interval per ask queued ahead), and must not eat
+        # the provider's time.
+        queued = await self._limiter.wait()
+        started = time.monotonic()
+        self._polls = 0
+        try:
+            report = await self._read(started + self.poll_timeout)
+            log.info("%s reading done: polls=%d in %.2fs", self.name, self._polls, time.monotonic() - started)
+            return report
+        except _DeadlineReached as exc:
+            raise TimedOut(self.poll_timeout, f"{self.name}: no result after {self._polls} polls"
+                           + (f" ({exc})" if str(exc) else ""), queued=queued,
+                           interval=self._limiter.interval) from None
+        finally:
+            self.last_stats = {"polls": self._polls, "seconds": time.monotonic() - started, "queued": queued}
+
+    async def _read(self, deadline: float) -> QuotaReport:
+        raise NotImplementedError
+
+    async def _sleep_until_next(self, delay: float, deadline: float) -> None:
+        """Sleep before a poll, leaving time for a last poll just before the deadline."""
+        left = deadline - time.monotonic()
+        if left <= 0.05:
+            raise _DeadlineReached()
+        await asyncio.sleep(min(delay, left - 0.05))
+        self._polls += 1
+
+    # --- one request, retried within the deadline ------------------------------------------------
+    def error_for(self, status: int, data: Any, where: str, headers: Any) -> QuotaError | _Retryable | None:
+        """The provider's own error bodies → a typed error (final) or ``_Retryable``; None: the shared rules."""
+        return None
+
+    def bad_token(self, where: str) -> BadToken:
+        return BadToken(where, user_message=f"{self.label} rejected the API token ({self.token_setting}); "
+                                            "ask the operator to check it.")
+
+    async def _call(self, method: str, url: str, deadline: float, *, ask: bool = False, **kwargs: Any) -> Any:
+        """One request with retries for 429/5xx/connection errors, all within ``deadline``."""
+        last: list[_Retryable] = []
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, _Retryable) and exc.retry_after is not None:
+                return exc.retry_after
+            backoff = min(self._poll.cap, self._poll.initial * self._poll.factor ** (state.attempt_number - 1))
+            return backoff * (1 + self._rng.uniform(0, self._poll.jitter))
+
+        def stop(state: RetryCallState) -> bool:
+            return time.monotonic() + (state.upcoming_sleep or 0.0) >= deadline
+
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(_Retryable), wait=wait, stop=stop, reraise=True
+            ):
+                with attempt:
+                    try:
+                        again = ask and attempt.retry_state.attempt_number > 1
+                        return await self._once(method, url, deadline, ask=ask, limited=again, **kwargs)
+                    except _Retryable as exc:
+                        last[:] = [exc]
+                        log.warning(self.name + " %s %s: %s; will retry within the deadline", method,
+                                    _path(url), exc.error.detail or exc.error.code)
+                        raise
+        except _Retryable as exc:  # out of time while retrying: the last failure says most
+            raise exc.error from None
+        except _DeadlineReached:
+            if last:
+                raise last[0].error from None
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(self, method: str, url: str, deadline: float, *, ask: bool, limited: bool,
+                    **kwargs: Any) -> Any:
+        if limited:
+            await self._limiter.wait(deadline)
+        sent = time.monotonic()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _DeadlineReached()
+        timeout = aiohttp.ClientTimeout(total=min(self._request_timeout, remaining))
+        try:
+            async with self._client().request(method, url, timeout=timeout, **kwargs) as resp:
+                body = await resp.read()
+                status = resp.status
+                headers = resp.headers
+            if ask:
+                self._ask_rtt = time.monotonic() - sent
+        except asyncio.TimeoutError:
+            if time.monotonic() >= deadline - 0.05:
+                raise _DeadlineReached() from None
+            raise _Retryable(UpstreamUnavailable(f"{method} {_path(url)}: request timed out")) from None
+        except aiohttp.ClientError as exc:
+            raise _Retryable(UpstreamUnavailable(f"{method} {_path(url)}: {type(exc).__name__}")) from None
+
+        where = f"{method} {_path(url)} -> HTTP {status}"
+        try:
+            data: Any = json.loads(body) if body.strip() else None
+            parsed = body.strip() != b""
+        except ValueError:
+            data, parsed = None, False
+        mapped = self.error_for(status, data, where, headers)
+        if mapped is not None:
+            raise mapped
+        if status in (401, 403):
+            raise self.bad_token(where)
+        if status == 429:
+            raise _Retryable(RateLimited(where), _retry_after(headers))
+        if status >= 500:
+            raise _Retryable(UpstreamUnavailable(where), _retry_after(headers))
+        if status != 200 and not 200 <= status < 300:
+            raise UpstreamUnavailable(f"{where}: {_snippet(body)}")
+        if not parsed:
+            raise BadResponse(f"{where}: not JSON: {_snippet(body)}")
+        return data
+
+
+def _path(url: str) -> str:
+    return yarl.URL(url).path
+
+
+def _snippet(body: bytes) -> str:
+    return body[:120].decode("utf-8", "replace").replace("\n", " ")
