@@ -1,8 +1,8 @@
 """The composition root: builds the core from the settings, starts the HTTP server and every
 configured adapter, and shuts everything down cleanly on SIGTERM/SIGINT.
 
-Each real part replaces its default as soon as its credentials are set: no NEXTLEG_API_TOKEN → the
-built-in simulated upstream; no Discord or Slack token → the console chat.
+Each real part replaces its default as soon as its credentials are set: no provider credentials (see
+QUOTA_PROVIDER) → the built-in simulated upstream; no Discord or Slack token → the console chat.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from bot import __version__
 from bot.service import QuotaService
 from bot.settings import Settings, SettingsError
 from bot.simulator import UpstreamSimulator
-from bot.upstream import NextLegProvider
+from bot.providers import ProviderConfig, config_from_settings, create_provider
+from bot.providers.nextleg import NextLegProvider
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class Core:
     settings: Settings
     service: QuotaService
     simulator: UpstreamSimulator | None = None
+    provider: ProviderConfig | None = None
 
     async def close(self) -> None:
         await self.service.close()
@@ -48,25 +50,20 @@ class Core:
 
 
 async def build_core(settings: Settings) -> Core:
+    config = config_from_settings(settings)
     simulator = None
-    if settings.simulated_upstream:
+    if config.kind == "simulated":
         simulator = UpstreamSimulator(prefix=settings.nextleg_path_prefix or "/v2")
         base_url = await simulator.start()
         provider = NextLegProvider(base_url=base_url, token="simulated", path_prefix=settings.nextleg_path_prefix,
                                    info_method=settings.nextleg_info_method,
-                                   poll_timeout=settings.nextleg_poll_timeout, simulated=True)
-        log.info("no NEXTLEG_API_TOKEN set: using the built-in simulated upstream at %s", base_url)
+                                   poll_timeout=settings.read_timeout, simulated=True)
+        log.info("no provider credentials set: using the built-in simulated upstream at %s", base_url)
     else:
-        assert settings.nextleg_api_token is not None
-        provider = NextLegProvider(
-            base_url=settings.nextleg_base_url,
-            token=settings.nextleg_api_token.get_secret_value(),
-            path_prefix=settings.nextleg_path_prefix,
-            info_method=settings.nextleg_info_method,
-            poll_timeout=settings.nextleg_poll_timeout,
-        )
+        provider = create_provider(config, poll_timeout=settings.read_timeout)
+        log.info("provider: %s", config.describe())
     service = QuotaService(provider, cache_seconds=settings.quota_cache_seconds)
-    return Core(settings, service, simulator)
+    return Core(settings, service, simulator, config)
 
 
 # platform → (the setting that turns it on, its package)
@@ -104,7 +101,8 @@ class Runtime:
         return {
             "status": "ok",
             "version": __version__,
-            "upstream": "simulated" if service.simulated else "nextleg",
+            "upstream": "simulated" if service.simulated else self.core.provider.kind if self.core.provider else "?",
+            "provider": self.core.provider.describe() if self.core.provider else None,
             "adapters": [a.name for a in self.adapters],
             "uptime_seconds": round(time.time() - self.started, 1),
             "last_reading_at": last.read_at.isoformat() if last else None,
@@ -186,8 +184,8 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
         await scheduler.start()
         stack.push_async_callback(scheduler.stop)
 
-        log.info("quota-bot %s ready: upstream=%s, chat=%s, http://%s:%d/healthz", __version__,
-                 "simulated" if core.service.simulated else "nextleg", ",".join(a.name for a in adapters),
+        log.info("quota-bot %s ready: provider=%s, chat=%s, http://%s:%d/healthz", __version__,
+                 core.provider.kind if core.provider else "?", ",".join(a.name for a in adapters),
                  settings.host, port)
         if started is not None and not started.done():
             started.set_result({"port": port, "runtime": runtime})

@@ -27,6 +27,9 @@ JOB_MODE_KEY = "Job Mode"
 # Fields the headline already shows; renderers list the rest under "other fields".
 HEADLINE_KEYS = frozenset({FAST_TIME_KEY, SUBSCRIPTION_KEY, JOB_MODE_KEY})
 
+# A reading older than this shows its age in every reply (seconds).
+STALE_AFTER = 600.0
+
 # Thresholds of the colour level, on the percentage of fast time left.
 LOW_PERCENT = 40.0
 CRITICAL_PERCENT = 15.0
@@ -106,6 +109,21 @@ class QuotaReport:
         filled = round(max(0.0, min(100.0, self.percent)) / 100 * width)
         return full * filled + empty * (width - filled)
 
+    def age_seconds(self, now: datetime | None = None) -> float:
+        return max(0.0, ((now or datetime.now(timezone.utc)) - self.read_at).total_seconds())
+
+    def age_text(self, now: datetime | None = None) -> str | None:
+        """``"read 25 min ago"`` when the figures are older than ``STALE_AFTER`` (a provider's stored
+        reading, e.g. a throttled midjourney-proxy sync); None while they are fresh."""
+        age = self.age_seconds(now)
+        if age < STALE_AFTER:
+            return None
+        if age < 5400:
+            return f"read {round(age / 60)} min ago"
+        if age < 2 * 86400:
+            return f"read {age / 3600:.0f} h ago"
+        return f"read {age / 86400:.0f} days ago"
+
     def to_json(self) -> dict[str, Any]:
         def amount(a: Amount | None) -> float | None:
             return None if a is None else a.value
@@ -125,6 +143,7 @@ class QuotaReport:
             "renewal": None if self.renewal is None else int(self.renewal.timestamp()),
             "renewal_iso": None if self.renewal is None else self.renewal.isoformat(),
             "read_at": self.read_at.isoformat(),
+            "age_seconds": round(self.age_seconds()),
             "simulated": self.simulated,
             "fields": dict(self.fields),
         }

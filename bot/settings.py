@@ -12,12 +12,17 @@ import re
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SECRET_NAMES = frozenset(
-    {"NEXTLEG_API_TOKEN", "DISCORD_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"}
+    {"NEXTLEG_API_TOKEN", "USEAPI_API_TOKEN", "LINKR_API_KEY", "MJPROXY_API_SECRET",
+     "DISCORD_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"}
 )
+ProviderName = Literal["nextleg", "useapi", "linkr", "mjproxy", "simulated"]
+# provider → the setting whose presence selects it when QUOTA_PROVIDER is left out (its credential)
+PROVIDER_CREDENTIALS: dict[str, str] = {"nextleg": "NEXTLEG_API_TOKEN", "useapi": "USEAPI_API_TOKEN",
+                                        "linkr": "LINKR_API_KEY", "mjproxy": "MJPROXY_BASE_URL"}
 
 
 class SettingsError(Exception):
@@ -63,7 +68,21 @@ class Settings(BaseSettings):
         hide_input_in_errors=True,
     )
 
-    # --- upstream -------------------------------------------------------------------------------
+    _chosen: str = PrivateAttr("simulated")
+
+    # --- provider -------------------------------------------------------------------------------
+    quota_provider: ProviderName | None = None
+    quota_read_timeout: float | None = Field(None, gt=0, le=840)  # alias of NEXTLEG_POLL_TIMEOUT; wins
+    useapi_api_token: SecretStr | None = None
+    useapi_base_url: str = "https://api.useapi.net"
+    useapi_channel: str | None = None
+    linkr_api_key: SecretStr | None = None
+    linkr_base_url: str = "https://linkrapi.com"
+    mjproxy_base_url: str | None = None
+    mjproxy_api_secret: SecretStr | None = None
+    mjproxy_account_id: str | None = None
+
+    # --- TheNextLeg protocol ----------------------------------------------------------------------
     nextleg_api_token: SecretStr | None = None
     nextleg_base_url: str = "https://api.thenextleg.io"
     nextleg_path_prefix: str = "/v2"
@@ -96,15 +115,25 @@ class Settings(BaseSettings):
     quota_schedule_grace: float = 600.0
 
     # --- validators -----------------------------------------------------------------------------
-    @field_validator("nextleg_info_method", "log_level", mode="before")
+    @field_validator("nextleg_info_method", "log_level", "quota_provider", mode="before")
     @classmethod
-    def _upper(cls, value: Any) -> Any:
-        return value.strip().upper() if isinstance(value, str) else value
+    def _upper(cls, value: Any, info: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.strip().lower() if info.field_name == "quota_provider" else value.strip().upper()
 
-    @field_validator("nextleg_base_url", "discord_api_base_url", "slack_api_url")
+    @field_validator("nextleg_base_url", "discord_api_base_url", "slack_api_url", "useapi_base_url",
+                     "linkr_base_url", "mjproxy_base_url")
     @classmethod
-    def _url(cls, value: str, info: Any) -> str:
-        return _http_url(value, info.field_name)
+    def _url(cls, value: str | None, info: Any) -> str | None:
+        return None if value is None else _http_url(value, info.field_name)
+
+    @field_validator("useapi_channel", "mjproxy_account_id")
+    @classmethod
+    def _id(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", value.strip()):
+            raise ValueError("must be an id made of letters, digits, '-', '_' or '.'")
+        return None if value is None else value.strip()
 
     @field_validator("discord_gateway_url")
     @classmethod
@@ -158,7 +187,8 @@ class Settings(BaseSettings):
     def _grace(cls, value: Any) -> float:
         return parse_duration(value)
 
-    @field_validator("discord_bot_token", "slack_bot_token", "slack_app_token", "slack_signing_secret", "nextleg_api_token")
+    @field_validator("discord_bot_token", "slack_bot_token", "slack_app_token", "slack_signing_secret", "nextleg_api_token",
+                     "useapi_api_token", "linkr_api_key", "mjproxy_api_secret")
     @classmethod
     def _secret_shape(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
         if value is None:
@@ -173,6 +203,26 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _provider(self) -> "Settings":
+        chosen = self.quota_provider
+        given = [name for name, setting in PROVIDER_CREDENTIALS.items() if getattr(self, setting.lower()) is not None]
+        if chosen is None and len(given) > 1:
+            both = " and ".join(PROVIDER_CREDENTIALS[name] for name in given)
+            raise ValueError(f"QUOTA_PROVIDER: {both} are all set; set QUOTA_PROVIDER to the provider to use "
+                             f"({', '.join(given)})" if len(given) > 2 else
+                             f"QUOTA_PROVIDER: {both} are both set; set QUOTA_PROVIDER to the provider to use "
+                             f"({' or '.join(given)})")
+        chosen = chosen or (given[0] if given else "simulated")
+        needed = PROVIDER_CREDENTIALS.get(chosen)
+        if needed and getattr(self, needed.lower()) is None:
+            raise ValueError(f"{needed}: is required when QUOTA_PROVIDER={chosen}")
+        if chosen == "mjproxy" and not self.mjproxy_account_id:
+            raise ValueError("MJPROXY_ACCOUNT_ID: is required with midjourney-proxy (the account's id, as the "
+                             "proxy's admin page shows it)")
+        self._chosen = chosen
+        return self
+
+    @model_validator(mode="after")
     def _slack_mode(self) -> "Settings":
         if self.slack_bot_token and not self.slack_app_token and not self.slack_signing_secret:
             raise ValueError(
@@ -185,8 +235,18 @@ class Settings(BaseSettings):
 
     # --- derived --------------------------------------------------------------------------------
     @property
+    def provider(self) -> str:
+        """The provider in use: QUOTA_PROVIDER, else the one whose credential is set, else simulated."""
+        return self._chosen
+
+    @property
     def simulated_upstream(self) -> bool:
-        return self.nextleg_api_token is None
+        return self.provider == "simulated"
+
+    @property
+    def read_timeout(self) -> float:
+        """Seconds one reading may take, for every provider: QUOTA_READ_TIMEOUT if set, else NEXTLEG_POLL_TIMEOUT."""
+        return self.quota_read_timeout if self.quota_read_timeout is not None else self.nextleg_poll_timeout
 
     @property
     def slack_socket_mode(self) -> bool:

@@ -107,10 +107,10 @@ async def test_no_token_uses_the_labelled_simulator(tmp_path):
 async def test_check_reports_what_works(upstream, tmp_path):
     code, out, err = await _cli("check", cwd=tmp_path, env=_env(NEXTLEG_API_TOKEN=TEST_TOKEN, NEXTLEG_BASE_URL=upstream.base_url))
     assert code == 0, out + err
-    assert "[ok  ] upstream answered: 12.06 h of 15 h left" in out
+    assert "[ok  ] provider answered: 12.06 h of 15 h left" in out
     assert "Discord: not configured (set DISCORD_BOT_TOKEN)" in out and "all checks passed" in out
     code, out, err = await _cli("check", cwd=tmp_path, env=_env(NEXTLEG_API_TOKEN="wrong-token-123456", NEXTLEG_BASE_URL=upstream.base_url))
-    assert code == 1 and "[FAIL] upstream: The upstream rejected the API token" in out
+    assert code == 1 and "[FAIL] provider: The upstream rejected the API token" in out
 
 
 async def test_run_serves_healthz_console_chat_and_stops_on_sigterm(tmp_path):

@@ -8,7 +8,7 @@ from adapters.discord.render import FIELD_VALUE_MAX, FIELDS_MAX, TOTAL_MAX, rend
 from bot.errors import AccountProblem, TimedOut
 from bot.report import parse_result
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime.now(timezone.utc).replace(microsecond=0)  # a fresh reading: no age line
 
 
 def _report(content, simulated=False):
@@ -34,7 +34,7 @@ def test_headline_bar_percent_colour_and_renewal():
     assert data["color"] == 0xE74C3C  # red: under 15 %
     fields = {f["name"]: f["value"] for f in data["fields"]}
     assert fields["Renews"] == "<t:1715321361:R> (<t:1715321361:f>)" and fields["Job mode"] == "Turbo"
-    assert fields["Visibility Mode"] == "Stealth" and data["timestamp"].startswith("2026-01-01")
+    assert fields["Visibility Mode"] == "Stealth" and data["timestamp"].startswith(NOW.date().isoformat())
 
 
 def test_amber_and_minutes_and_simulated_label():
@@ -77,3 +77,11 @@ def test_error_embed_is_red_and_one_line():
     assert embed["color"] == 0xE74C3C and embed["description"] == "This Midjourney account has no fast time left."
     assert render_error(TimedOut(90)).to_dict()["description"] == "Timed out: the Midjourney API gave no answer within 90 s."
     assert render_error(ValueError("secret detail")).to_dict()["description"] == "Something went wrong; it has been logged."
+
+
+def test_an_old_reading_shows_its_age():
+    from datetime import timedelta
+
+    old = parse_result({"content": {"Fast Time Remaining": "3/15 hours (20%)"}}, read_at=NOW - timedelta(minutes=25))
+    assert "These figures were read 25 min ago" in render_report(old).description
+    assert "These figures were" not in (render_report(_report({"Fast Time Remaining": "3/15 hours"})).description or "")

@@ -103,3 +103,59 @@ def test_secrets_never_print(monkeypatch, name):
     with pytest.raises(SettingsError) as caught:
         load_settings(None)
     assert str(caught.value).startswith(f"{name}:") and secret not in str(caught.value)
+
+
+# --- the provider ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("env, provider", [
+    ({}, "simulated"),
+    ({"NEXTLEG_API_TOKEN": "nl-token-123"}, "nextleg"),
+    ({"USEAPI_API_TOKEN": "user:123-abc"}, "useapi"),
+    ({"LINKR_API_KEY": "lkr_abcdef"}, "linkr"),
+    ({"MJPROXY_BASE_URL": "http://127.0.0.1:8080", "MJPROXY_ACCOUNT_ID": "1820000000000000001"}, "mjproxy"),
+    ({"QUOTA_PROVIDER": "Simulated", "NEXTLEG_API_TOKEN": "nl-token-123"}, "simulated"),
+    ({"QUOTA_PROVIDER": "linkr", "NEXTLEG_API_TOKEN": "nl-token-123", "LINKR_API_KEY": "lkr_abcdef"}, "linkr"),
+])
+def test_the_provider_is_chosen_by_its_credential_or_quota_provider(monkeypatch, env, provider):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings(None).provider == provider
+
+
+@pytest.mark.parametrize("env, line", [
+    ({"NEXTLEG_API_TOKEN": "nl-token-123", "USEAPI_API_TOKEN": "user:123-abc"},
+     "QUOTA_PROVIDER: NEXTLEG_API_TOKEN and USEAPI_API_TOKEN are both set; set QUOTA_PROVIDER to the provider to "
+     "use (nextleg or useapi)"),
+    ({"QUOTA_PROVIDER": "useapi"}, "USEAPI_API_TOKEN: is required when QUOTA_PROVIDER=useapi"),
+    ({"QUOTA_PROVIDER": "thenextleg"}, "QUOTA_PROVIDER: must be one of 'nextleg', 'useapi', 'linkr', 'mjproxy' or "
+                                       "'simulated'"),
+    ({"MJPROXY_BASE_URL": "http://127.0.0.1:8080"}, "MJPROXY_ACCOUNT_ID: is required with midjourney-proxy (the "
+                                                    "account's id, as the proxy's admin page shows it)"),
+    ({"USEAPI_BASE_URL": "api.useapi.net"}, "USEAPI_BASE_URL: must be a URL starting with http:// or https://"),
+    ({"USEAPI_CHANNEL": "12 34"}, "USEAPI_CHANNEL: must be an id made of letters, digits, '-', '_' or '.'"),
+    ({"QUOTA_READ_TIMEOUT": "0"}, "QUOTA_READ_TIMEOUT: must be greater than 0"),
+])
+def test_a_bad_provider_setting_is_one_line_naming_it(monkeypatch, env, line):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(None)
+    assert str(caught.value) == line
+
+
+def test_quota_read_timeout_wins_over_nextleg_poll_timeout(monkeypatch):
+    monkeypatch.setenv("NEXTLEG_POLL_TIMEOUT", "30")
+    assert load_settings(None).read_timeout == 30
+    monkeypatch.setenv("QUOTA_READ_TIMEOUT", "45")
+    assert load_settings(None).read_timeout == 45
+
+
+def test_provider_secrets_never_show(monkeypatch):
+    monkeypatch.setenv("USEAPI_API_TOKEN", "useapi-secret-9876")
+    settings = load_settings(None)
+    assert "useapi-secret-9876" not in repr(settings) and "useapi-secret-9876" not in str(settings)
+    from bot.providers import config_from_settings
+
+    config = config_from_settings(settings)
+    assert config.token == "useapi-secret-9876" and "useapi-secret-9876" not in repr(config)
+    assert config.describe() == "useapi (useapi.net) at https://api.useapi.net"

@@ -8,7 +8,7 @@ from adapters.slack.render import FIELD_TEXT_MAX, MAX_BLOCKS, SECTION_TEXT_MAX, 
 from bot.errors import BadToken
 from bot.report import parse_result
 
-NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime.now(timezone.utc).replace(microsecond=0)  # a fresh reading: no age line
 
 
 def _report(content, simulated=False):
@@ -36,7 +36,7 @@ def test_headline_bar_percent_renewal_and_fallback():
     fields = [f["text"] for f in blocks[2]["fields"]]
     assert fields[:2] == ["*Job mode*\nRelaxed", "*Plan*\nBasic (Active monthly)"]
     assert fields[2].startswith("*Renews*\n<!date^1705181223^") and fields[3] == "*Queued Jobs (fast)*\n0"
-    assert blocks[-1]["elements"][0]["text"].startswith("Read <!date^1767268800^")
+    assert blocks[-1]["elements"][0]["text"].startswith(f"Read <!date^{int(NOW.timestamp())}^")
     _check_limits(blocks)
 
 
@@ -89,3 +89,13 @@ def test_schedule_list_marks_failing_and_stays_within_a_section():
     blocks, _ = render_text(text)
     assert len(text) <= SECTION_TEXT_MAX and text.endswith("more.") and "*#1* `0 9 * * 1-5`" in text
     _check_limits(blocks)
+
+
+def test_an_old_reading_shows_its_age():
+    from datetime import timedelta
+
+    old = parse_result({"content": {"Fast Time Remaining": "3/15 hours (20%)"}}, read_at=NOW - timedelta(hours=3))
+    blocks, _ = render_report(old)
+    assert "These figures were read 3 h ago" in str(blocks)
+    blocks, _ = render_report(_report({"Fast Time Remaining": "3/15 hours (20%)"}))
+    assert "These figures were" not in str(blocks)

@@ -113,17 +113,24 @@ async def _check(settings: Settings) -> int:
         problems += ok is False
         print(f"[{mark}] {text}")
 
+    from bot.providers import NEEDS, config_from_settings
+
     say(True, "settings are valid")
-    if settings.simulated_upstream:
-        say(None, "NEXTLEG_API_TOKEN is not set: readings come from the built-in simulator")
+    config = config_from_settings(settings)
+    if config.kind == "simulated":
+        say(None, "provider: the built-in simulator (no provider credentials are set: set one of "
+            "NEXTLEG_API_TOKEN, USEAPI_API_TOKEN, LINKR_API_KEY or MJPROXY_BASE_URL, or QUOTA_PROVIDER)")
     else:
-        say(True, f"NEXTLEG_API_TOKEN is set; upstream {settings.nextleg_base_url}{settings.nextleg_path_prefix}")
+        needs = "; ".join(f"{name} {'set' if _is_set(settings, name) else 'not set'}"
+                          + ("" if required or _is_set(settings, name) else f" ({why})")
+                          for name, required, why in NEEDS[config.kind])
+        say(True, f"provider: {config.describe()}; {needs}; a reading may take {settings.read_timeout:g} s")
     core = await build_core(settings)
     try:
         report = await core.service.get_report()
-        say(True, f"upstream answered: {report.headline}" + (" (simulated)" if report.simulated else ""))
+        say(True, f"provider answered: {report.headline}" + (" (simulated)" if report.simulated else ""))
     except QuotaError as exc:
-        say(False, f"upstream: {exc.user_message}")
+        say(False, f"provider: {exc.user_message}" + (f" [{mask(exc.detail)}]" if exc.detail else ""))
     finally:
         await core.close()
     if settings.discord_bot_token:
@@ -160,6 +167,10 @@ async def _check(settings: Settings) -> int:
         say(None, "no chat platform configured: `quota-bot run` opens the console chat")
     print("all checks passed" if not problems else f"{problems} check(s) failed")
     return 0 if not problems else 1
+
+
+def _is_set(settings: Settings, name: str) -> bool:
+    return getattr(settings, name.lower(), None) not in (None, "")
 
 
 if __name__ == "__main__":  # pragma: no cover

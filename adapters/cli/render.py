@@ -23,7 +23,7 @@ def _when(moment: datetime, now: datetime | None = None) -> str:
 def render_report(report: QuotaReport, width: int = 24) -> str:
     lines = []
     if report.simulated:
-        lines.append("[SIMULATED reading: no NEXTLEG_API_TOKEN is set; figures are made up]")
+        lines.append("[SIMULATED reading: no provider credentials are set; figures are made up]")
     lines.append(f"Midjourney fast time: {report.headline}")
     if report.percent is not None:
         lines.append(f"  [{report.progress_bar(width, '#', '-')}] {report.percent:.2f}%  {_LEVEL_WORD[report.level]}")
@@ -36,7 +36,8 @@ def render_report(report: QuotaReport, width: int = 24) -> str:
     if report.renewal:
         rows.append(("Renews", _when(report.renewal)))
     rows.extend(report.other_fields)
-    rows.append(("Read at", report.read_at.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")))
+    age = report.age_text()
+    rows.append(("Read at", report.read_at.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z") + (f" ({age})" if age else "")))
     pad = max(len(k) for k, _ in rows)
     lines.extend(f"  {k.ljust(pad)}  {v}" for k, v in rows)
     return "\n".join(lines)

@@ -19,7 +19,7 @@ TOTAL_MAX = 6000
 
 COLOURS = {"ok": 0x2ECC71, "low": 0xE67E22, "critical": 0xE74C3C, "unknown": 0x95A5A6}
 ERROR_COLOUR = 0xE74C3C
-SIMULATED_NOTE = "⚠️ Simulated reading: no NEXTLEG_API_TOKEN is set, the figures are made up."
+SIMULATED_NOTE = "⚠️ Simulated reading: no provider credentials are set, the figures are made up."
 
 
 def _cut(text: str, limit: int) -> str:
@@ -35,6 +35,8 @@ def render_report(report: QuotaReport) -> discord.Embed:
         lines.append(f"({report.remaining.hours:.2f} h)")
     if report.simulated:
         lines.append(SIMULATED_NOTE)
+    if (age := report.age_text()) is not None:
+        lines.append(f"🕒 These figures were {age} (the provider's last look at Midjourney).")
     embed = discord.Embed(
         title=_cut(f"Midjourney fast time: {report.headline}", TITLE_MAX),
         description=_cut("\n".join(lines), DESCRIPTION_MAX) if lines else None,

@@ -18,7 +18,7 @@ HEADER_MAX = 150
 
 LEVEL_EMOJI = {"ok": ":large_green_circle:", "low": ":large_orange_circle:", "critical": ":red_circle:",
                "unknown": ":white_circle:"}
-SIMULATED_NOTE = ":warning: *Simulated reading*: no NEXTLEG_API_TOKEN is set, the figures are made up."
+SIMULATED_NOTE = ":warning: *Simulated reading*: no provider credentials are set, the figures are made up."
 
 
 def _cut(text: str, limit: int) -> str:
@@ -55,6 +55,9 @@ def render_report(report: QuotaReport) -> tuple[list[dict[str, Any]], str]:
                        f"{LEVEL_EMOJI[report.level]} `{report.progress_bar(20)}` *{report.percent:.2f}%* left"}})
     if report.simulated:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": SIMULATED_NOTE}]})
+    if (age := report.age_text()) is not None:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
+                       f":clock3: These figures were {age} (the provider's last look at Midjourney)."}]})
     fields: list[str] = []
     if report.job_mode:
         fields.append(f"*Job mode*\n{escape(report.job_mode)}")
