@@ -1,0 +1,319 @@
+"""useapi.net, Midjourney API v3: ask ``POST {base}/v3/midjourney/jobs/info`` with ``{"stream": false}``
+(plus ``"channel"`` when the account has several Midjourney channels), then poll
+``GET {base}/v3/midjourney/jobs/{jobid}`` until the job ends (shared/providers.md, "useapi.net").
+
+- Done: ``status`` ``completed`` with the /info text under ``response.content`` (leniently also a
+  top-level ``content``; ``response`` may be absent, ``{}`` or ``null`` while the job is pending and is
+  never a result then). The reading's time is the job's ``updated`` time: when useapi saw the answer
+  in Discord, not when we asked.
+- ``failed``/``moderated`` end the job with ``error``/``errorDetails``/``code``: a typed error with a
+  plain sentence. Any other status (``created``, ``started``, ``progress``, or one we do not know)
+  keeps polling until the deadline.
+- Manners: useapi itself looks at Discord every 15–60 s and asks clients to wait 10–30 s between
+  polls, so the default rhythm is one poll every 10–15 s (see ``UseapiProvider.default_poll``).
+
+Every user-facing sentence of this provider is a typed error below; none ever carries the token
+(texts from useapi's error bodies are clipped and scrubbed of it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+import yarl
+
+from ..errors import BadResponse, Expired, QuotaError, RateLimited, UpstreamUnavailable
+from ..report import QuotaReport, parse_result, parse_timestamp
+from .base import HttpProvider, PollPolicy, _DeadlineReached, _Retryable, _retry_after
+
+log = logging.getLogger("bot.upstream")
+
+END_STATES = frozenset({"completed", "failed", "moderated"})
+# A job said "completed" with nothing to read this many times in a row: it will not get better.
+# (Once is tolerated, in case useapi writes the status a moment before the response.)
+EMPTY_DONE_LIMIT = 3
+_CLIP = 160
+
+
+# --- the sentences ---------------------------------------------------------------------------------
+
+class NoSubscription(QuotaError):
+    """402: the Midjourney account behind useapi has no (or an expired) subscription."""
+
+    code = "no_subscription"
+    user_message = "useapi.net says this account has no Midjourney subscription, or it expired."
+
+
+class ModerationBlocked(QuotaError):
+    """596: a pending moderation message blocks the account until the user clears it."""
+
+    code = "moderation_blocked"
+    user_message = ("The Midjourney account is blocked by a pending moderation message: clear it in the "
+                    "useapi.net dashboard, then try again.")
+
+
+class ChannelRequired(QuotaError):
+    """400 ``channel parameter is required``: the useapi account has several Midjourney channels."""
+
+    code = "channel_required"
+    user_message = "useapi.net has several Midjourney channels: set USEAPI_CHANNEL to the one to read."
+
+
+class ChannelNotFound(QuotaError):
+    """404 on the ask with a channel set: useapi knows no such channel."""
+
+    code = "channel_not_found"
+
+    def __init__(self, channel: str, detail: str = "") -> None:
+        super().__init__(detail, user_message=f"useapi.net has no Midjourney channel {_clip(channel, 40)}: "
+                                              "check USEAPI_CHANNEL.")
+
+
+class JobGone(Expired):
+    """404/410 on a poll: useapi no longer has the job."""
+
+    code = "expired"
+
+    def __init__(self, status: int, detail: str = "") -> None:
+        sentence = ("The /info job expired at useapi.net before quota-bot could read it; try again."
+                    if status == 410 else "useapi.net no longer knows the /info job (not found); try again.")
+        super().__init__(detail, user_message=sentence)
+
+
+class UseapiRefused(QuotaError):
+    """Another 4xx: useapi's own ``error`` text, clipped, is the best sentence there is."""
+
+    code = "refused"
+
+    def __init__(self, error: str, detail: str = "") -> None:
+        said = error.rstrip()
+        super().__init__(detail, user_message=f"useapi.net refused the request: {said}"
+                                              + ("" if said.endswith((".", "!", "?", "…")) else "."))
+
+
+class JobFailed(QuotaError):
+    """The job ended ``failed`` (or ``moderated``: ``code`` says which)."""
+
+    code = "job_failed"
+
+    def __init__(self, status: str, error: str, details: str, detail: str = "") -> None:
+        said = _join(error, details)
+        if status == "moderated":
+            self.code = "moderated"
+            sentence = "Midjourney moderation stopped the /info job at useapi.net"
+        else:
+            sentence = "useapi.net could not read the Midjourney account"
+        sentence += f": {said}" if said else "; try again later."
+        super().__init__(detail, user_message=sentence)
+
+
+RATE_LIMITED = "useapi.net is rate limiting quota requests right now; try again in a minute."
+UNAVAILABLE = "useapi.net is unavailable right now; try again in a few minutes."
+
+
+# --- the provider ----------------------------------------------------------------------------------
+
+class UseapiProvider(HttpProvider):
+    """useapi.net v3: ``POST {base}/v3/midjourney/jobs/info`` then ``GET {base}/v3/midjourney/jobs/{jobid}``."""
+
+    name = "useapi"
+    label = "useapi.net"
+    # One ask per 3 s per account. useapi publishes no request rate for v3, but every ask makes it type
+    # /info into the account's Discord channel, where bursts of commands risk Midjourney's own
+    # throttling; 3 s keeps retried and concurrent asks apart without a chat user ever noticing.
+    default_interval = 3.0
+
+    def __init__(self, *, base_url: str = "https://api.useapi.net", token: str, channel: str | None = None,
+                 **options: Any) -> None:
+        options.setdefault("token_setting", "USEAPI_API_TOKEN")
+        super().__init__(base_url=base_url, token=token, **options)
+        self._channel = str(channel).strip() if channel is not None and str(channel).strip() else None
+        self._ask_url = f"{self._base}/v3/midjourney/jobs/info"
+        self._jobs_root = str(yarl.URL(f"{self._base}/v3/midjourney/jobs/"))
+
+    def default_poll(self) -> PollPolicy:
+        """About 11 s after the ask, then 13 s, then every 14 s, each ±9 %: never under 10 s.
+
+        useapi reads Discord every 15–60 s and its docs ask for 10–30 s between polls; a job's status
+        (``created``/``started``/``progress``) says nothing about when useapi's next look will find the
+        answer, so one even rhythm at the short end of the advice keeps the extra wait under ~15 s.
+        useapi reports no numeric progress, so no progress estimate. Retries of a failed request
+        (5xx, timeouts) back off on the same scale; a 429's ``Retry-After`` is honoured as given.
+        """
+        return PollPolicy(initial=11.0, factor=1.2, cap=14.0, jitter=0.09, use_progress=False, min_delay=10.0)
+
+    def __repr__(self) -> str:  # never the token
+        return f"UseapiProvider(base={self._base!r}, channel={self._channel!r}, simulated={self.simulated})"
+
+    def job_url(self, jobid: str) -> yarl.URL:
+        """The poll URL; the jobid is one path segment, every unsafe character (``:``, ``/``, ``?``…) quoted."""
+        return yarl.URL(self._jobs_root + quote(jobid, safe=""), encoded=True)
+
+    # --- errors ----------------------------------------------------------------------------------
+    def error_for(self, status: int, data: Any, where: str, headers: Any) -> QuotaError | _Retryable | None:
+        if 200 <= status < 300:
+            return None
+        body = data if isinstance(data, dict) else {}
+        error, details = self._clip(body.get("error")), self._clip(body.get("errorDetails"))
+        detail = f"{where}: error={error!r} errorDetails={details!r} code={body.get('code')!r}"
+        on_ask = where.startswith("POST ")
+        if status in (401, 403):
+            return self.bad_token(detail)
+        if status == 402:
+            return NoSubscription(detail)
+        if status == 596:
+            return ModerationBlocked(detail)
+        if status == 400 and "channel" in error.lower() and "required" in error.lower():
+            return ChannelRequired(detail)
+        if status == 404 and on_ask and self._channel and "channel" in error.lower():
+            return ChannelNotFound(self._channel, detail)
+        if status in (404, 410) and not on_ask:
+            return JobGone(status, detail)
+        if status == 429:
+            return _Retryable(RateLimited(detail, user_message=RATE_LIMITED), _retry_after(headers))
+        if status >= 500:
+            return _Retryable(UpstreamUnavailable(detail, user_message=UNAVAILABLE), _retry_after(headers))
+        if 400 <= status < 500:
+            return UseapiRefused(error or f"HTTP {status}.", detail)
+        return None
+
+    def _clip(self, value: Any) -> str:
+        text = _clip(value)
+        if self._token and len(self._token) >= 4 and self._token in text:
+            text = text.replace(self._token, "***")
+        return text
+
+    # --- one reading -----------------------------------------------------------------------------
+    async def _read(self, deadline: float) -> QuotaReport:
+        body: dict[str, Any] = {"stream": False}
+        if self._channel:
+            body["channel"] = self._channel
+        asked = time.monotonic()
+        log.info("useapi ask: POST %s channel=%s", yarl.URL(self._ask_url).path, self._channel or "-")
+        receipt = await self._call("POST", self._ask_url, deadline, ask=True, json=body)
+        jobid = _jobid(receipt)
+        url = self.job_url(jobid)
+        log.info("useapi accepted the info job %s: status=%r", jobid, _status(receipt))
+        backoff = self._poll.delays(self._rng)
+        job: Any = receipt
+        last: str | None = None
+        empty_done = 0
+        while True:
+            status = _status(job)
+            if status != last:
+                log.info("useapi job %s: status %r after %.1fs (%d polls)", jobid, status,
+                         time.monotonic() - asked, self._polls)
+                last = status
+            if status in ("failed", "moderated"):
+                raise self._failure(jobid, status, job)
+            if status == "completed":
+                content = _content(job)
+                if content is not None:
+                    return self._report(jobid, job, content)
+                empty_done += 1
+                log.warning("useapi job %s: completed without content (%d)", jobid, empty_done)
+                if empty_done >= EMPTY_DONE_LIMIT:
+                    raise BadResponse(f"job {jobid} completed {empty_done} times without content: "
+                                      f"{self._clip(job)}")
+            else:
+                empty_done = 0
+                if status not in ("created", "started", "progress"):
+                    log.warning("useapi job %s: unknown status %r; polling on", jobid, self._clip(status))
+            delay = next(backoff)
+            log.debug("useapi job %s: next poll in %.2fs", jobid, delay)
+            try:
+                await self._sleep_until_next(delay, deadline)
+            except _DeadlineReached:
+                raise _DeadlineReached(f"job {jobid} last status {last!r}") from None
+            job = await self._call("GET", url, deadline)
+
+    def _failure(self, jobid: str, status: str, job: dict[str, Any]) -> QuotaError:
+        error, details = self._clip(job.get("error")), self._clip(job.get("errorDetails"))
+        code = job.get("code")
+        detail = f"job {jobid} {status}: error={error!r} errorDetails={details!r} code={code!r}"
+        log.warning("useapi %s", detail)
+        if code in (596, "596"):
+            return ModerationBlocked(detail)
+        if code in (402, "402"):
+            return NoSubscription(detail)
+        return JobFailed(status, error, details, detail)
+
+    def _report(self, jobid: str, job: dict[str, Any], content: Any) -> QuotaReport:
+        now = datetime.now(timezone.utc)
+        read_at = _read_time(job.get("updated"), now)
+        report = parse_result({"content": content}, read_at=read_at, simulated=self.simulated)
+        log.info("useapi job %s read: remaining=%s read_at=%s", jobid, report.remaining, read_at.isoformat())
+        return replace(report, message_id=jobid)
+
+
+# --- the job object --------------------------------------------------------------------------------
+
+def _jobid(receipt: Any) -> str:
+    """The receipt's job id (``jobid``; leniently ``jobId``/``job_id``/``id``), as given: it may hold
+    ``:`` and other characters a URL must quote (``job_url`` does)."""
+    if isinstance(receipt, dict):
+        for key in ("jobid", "jobId", "jobID", "job_id", "id"):
+            value = receipt.get(key)
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                continue
+            text = str(value).strip()
+            if text and len(text) <= 500 and text.isprintable():
+                return text
+    raise BadResponse(f"receipt without a usable jobid: {_clip(receipt, 200)}")
+
+
+def _status(job: Any) -> str | None:
+    if not isinstance(job, dict):
+        return None
+    value = job.get("status")
+    return value.strip().lower() if isinstance(value, str) else None
+
+
+def _usable(content: Any) -> bool:
+    return isinstance(content, (str, dict)) and content not in ("", {}) and not (
+        isinstance(content, str) and not content.strip())
+
+
+def _content(job: dict[str, Any]) -> Any:
+    """The /info of a completed job: ``response.content`` (the job model), else a top-level
+    ``content`` (the v2 form); None when neither holds anything."""
+    response = job.get("response")
+    if isinstance(response, dict) and _usable(response.get("content")):
+        return response["content"]
+    if _usable(job.get("content")):
+        return job["content"]
+    return None
+
+
+def _read_time(updated: Any, now: datetime) -> datetime:
+    """When useapi last changed the job (it saw the answer in Discord then); ``now`` when missing or
+    odd. A time ahead of ours (clock skew) is taken as now: a reading cannot be newer than that."""
+    when = parse_timestamp(updated)
+    if when is None:
+        return now
+    try:
+        when = when.astimezone(timezone.utc)
+        when.timestamp()
+    except (OverflowError, ValueError, OSError):
+        return now
+    return min(when, now)
+
+
+def _clip(value: Any, limit: int = _CLIP) -> str:
+    if value is None:
+        return ""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _join(error: str, details: str) -> str:
+    """``error`` and ``errorDetails`` as one sentence's end (the details only when they add something)."""
+    parts = [p.rstrip(".") for p in (error, details) if p]
+    if len(parts) == 2 and parts[0].lower() in parts[1].lower():
+        parts = parts[1:]
+    return " — ".join(parts) + "." if parts else ""
