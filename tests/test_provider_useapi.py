@@ -10,6 +10,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.secrets import ALL_TEST_SECRETS
+
 from bot.errors import BadResponse, BadToken, RateLimited, TimedOut, user_sentence
 from bot.providers.base import AskLimiter, PollPolicy
 from bot.providers.useapi import (
@@ -19,7 +21,7 @@ from bot.providers.useapi import (
 from bot.report import Amount, QuotaReport, parse_timestamp
 from tests.fakes.providers import FakeAccount, Scripted, UseapiFake, UseapiJob, garbage, useapi_error
 
-TOKEN = "useapi-test-token-9d41c7"
+TOKEN = ALL_TEST_SECRETS["USEAPI_API_TOKEN"]
 FAST = PollPolicy(initial=0.03, factor=1.5, cap=0.08, jitter=0.1, use_progress=False, min_delay=0.01)
 ASK = "/v3/midjourney/jobs/info"
 JOBS = "/v3/midjourney/jobs/"
@@ -355,10 +357,10 @@ def test_default_poll_never_polls_faster_than_10s():
     for seed in range(50):
         delays = policy.delays(random.Random(seed))
         sample = [next(delays) for _ in range(40)]
-        assert all(10.0 <= d <= 16.0 for d in sample), sample
-        assert 10.0 <= sample[0] <= 12.1  # the first poll about 10 s after the ask
+        assert all(10.0 <= d <= 14.0 for d in sample), sample
+        assert 12.0 <= sample[0] <= 14.0  # the first poll just before the earliest likely answer (~15 s)
     average = sum(d for seed in range(50) for d in list(_take(policy, seed, 20))[5:]) / (50 * 15)
-    assert 13.0 <= average <= 15.0  # then every ~10–15 s
+    assert 10.0 <= average <= 11.0  # then at the floor of useapi's advice (10–30 s)
 
 
 def _take(policy: PollPolicy, seed: int, n: int):

@@ -137,15 +137,17 @@ class UseapiProvider(HttpProvider):
         self._jobs_root = str(yarl.URL(f"{self._base}/v3/midjourney/jobs/"))
 
     def default_poll(self) -> PollPolicy:
-        """About 11 s after the ask, then 13 s, then every 14 s, each ±9 %: never under 10 s.
+        """The first poll about 13 s after the ask, then every ~10.5 s (±4 %): never under 10 s.
 
         useapi reads Discord every 15–60 s and its docs ask for 10–30 s between polls; a job's status
         (``created``/``started``/``progress``) says nothing about when useapi's next look will find the
-        answer, so one even rhythm at the short end of the advice keeps the extra wait under ~15 s.
+        answer, so after a first poll just before the earliest likely answer, one even rhythm at the
+        floor of the advice: the extra wait stays under ~11 s, with a poll fewer per reading than a
+        client polling every 10 s from the ask (bench/bench_providers.py).
         useapi reports no numeric progress, so no progress estimate. Retries of a failed request
         (5xx, timeouts) back off on the same scale; a 429's ``Retry-After`` is honoured as given.
         """
-        return PollPolicy(initial=11.0, factor=1.2, cap=14.0, jitter=0.09, use_progress=False, min_delay=10.0)
+        return PollPolicy(initial=13.0, factor=1.0, cap=10.5, jitter=0.04, use_progress=False, min_delay=10.0)
 
     def __repr__(self) -> str:  # never the token
         return f"UseapiProvider(base={self._base!r}, channel={self._channel!r}, simulated={self.simulated})"
