@@ -21,7 +21,8 @@ from bot import __version__
 from bot.service import QuotaService
 from bot.settings import Settings, SettingsError
 from bot.simulator import UpstreamSimulator
-from bot.providers import ProviderConfig, config_from_settings, create_provider
+from bot.accounts import Account, QuotaPool, accounts_from_settings
+from bot.providers import create_provider
 from bot.providers.nextleg import NextLegProvider
 
 log = logging.getLogger(__name__)
@@ -36,34 +37,46 @@ class StartupError(Exception):
 
 @dataclass
 class Core:
-    """The core objects one process shares (the CLI's `quota`/`check` use it too)."""
+    """The core objects one process shares (the CLI's `quota`/`check` use it too): every account's
+    service in one pool (a single account without QUOTA_ACCOUNTS_FILE)."""
 
     settings: Settings
-    service: QuotaService
+    pool: QuotaPool
+    accounts: list[Account]
     simulator: UpstreamSimulator | None = None
-    provider: ProviderConfig | None = None
+
+    @property
+    def service(self) -> QuotaPool:  # what adapters and the scheduler ask
+        return self.pool
 
     async def close(self) -> None:
-        await self.service.close()
+        await self.pool.close()
         if self.simulator is not None:
             await self.simulator.stop()
 
 
 async def build_core(settings: Settings) -> Core:
-    config = config_from_settings(settings)
+    """Raises SettingsError for a bad accounts file (before anything is started)."""
+    accounts = accounts_from_settings(settings)
     simulator = None
-    if config.kind == "simulated":
-        simulator = UpstreamSimulator(prefix=settings.nextleg_path_prefix or "/v2")
-        base_url = await simulator.start()
-        provider = NextLegProvider(base_url=base_url, token="simulated", path_prefix=settings.nextleg_path_prefix,
-                                   info_method=settings.nextleg_info_method,
-                                   poll_timeout=settings.read_timeout, simulated=True)
-        log.info("no provider credentials set: using the built-in simulated upstream at %s", base_url)
-    else:
-        provider = create_provider(config, poll_timeout=settings.read_timeout)
-        log.info("provider: %s", config.describe())
-    service = QuotaService(provider, cache_seconds=settings.quota_cache_seconds)
-    return Core(settings, service, simulator, config)
+    services: dict[str, QuotaService] = {}
+    for account in accounts:
+        config = account.config
+        if config.kind == "simulated":
+            if simulator is None:
+                simulator = UpstreamSimulator(prefix=config.path_prefix or "/v2")
+                await simulator.start()
+                log.info("readings of %s come from the built-in simulated upstream at %s",
+                         "the account" if not settings.quota_accounts_file else "simulated accounts", simulator.base_url)
+            provider: Any = NextLegProvider(base_url=simulator.base_url, token="simulated",
+                                            path_prefix=config.path_prefix, info_method=config.info_method,
+                                            poll_timeout=settings.read_timeout, simulated=True)
+        else:
+            provider = create_provider(config, poll_timeout=settings.read_timeout)
+            log.info("account %s: %s", account.name, config.describe())
+        services[account.name] = QuotaService(provider, cache_seconds=settings.quota_cache_seconds)
+    pool = QuotaPool(services, pooled=bool(settings.quota_accounts_file))
+    return Core(settings, pool, accounts, simulator)
 
 
 # platform → (the setting that turns it on, its package)
@@ -96,17 +109,25 @@ class Runtime:
     started: float = field(default_factory=time.time)
 
     def health(self) -> dict[str, Any]:
-        service = self.core.service
-        last = service.last_report
+        core = self.core
+        accounts = []
+        for account in core.accounts:
+            service = core.pool.services[account.name]
+            last = service.last_report
+            accounts.append({"name": account.name, "provider": account.config.describe(),
+                             "last_reading_at": last.read_at.isoformat() if last else None,
+                             "last_error": service.last_error.code if service.last_error else None})
+        first = accounts[0]
         return {
             "status": "ok",
             "version": __version__,
-            "upstream": "simulated" if service.simulated else self.core.provider.kind if self.core.provider else "?",
-            "provider": self.core.provider.describe() if self.core.provider else None,
+            "upstream": "simulated" if core.pool.simulated else core.accounts[0].config.kind,
+            "provider": first["provider"] if len(accounts) == 1 else f"{len(accounts)} accounts",
             "adapters": [a.name for a in self.adapters],
             "uptime_seconds": round(time.time() - self.started, 1),
-            "last_reading_at": last.read_at.isoformat() if last else None,
-            "last_error": service.last_error.code if service.last_error else None,
+            "last_reading_at": first["last_reading_at"],
+            "last_error": first["last_error"],
+            "accounts": accounts,
         }
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -136,9 +157,12 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
         except StoreError as exc:
             raise StartupError(str(exc)) from None
         stack.push_async_callback(store.close)
-        core = await build_core(settings)
+        try:
+            core = await build_core(settings)
+        except SettingsError as exc:
+            raise StartupError(str(exc)) from None
         stack.push_async_callback(core.close)
-        core.service.subscribe(store.record_reading)
+        core.pool.subscribe(lambda account, report: store.record_reading(report, account=account))
 
         posters: dict[str, Any] = {}
         scheduler = Scheduler(store, core.service, posters, timezone=settings.quota_timezone,
@@ -185,7 +209,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
         stack.push_async_callback(scheduler.stop)
 
         log.info("quota-bot %s ready: provider=%s, chat=%s, http://%s:%d/healthz", __version__,
-                 core.provider.kind if core.provider else "?", ",".join(a.name for a in adapters),
+                 ",".join(sorted({a.config.kind for a in core.accounts})), ",".join(a.name for a in adapters),
                  settings.host, port)
         if started is not None and not started.done():
             started.set_result({"port": port, "runtime": runtime})

@@ -127,3 +127,15 @@ class PostError(Exception):
         self.kind = kind
         self.reason = reason
         self.retry_after = retry_after
+
+
+class UnknownAccount(QuotaError):
+    """A command named an account that the accounts file does not list; the sentence lists the names."""
+
+    code = "unknown_account"
+
+    def __init__(self, name: str, names: tuple[str, ...] | list[str]) -> None:
+        self.name, self.names = name, tuple(names)
+        listed = ", ".join(self.names) if self.names else "none: this bot reads one account"
+        shown = " ".join(str(name).split())[:40]
+        super().__init__(f"unknown account {shown!r}", user_message=f"There is no account '{shown}'. Accounts: {listed}.")

@@ -79,15 +79,7 @@ class QuotaReport:
 
     @property
     def level(self) -> Level:
-        if self.percent is not None:
-            if self.percent < CRITICAL_PERCENT:
-                return "critical"
-            if self.percent < LOW_PERCENT:
-                return "low"
-            return "ok"
-        if self.remaining is not None and self.remaining.value <= 0:
-            return "critical"
-        return "unknown"
+        return _level(self.percent, None if self.remaining is None else self.remaining.value)
 
     @property
     def headline(self) -> str:
@@ -104,10 +96,7 @@ class QuotaReport:
         return f"{self.remaining} of {'~' if self.total_derived else ''}{self.total} left"
 
     def progress_bar(self, width: int = 20, full: str = "█", empty: str = "░") -> str:
-        if self.percent is None:
-            return ""
-        filled = round(max(0.0, min(100.0, self.percent)) / 100 * width)
-        return full * filled + empty * (width - filled)
+        return _bar(self.percent, width, full, empty)
 
     def age_seconds(self, now: datetime | None = None) -> float:
         return max(0.0, ((now or datetime.now(timezone.utc)) - self.read_at).total_seconds())
@@ -147,6 +136,116 @@ class QuotaReport:
             "simulated": self.simulated,
             "fields": dict(self.fields),
         }
+
+
+def _level(percent: float | None, remaining: float | None) -> Level:
+    if percent is not None:
+        if percent < CRITICAL_PERCENT:
+            return "critical"
+        if percent < LOW_PERCENT:
+            return "low"
+        return "ok"
+    if remaining is not None and remaining <= 0:
+        return "critical"
+    return "unknown"
+
+
+def _bar(percent: float | None, width: int, full: str, empty: str) -> str:
+    if percent is None:
+        return ""
+    filled = round(max(0.0, min(100.0, percent)) / 100 * width)
+    return full * filled + empty * (width - filled)
+
+
+@dataclass(frozen=True)
+class AccountReading:
+    """One account's part of a pooled answer: its reading, or the error that kept it out of the sum."""
+
+    name: str
+    provider: str
+    report: QuotaReport | None = None
+    error: Exception | None = None  # a QuotaError (its sentence is shown), or an unexpected error
+
+
+@dataclass(frozen=True)
+class PoolReport:
+    """The pooled answer over several accounts (QUOTA_ACCOUNTS_FILE): the sum of the accounts that
+    answered, in hours (so Basic plans in minutes and Standard plans in hours add up), and one line
+    per account. An account that failed is shown with its reason and left out of the sum."""
+
+    accounts: tuple[AccountReading, ...]
+    read_at: datetime
+
+    @property
+    def answered(self) -> tuple[AccountReading, ...]:
+        return tuple(a for a in self.accounts if a.report is not None)
+
+    @property
+    def remaining_hours(self) -> float | None:
+        values = [a.report.remaining.hours for a in self.answered if a.report.remaining is not None]  # type: ignore[union-attr]
+        return round(sum(values), 4) if values else None
+
+    @property
+    def total_hours(self) -> float | None:
+        """The sum of the totals, only when every account in the sum has one (else it would mislead)."""
+        counted = [a.report for a in self.answered if a.report.remaining is not None]  # type: ignore[union-attr]
+        if not counted or any(r.total is None for r in counted):
+            return None
+        return round(sum(r.total.hours for r in counted), 4)  # type: ignore[union-attr]
+
+    @property
+    def percent(self) -> float | None:
+        remaining, total = self.remaining_hours, self.total_hours
+        return None if remaining is None or not total else round(remaining / total * 100, 2)
+
+    @property
+    def level(self) -> Level:
+        return _level(self.percent, self.remaining_hours)
+
+    @property
+    def simulated(self) -> bool:
+        return any(a.report.simulated for a in self.answered)  # type: ignore[union-attr]
+
+    def progress_bar(self, width: int = 20, full: str = "█", empty: str = "░") -> str:
+        return _bar(self.percent, width, full, empty)
+
+    @property
+    def scope(self) -> str:
+        """``across 3 accounts`` or, when some failed, ``across 2 of 3 accounts``."""
+        n, ok = len(self.accounts), len([a for a in self.answered if a.report.remaining is not None])  # type: ignore[union-attr]
+        noun = "account" if n == 1 else "accounts"
+        return f"across {ok} of {n} {noun}" if ok < n else f"across {n} {noun}"
+
+    @property
+    def headline(self) -> str:
+        """``31.2 h of 45 h left across 3 accounts``; ``… across 2 of 3 accounts`` when one failed."""
+        remaining, total = self.remaining_hours, self.total_hours
+        if remaining is None:
+            return f"Fast time left: unknown ({self.scope})"
+        if total is None:
+            return f"{_num(remaining)} h left {self.scope}"
+        return f"{_num(remaining)} h of {_num(total)} h left {self.scope}"
+
+    def to_json(self) -> dict[str, Any]:
+        accounts = []
+        for a in self.accounts:
+            entry: dict[str, Any] = {"name": a.name, "provider": a.provider}
+            if a.report is not None:
+                entry.update(a.report.to_json())
+                entry["error"] = None
+            else:
+                entry["error"] = {"code": getattr(a.error, "code", "error"), "message": _sentence(a.error)}
+            accounts.append(entry)
+        return {"remaining": self.remaining_hours, "total": self.total_hours, "percent": self.percent,
+                "unit": "hours", "level": self.level, "accounts_answered": len(self.answered),
+                "accounts_total": len(self.accounts), "read_at": self.read_at.isoformat(),
+                "simulated": self.simulated, "accounts": accounts}
+
+
+def _sentence(exc: Exception | None) -> str:
+    from .errors import user_sentence
+
+    return user_sentence(exc) if exc is not None else ""
 
 
 def _num(value: float) -> str:

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Awaitable, Callable
 
-from .errors import QuotaError
+from .errors import QuotaError, UnknownAccount
 from .report import QuotaReport
 from .upstream import Provider
 
@@ -53,7 +53,11 @@ class QuotaService:
         """Call ``listener(report)`` after every fresh reading (the store records them)."""
         self._listeners.append(listener)
 
-    async def get_report(self) -> QuotaReport:
+    names: tuple[str, ...] = ()  # one account: no names to choose from (see bot.accounts for several)
+
+    async def get_report(self, account: str | None = None) -> QuotaReport:
+        if account is not None:
+            raise UnknownAccount(account, ())
         if self._cached is not None and self._clock() - self._cached[0] < self.cache_seconds:
             self.cache_hits += 1
             return self._cached[1]

@@ -69,10 +69,12 @@ class Settings(BaseSettings):
     )
 
     _chosen: str = PrivateAttr("simulated")
+    _env_file: str | None = PrivateAttr(None)  # where ${VAR}s of the accounts file are also looked up
 
     # --- provider -------------------------------------------------------------------------------
     quota_provider: ProviderName | None = None
     quota_read_timeout: float | None = Field(None, gt=0, le=840)  # alias of NEXTLEG_POLL_TIMEOUT; wins
+    quota_accounts_file: str | None = None  # TOML listing several accounts (bot.accounts)
     useapi_api_token: SecretStr | None = None
     useapi_base_url: str = "https://api.useapi.net"
     useapi_channel: str | None = None
@@ -240,6 +242,10 @@ class Settings(BaseSettings):
         return self._chosen
 
     @property
+    def env_file(self) -> str | None:
+        return self._env_file
+
+    @property
     def simulated_upstream(self) -> bool:
         return self.provider == "simulated"
 
@@ -260,9 +266,11 @@ class Settings(BaseSettings):
 def load_settings(env_file: str | None = ".env", **overrides: Any) -> Settings:
     """Read the settings, or raise ``SettingsError`` with one line naming the variable."""
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        settings = Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise SettingsError(_one_line(exc)) from None
+    settings._env_file = env_file
+    return settings
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -58,6 +58,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX readings_read_at ON readings (read_at);
     """,
+    # 2: readings carry the account they are of (QUOTA_ACCOUNTS_FILE); rows written before are the
+    # single account's, which is called "default"
+    """
+    ALTER TABLE readings ADD COLUMN account TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX readings_account_read_at ON readings (account, read_at);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -139,20 +145,21 @@ class Store:
         await self._db.close()
 
     # --- readings -------------------------------------------------------------------------------
-    async def record_reading(self, report: QuotaReport) -> None:
+    async def record_reading(self, report: QuotaReport, account: str = "default") -> None:
         unit = (report.remaining or report.total).unit if (report.remaining or report.total) else None
         await self._db.execute(
-            "INSERT INTO readings (read_at, remaining, total, percent, unit, job_mode, plan, renewal, simulated)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO readings (read_at, remaining, total, percent, unit, job_mode, plan, renewal, simulated,"
+            " account) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (report.read_at.timestamp(), report.remaining.value if report.remaining else None,
              report.total.value if report.total else None, report.percent, unit, report.job_mode, report.plan,
-             report.renewal.timestamp() if report.renewal else None, int(report.simulated)))
+             report.renewal.timestamp() if report.renewal else None, int(report.simulated), account))
         await self._db.commit()
 
-    async def readings(self, limit: int = 100) -> list[dict]:
+    async def readings(self, limit: int = 100, account: str | None = None) -> list[dict]:
+        where, args = ("WHERE account = ?", (account,)) if account is not None else ("", ())
         cursor = await self._db.execute(
-            "SELECT read_at, remaining, total, percent, unit, job_mode, plan, renewal, simulated FROM readings"
-            " ORDER BY read_at DESC, id DESC LIMIT ?", (limit,))
+            "SELECT read_at, remaining, total, percent, unit, job_mode, plan, renewal, simulated, account FROM readings "
+            f"{where} ORDER BY read_at DESC, id DESC LIMIT ?", (*args, limit))
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in await cursor.fetchall()]
 

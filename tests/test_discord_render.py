@@ -82,6 +82,6 @@ def test_error_embed_is_red_and_one_line():
 def test_an_old_reading_shows_its_age():
     from datetime import timedelta
 
-    old = parse_result({"content": {"Fast Time Remaining": "3/15 hours (20%)"}}, read_at=NOW - timedelta(minutes=25))
+    old = parse_result({"content": {"Fast Time Remaining": "3/15 hours (20%)"}}, read_at=datetime.now(timezone.utc) - timedelta(minutes=25))
     assert "These figures were read 25 min ago" in render_report(old).description
     assert "These figures were" not in (render_report(_report({"Fast Time Remaining": "3/15 hours"})).description or "")

@@ -94,7 +94,7 @@ def test_schedule_list_marks_failing_and_stays_within_a_section():
 def test_an_old_reading_shows_its_age():
     from datetime import timedelta
 
-    old = parse_result({"content": {"Fast Time Remaining": "3/15 hours (20%)"}}, read_at=NOW - timedelta(hours=3))
+    old = parse_result({"content": {"Fast Time Remaining": "3/15 hours (20%)"}}, read_at=datetime.now(timezone.utc) - timedelta(hours=3))
     blocks, _ = render_report(old)
     assert "These figures were read 3 h ago" in str(blocks)
     blocks, _ = render_report(_report({"Fast Time Remaining": "3/15 hours (20%)"}))

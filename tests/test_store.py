@@ -71,3 +71,27 @@ async def test_unwritable_places_are_clear_errors(tmp_path):
         await Store.open(str(tmp_path / "missing" / "q.sqlite3"))
     with pytest.raises(StoreError, match="is a directory"):
         await Store.open(str(tmp_path))
+
+
+async def test_a_database_written_before_accounts_is_migrated_its_readings_become_the_single_account(tmp_path):
+    from bot.store import MIGRATIONS
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # exactly what quota-bot wrote at schema 1
+        db.executescript(f"BEGIN; {MIGRATIONS[0]} PRAGMA user_version = 1; COMMIT;")
+        db.execute("INSERT INTO readings (read_at, remaining, total, percent, unit) VALUES (1.0, 3.5, 15, 23.3, 'hours')")
+    store = await Store.open(str(path))
+    try:
+        [old] = await store.readings()
+        assert old["account"] == "default" and old["remaining"] == 3.5
+        from bot.report import parse_result
+        from datetime import datetime, timezone
+
+        new = parse_result({"content": {"Fast Time Remaining": "1/15 hours"}}, read_at=datetime.now(timezone.utc))
+        await store.record_reading(new, account="studio")
+        assert [r["account"] for r in await store.readings()] == ["studio", "default"]
+        assert [r["remaining"] for r in await store.readings(account="studio")] == [1.0]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2

@@ -17,7 +17,7 @@ from aiohttp import web
 from bot.errors import QuotaError
 from bot.service import QuotaService
 
-from .render import render_error, render_report
+from .render import render_error, render_reading
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class ConsoleAdapter:
             self._task = None
 
     async def post(self, channel: str, outcome: object) -> None:
-        self._say(render_error(outcome) if isinstance(outcome, BaseException) else render_report(outcome))  # type: ignore[arg-type]
+        self._say(render_error(outcome) if isinstance(outcome, BaseException) else render_reading(outcome))  # type: ignore[arg-type]
 
     def _say(self, text: str) -> None:
         self._out.write(text + "\n")
@@ -75,12 +75,15 @@ class ConsoleAdapter:
         if not words:
             return
         command, rest = words[0].lower(), " ".join(words[1:])
-        if command in ("/quota", "quota") and rest.lower() not in ("", "public"):
-            # `public` means something in Discord and Slack; here everyone at the terminal sees the answer
-            self._say(f"I did not understand {rest!r}: /quota takes nothing after it. {HELP}")
+        # `public` means something in Discord and Slack; here everyone at the terminal sees the answer
+        args = [w for w in rest.lower().split() if w != "public"]
+        names = tuple(getattr(self.service, "names", ()))
+        if command in ("/quota", "quota") and (len(args) > 1 or (args and not names)):
+            takes = f"an account name ({', '.join(names)})" if names else "nothing"
+            self._say(f"I did not understand {rest!r}: /quota takes {takes} after it. {HELP}")
         elif command in ("/quota", "quota"):
             try:
-                self._say(render_report(await self.service.get_report()))
+                self._say(render_reading(await self.service.get_report(args[0] if args else None)))
             except QuotaError as exc:
                 self._say(render_error(exc))
             except Exception as exc:  # never kill the chat

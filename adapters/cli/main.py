@@ -17,9 +17,11 @@ from typing import Sequence
 from bot import __version__
 from bot.errors import QuotaError, user_sentence
 from bot.logs import mask, setup_logging
+from bot.report import PoolReport
 from bot.settings import SECRET_NAMES, Settings, SettingsError, load_settings
+from pydantic import SecretStr
 
-from .render import render_report
+from .render import render_reading
 
 log = logging.getLogger("quota_bot")
 
@@ -32,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="start the HTTP server and every configured chat adapter")
     quota = sub.add_parser("quota", help="print one reading and exit")
     quota.add_argument("--json", action="store_true", help="print one JSON document")
+    quota.add_argument("--account", metavar="NAME", help="only this account of QUOTA_ACCOUNTS_FILE")
     sub.add_parser("check", help="validate the settings, make one upstream call, say what works")
     return parser
 
@@ -52,8 +55,12 @@ def _fail_reading(exc: BaseException) -> int:
 
 
 def _settings(env_file: str, command: str) -> Settings:
+    from bot.accounts import accounts_from_settings
+
     settings = load_settings(env_file if os.path.exists(env_file) else None)
     secrets = [getattr(settings, name.lower()) for name in SECRET_NAMES]
+    # a bad accounts file stops every command, before anything starts; its tokens are masked like the rest
+    secrets += [SecretStr(a.config.token) for a in accounts_from_settings(settings) if a.config.token]
     if command == "run":
         setup_logging(settings.log_level, secrets=[s.get_secret_value() for s in secrets if s is not None])
     else:  # one-shot commands: stdout is the answer; the log goes to stderr, details only with LOG_LEVEL=DEBUG
@@ -72,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return asyncio.run(_run(settings))
         if args.command == "quota":
-            return asyncio.run(_quota(settings, args.json))
+            return asyncio.run(_quota(settings, args.json, args.account))
         return asyncio.run(_check(settings))
     except KeyboardInterrupt:
         return 130
@@ -88,17 +95,19 @@ async def _run(settings: Settings) -> int:
     return 0
 
 
-async def _quota(settings: Settings, as_json: bool) -> int:
+async def _quota(settings: Settings, as_json: bool, account: str | None = None) -> int:
     from adapters.runtime import build_core
 
     core = await build_core(settings)
     try:
-        report = await core.service.get_report()
+        report = await core.pool.get_report(account)
     except Exception as exc:  # typed errors and bugs alike: a sentence and its detail, never a traceback
         return _fail_reading(exc)
     finally:
         await core.close()
-    print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if as_json else render_report(report))
+    print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if as_json else render_reading(report))
+    if isinstance(report, PoolReport) and not report.answered:
+        return 1  # every account failed: the output says why, the exit code says it failed
     return 0
 
 
@@ -113,24 +122,36 @@ async def _check(settings: Settings) -> int:
         problems += ok is False
         print(f"[{mark}] {text}")
 
-    from bot.providers import NEEDS, config_from_settings
+    from bot.providers import NEEDS
 
     say(True, "settings are valid")
-    config = config_from_settings(settings)
-    if config.kind == "simulated":
-        say(None, "provider: the built-in simulator (no provider credentials are set: set one of "
-            "NEXTLEG_API_TOKEN, USEAPI_API_TOKEN, LINKR_API_KEY or MJPROXY_BASE_URL, or QUOTA_PROVIDER)")
-    else:
-        needs = "; ".join(f"{name} {'set' if _is_set(settings, name) else 'not set'}"
-                          + ("" if required or _is_set(settings, name) else f" ({why})")
-                          for name, required, why in NEEDS[config.kind])
-        say(True, f"provider: {config.describe()}; {needs}; a reading may take {settings.read_timeout:g} s")
     core = await build_core(settings)
     try:
-        report = await core.service.get_report()
-        say(True, f"provider answered: {report.headline}" + (" (simulated)" if report.simulated else ""))
-    except QuotaError as exc:
-        say(False, f"provider: {exc.user_message}" + (f" [{mask(exc.detail)}]" if exc.detail else ""))
+        if settings.quota_accounts_file:
+            say(True, f"QUOTA_ACCOUNTS_FILE: {len(core.accounts)} account(s) in {settings.quota_accounts_file}")
+        for account in core.accounts:
+            config = account.config
+            who = f"account {account.name}: " if settings.quota_accounts_file else ""
+            if config.kind == "simulated":
+                say(None, f"{who}provider: the built-in simulator" + ("" if who else
+                    " (no provider credentials are set: set one of NEXTLEG_API_TOKEN, USEAPI_API_TOKEN, "
+                    "LINKR_API_KEY or MJPROXY_BASE_URL, or QUOTA_PROVIDER)"))
+            elif who:
+                say(True, f"{who}provider: {config.describe()}")
+            else:
+                needs = "; ".join(f"{name} {'set' if _is_set(settings, name) else 'not set'}"
+                                  + ("" if required or _is_set(settings, name) else f" ({why})")
+                                  for name, required, why in NEEDS[config.kind])
+                say(True, f"provider: {config.describe()}; {needs}; a reading may take {settings.read_timeout:g} s")
+        readings = await asyncio.gather(*(core.pool.services[a.name].get_report() for a in core.accounts),
+                                        return_exceptions=True)
+        for account, outcome in zip(core.accounts, readings):
+            who = f"account {account.name}: " if settings.quota_accounts_file else ""
+            if isinstance(outcome, BaseException):
+                detail = getattr(outcome, "detail", "") or (type(outcome).__name__ if not isinstance(outcome, QuotaError) else "")
+                say(False, f"{who}provider: {user_sentence(outcome)}" + (f" [{mask(detail)}]" if detail else ""))
+            else:
+                say(True, f"{who}provider answered: {outcome.headline}" + (" (simulated)" if outcome.simulated else ""))
     finally:
         await core.close()
     if settings.discord_bot_token:

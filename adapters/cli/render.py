@@ -5,19 +5,23 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from bot.errors import user_sentence
-from bot.report import QuotaReport
+from bot.report import AccountReading, PoolReport, QuotaReport
 
 _LEVEL_WORD = {"ok": "OK", "low": "LOW", "critical": "CRITICAL", "unknown": "?"}
 
 
-def _when(moment: datetime, now: datetime | None = None) -> str:
+def _relative(moment: datetime, now: datetime | None = None) -> str:
+    """``in 12d 3h``, ``5h 20m ago``."""
     now = now or datetime.now(timezone.utc)
     delta = (moment - now).total_seconds()
     days, rest = divmod(abs(int(delta)), 86400)
     hours = rest // 3600
     span = f"{days}d {hours}h" if days else f"{hours}h {rest % 3600 // 60}m"
-    relative = f"in {span}" if delta >= 0 else f"{span} ago"
-    return f"{moment.astimezone().strftime('%Y-%m-%d %H:%M %Z')} ({relative})"
+    return f"in {span}" if delta >= 0 else f"{span} ago"
+
+
+def _when(moment: datetime, now: datetime | None = None) -> str:
+    return f"{moment.astimezone().strftime('%Y-%m-%d %H:%M %Z')} ({_relative(moment, now)})"
 
 
 def render_report(report: QuotaReport, width: int = 24) -> str:
@@ -45,3 +49,62 @@ def render_report(report: QuotaReport, width: int = 24) -> str:
 
 def render_error(exc: BaseException) -> str:
     return f"quota-bot: {user_sentence(exc)}"
+
+
+# --- several accounts (QUOTA_ACCOUNTS_FILE) ---------------------------------------------------------
+
+POOL_NAME_MAX = 32
+POOL_TEXT_MAX = 20
+POOL_HEADER = ("Account", "Left", "Fast time", "Job mode", "Renews", "Read")
+
+
+def _cut(text: str, limit: int) -> str:
+    text = " ".join(text.split()) or "-"  # one row a line, whatever the provider sent
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _figures(report: QuotaReport) -> str:
+    """``12.06 h of 15 h``, ``190 min of 200 min``, ``25 min``: the account's headline without "left"."""
+    if report.remaining is None:
+        return "unknown (not in the sum)"
+    if report.total is None:
+        return str(report.remaining)
+    return f"{report.remaining} of {'~' if report.total_derived else ''}{report.total}"
+
+
+def _pool_row(account: AccountReading) -> tuple[str, ...]:
+    name = _cut(account.name, POOL_NAME_MAX)
+    report = account.report
+    if report is None:
+        sentence = user_sentence(account.error) if account.error is not None else "No reading."
+        return (name, f"✗ {_cut(sentence, 300)} (not in the sum)")
+    gauge = f"[{report.progress_bar(10, '#', '-')}] {report.percent:6.2f}%" if report.percent is not None else ""
+    return (name, _figures(report), gauge, _cut(report.job_mode, POOL_TEXT_MAX) if report.job_mode else "",
+            _relative(report.renewal) if report.renewal else "", report.age_text() or "")
+
+
+def render_pool(report: PoolReport, width: int = 24) -> str:
+    """The sum, the pooled bar, then an aligned table with one row per account (in order); a failed
+    account's row holds its one-line reason in place of the figures."""
+    lines = []
+    if report.simulated:
+        lines.append("[SIMULATED reading: no provider credentials are set; figures are made up]")
+    lines.append(f"Midjourney fast time: {report.headline}")
+    if report.percent is not None:
+        lines.append(f"  [{report.progress_bar(width, '#', '-')}] {report.percent:.2f}%  {_LEVEL_WORD[report.level]}")
+    rows = [_pool_row(a) for a in report.accounts]
+    full = [POOL_HEADER, *(r for r in rows if len(r) == len(POOL_HEADER))]
+    used = [i for i in range(len(POOL_HEADER)) if i < 2 or any(r[i] for r in full[1:])]  # drop empty columns
+    pads = {i: max(len(r[i]) for r in full) for i in used}
+    pads[0] = max(pads[0], *(len(r[0]) for r in rows)) if rows else pads[0]
+    for row in [POOL_HEADER, *rows]:
+        cells = [row[i] for i in used] if len(row) == len(POOL_HEADER) else list(row)
+        text = "  ".join(c.ljust(pads[i]) for i, c in zip(used, cells))
+        lines.append(f"  {text.rstrip()}")
+    lines.append(f"  Read at {report.read_at.astimezone().strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    return "\n".join(lines)
+
+
+def render_reading(outcome: QuotaReport | PoolReport) -> str:
+    """The text for what the service answered: one account's reading or the pooled one."""
+    return render_pool(outcome) if isinstance(outcome, PoolReport) else render_report(outcome)

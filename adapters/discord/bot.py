@@ -17,12 +17,12 @@ import yarl
 from discord import app_commands
 
 from bot.errors import PostError, QuotaError
-from bot.report import QuotaReport
+from bot.report import PoolReport, QuotaReport
 from bot.schedules import ScheduleError, ScheduleManager
 from bot.service import QuotaService
 from bot.settings import Settings
 
-from .render import render_error, render_notice, render_report, schedule_added_text, schedule_list_text
+from .render import render_error, render_notice, render_reading, schedule_added_text, schedule_list_text
 
 log = logging.getLogger(__name__)
 
@@ -179,15 +179,32 @@ class DiscordAdapter:
 
     # --- commands -------------------------------------------------------------------------------
     def _register(self, tree: app_commands.CommandTree) -> None:
-        @tree.command(name="quota", description="How much Midjourney fast time is left")
-        @app_commands.describe(public="Show the answer to everyone in the channel (default: only you)")
-        async def quota(interaction: discord.Interaction, public: bool = False) -> None:
+        async def answer_quota(interaction: discord.Interaction, public: bool, account: str | None) -> None:
             await interaction.response.defer(ephemeral=not public, thinking=True)
             try:
-                embed = render_report(await self.service.get_report())
+                embed = render_reading(await self.service.get_report(account))
             except Exception as exc:
                 embed = self._error_embed(exc, "/quota")
             await interaction.edit_original_response(embed=embed)
+
+        names = tuple(getattr(self.service, "names", ()))
+        if not names:  # one account: no option to choose one
+            @tree.command(name="quota", description="How much Midjourney fast time is left")
+            @app_commands.describe(public="Show the answer to everyone in the channel (default: only you)")
+            async def quota(interaction: discord.Interaction, public: bool = False) -> None:
+                await answer_quota(interaction, public, None)
+        else:  # an accounts file: `account` (autocompleted over the names) reads one of them
+            @tree.command(name="quota", description="How much Midjourney fast time is left, across the accounts")
+            @app_commands.describe(public="Show the answer to everyone in the channel (default: only you)",
+                                   account="Only this account (default: all of them, with the sum)")
+            async def quota_accounts(interaction: discord.Interaction, public: bool = False,
+                                     account: str | None = None) -> None:
+                await answer_quota(interaction, public, account)
+
+            @quota_accounts.autocomplete("account")
+            async def account_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+                typed = current.strip().lower()
+                return [app_commands.Choice(name=n, value=n) for n in names if typed in n][:25]
 
         group = app_commands.Group(
             name="quota-schedule",
@@ -261,8 +278,8 @@ class DiscordAdapter:
             log.exception("could not send the error answer")
 
     # --- scheduled posts ------------------------------------------------------------------------
-    async def post(self, channel: str, outcome: QuotaReport | QuotaError) -> None:
-        embed = render_report(outcome) if isinstance(outcome, QuotaReport) else render_error(outcome)
+    async def post(self, channel: str, outcome: QuotaReport | PoolReport | QuotaError) -> None:
+        embed = render_error(outcome) if isinstance(outcome, BaseException) else render_reading(outcome)
         try:
             await self.client.get_partial_messageable(int(channel)).send(embed=embed)
         except (discord.Forbidden, discord.NotFound) as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import discord
 
 from bot.errors import user_sentence
-from bot.report import QuotaReport
+from bot.report import AccountReading, PoolReport, QuotaReport
 from bot.schedules import ScheduleView
 
 # Discord's limits (resources/message.mdx, Embed Limits)
@@ -73,6 +73,81 @@ def render_report(report: QuotaReport) -> discord.Embed:
         if shown == FIELDS_MAX or name == "…":
             break
     return embed
+
+
+# --- several accounts (QUOTA_ACCOUNTS_FILE) ---------------------------------------------------------
+
+LEVEL_EMOJI = {"ok": "🟢", "low": "🟠", "critical": "🔴", "unknown": "⚪"}
+# Per-account caps, so that 20 accounts fit in one embed before the fair share below has to cut.
+POOL_NAME_MAX = 80
+POOL_TEXT_MAX = 60
+POOL_SENTENCE_MAX = 200
+
+
+def _figures(report: QuotaReport) -> str:
+    """``12.06 h of 15 h``, ``190 min of 200 min``, ``25 min``: the account's headline without "left"."""
+    if report.remaining is None:
+        return "fast time unknown"
+    if report.total is None:
+        return str(report.remaining)
+    return f"{report.remaining} of {'~' if report.total_derived else ''}{report.total}"
+
+
+def _pool_field(account: AccountReading) -> tuple[str, str]:
+    """(field name, field value) for one account: figures, bar and details, or its one-line reason."""
+    name = discord.utils.escape_markdown(_cut(account.name, POOL_NAME_MAX))
+    report = account.report
+    if report is None:
+        sentence = _cut(user_sentence(account.error) if account.error is not None else "No reading.", POOL_SENTENCE_MAX)
+        return f"✗ {name}", f"*Not in the sum:* {sentence}"
+    first = f"**{_figures(report)}**"
+    if report.percent is not None:
+        first = f"`{report.progress_bar(10)}` {report.percent:.2f}% · {first}"
+    if report.remaining is None:
+        first += " *(not in the sum)*"
+    details = []
+    if report.job_mode:
+        details.append(discord.utils.escape_markdown(_cut(report.job_mode, POOL_TEXT_MAX)))
+    if report.renewal:
+        details.append(f"renews <t:{int(report.renewal.timestamp())}:R>")
+    if (age := report.age_text()) is not None:
+        details.append(f"🕒 {age}")
+    value = first + ("\n" + " · ".join(details) if details else "")
+    return f"{LEVEL_EMOJI[report.level]} {name}", value
+
+
+def render_pool(report: PoolReport) -> discord.Embed:
+    """One embed for several accounts: the sum in the title, the pooled bar, then one field per account
+    (in order), all within 25 fields and 6,000 characters."""
+    lines = []
+    if report.percent is not None:
+        lines.append(f"`{report.progress_bar(20)}` **{report.percent:.2f}%** left")
+    if report.simulated:
+        lines.append(SIMULATED_NOTE)
+    embed = discord.Embed(
+        title=_cut(f"Midjourney fast time: {report.headline}", TITLE_MAX),
+        description=_cut("\n".join(lines), DESCRIPTION_MAX) if lines else None,
+        colour=COLOURS[report.level],
+        timestamp=report.read_at,
+    )
+    embed.set_footer(text="Read" + (" (simulated)" if report.simulated else ""))
+    fields = [_pool_field(a) for a in report.accounts]
+    if len(fields) > FIELDS_MAX:
+        rest = len(fields) - (FIELDS_MAX - 1)
+        fields = fields[: FIELDS_MAX - 1] + [("…", f"{rest} more accounts not shown")]
+    budget = TOTAL_MAX - len(embed)  # title, description and footer already count
+    for index, (name, value) in enumerate(fields):
+        share = budget // (len(fields) - index)  # what a short field leaves over goes to the next ones
+        name = _cut(name, min(FIELD_NAME_MAX, max(2, share // 3)))
+        value = _cut(value, min(FIELD_VALUE_MAX, max(2, share - len(name))))
+        embed.add_field(name=name, value=value, inline=False)
+        budget -= len(name) + len(value)
+    return embed
+
+
+def render_reading(outcome: QuotaReport | PoolReport) -> discord.Embed:
+    """The embed for what the service answered: one account's reading or the pooled one."""
+    return render_pool(outcome) if isinstance(outcome, PoolReport) else render_report(outcome)
 
 
 def render_error(exc: BaseException) -> discord.Embed:

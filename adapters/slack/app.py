@@ -49,12 +49,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.errors import PostError, QuotaError
-from bot.report import QuotaReport
+from bot.report import PoolReport, QuotaReport
 from bot.schedules import ScheduleError, ScheduleManager
 from bot.service import QuotaService
 from bot.settings import Settings
 
-from .render import render_error, render_report, render_text, schedule_added_text, schedule_list_text
+from .render import render_error, render_reading, render_text, schedule_added_text, schedule_list_text
 
 log = logging.getLogger(__name__)
 
@@ -276,17 +276,30 @@ class SlackAdapter:
     # --- /quota ---------------------------------------------------------------------------------
     async def _quota(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         words = (command.get("text") or "").strip()
-        choice = words.lower()
+        tokens = words.lower().split()
         await ack()  # in HTTP mode the ack has already gone out (see `_http`): answers go to the response_url
-        if choice in ("", "public"):
-            self._background(self._answer_quota(respond, public=choice == "public"), "/quota")
+        public = "public" in tokens
+        rest = [t for t in tokens if t != "public"]
+        names = tuple(getattr(self.service, "names", ()))
+        if not rest or (len(rest) == 1 and names and rest[0] not in HELP_WORDS):
+            # `/quota`, `/quota public`, `/quota <account> [public]` (an unknown name gets the list of names)
+            account = rest[0] if rest else None
+            self._background(self._answer_quota(respond, public=public, account=account), "/quota")
             return
-        usage = QUOTA_USAGE if choice in HELP_WORDS else f"I did not understand `{_clip(words)}`. {QUOTA_USAGE}"
+        usage = self._quota_usage(names)
+        usage = usage if rest[0] in HELP_WORDS else f"I did not understand `{_clip(words)}`. {usage}"
         self._background(self._answer_text(respond, "/quota", usage), "/quota")
 
-    async def _answer_quota(self, respond: Any, *, public: bool) -> None:
+    @staticmethod
+    def _quota_usage(names: tuple[str, ...]) -> str:
+        if not names:
+            return QUOTA_USAGE
+        return QUOTA_USAGE + (" `/quota <account>` shows one account (`/quota <account> public` to the channel); "
+                              f"accounts: {', '.join(f'`{n}`' for n in names)}.")
+
+    async def _answer_quota(self, respond: Any, *, public: bool, account: str | None = None) -> None:
         try:
-            blocks, text = render_report(await self.service.get_report())
+            blocks, text = render_reading(await self.service.get_report(account))
         except Exception as exc:
             await self._answer_error(respond, exc, "/quota")
             return
@@ -404,8 +417,8 @@ class SlackAdapter:
         return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
 
     # --- scheduled posts ------------------------------------------------------------------------
-    async def post(self, channel: str, outcome: QuotaReport | QuotaError) -> None:
-        blocks, text = render_report(outcome) if isinstance(outcome, QuotaReport) else render_error(outcome)
+    async def post(self, channel: str, outcome: QuotaReport | PoolReport | QuotaError) -> None:
+        blocks, text = render_error(outcome) if isinstance(outcome, BaseException) else render_reading(outcome)
         try:
             await self.client.chat_postMessage(channel=channel, blocks=blocks, text=text)
         except SlackApiError as exc:

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bot.errors import user_sentence
-from bot.report import QuotaReport
+from bot.report import AccountReading, PoolReport, QuotaReport
 from bot.schedules import ScheduleView
 
 MAX_BLOCKS = 50
@@ -78,6 +78,99 @@ def render_report(report: QuotaReport) -> tuple[list[dict[str, Any]], str]:
         blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": _cut(f, FIELD_TEXT_MAX)} for f in chunk]})
     blocks.append(footer)
     return blocks, fallback_text(report)
+
+
+# --- several accounts (QUOTA_ACCOUNTS_FILE) ---------------------------------------------------------
+
+# Per-account caps (before escaping), so that one account's line stays far inside a section.
+POOL_NAME_MAX = 80
+POOL_TEXT_MAX = 60
+POOL_SENTENCE_MAX = 300
+
+
+def _figures(report: QuotaReport) -> str:
+    """``12.06 h of 15 h``, ``190 min of 200 min``, ``25 min``: the account's headline without "left"."""
+    if report.remaining is None:
+        return "fast time unknown"
+    if report.total is None:
+        return str(report.remaining)
+    return f"{report.remaining} of {'~' if report.total_derived else ''}{report.total}"
+
+
+def pool_line(account: AccountReading) -> str:
+    """One account as mrkdwn: level, *name*, figures; then bar, percent, job mode, renewal and age.
+    A failed account: ``:x: *name*`` and its one-line reason, marked as not in the sum."""
+    name = escape(_cut(account.name, POOL_NAME_MAX))
+    report = account.report
+    if report is None:
+        sentence = user_sentence(account.error) if account.error is not None else "No reading."
+        return f":x: *{name}*: {escape(_cut(sentence, POOL_SENTENCE_MAX))} _(not in the sum)_"
+    first = f"{LEVEL_EMOJI[report.level]} *{name}*  {_figures(report)}"
+    if report.remaining is None:
+        first += " _(not in the sum)_"
+    details = []
+    if report.percent is not None:
+        details.append(f"`{report.progress_bar(10)}` *{report.percent:.2f}%*")
+    if report.job_mode:
+        details.append(escape(_cut(report.job_mode, POOL_TEXT_MAX)))
+    if report.renewal:
+        day = report.renewal.astimezone(timezone.utc).strftime("%Y-%m-%d")
+        details.append(f"renews {slack_date(report.renewal, '{date_short_pretty}', fallback=day)}")
+    if (age := report.age_text()) is not None:
+        details.append(f":clock3: {age}")
+    return first + ("\n" + " · ".join(details) if details else "")
+
+
+def pool_fallback_text(report: PoolReport) -> str:
+    text = f"Midjourney fast time: {report.headline}"
+    if report.percent is not None:
+        text += f" ({report.percent:.2f}%)"
+    return text + (" [simulated]" if report.simulated else "")
+
+
+def render_pool(report: PoolReport) -> tuple[list[dict[str, Any]], str]:
+    """(blocks, plain-text fallback) for several accounts: the sum in the header, the pooled bar, one
+    section per account in order (several per section when there are too many for 50 blocks), a footer."""
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(f"Midjourney fast time: {report.headline}", HEADER_MAX)}},
+    ]
+    if report.percent is not None:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text":
+                       f"{LEVEL_EMOJI[report.level]} `{report.progress_bar(20)}` *{report.percent:.2f}%* left"}})
+    if report.simulated:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": SIMULATED_NOTE}]})
+    blocks.append({"type": "divider"})
+    answered = len([a for a in report.accounts if a.report is not None])
+    footer_text = f"Read {slack_date(report.read_at)} · {answered} of {len(report.accounts)} accounts answered"
+    footer = {"type": "context", "elements": [{"type": "mrkdwn", "text": footer_text
+                                               + (" · simulated" if report.simulated else "")}]}
+    lines = [_cut(pool_line(a), SECTION_TEXT_MAX) for a in report.accounts]
+    room = MAX_BLOCKS - len(blocks) - 1  # keep the footer
+    if len(lines) <= room:
+        groups: list[list[str]] = [[line] for line in lines]
+    else:  # pack several accounts into one section, then say how many did not fit
+        groups = []
+        for index, line in enumerate(lines):
+            if groups and len("\n".join([*groups[-1], line])) <= SECTION_TEXT_MAX:
+                groups[-1].append(line)
+            elif len(groups) < room:
+                groups.append([line])
+            else:
+                hidden = len(lines) - index
+                while len("\n".join(groups[-1])) + 50 > SECTION_TEXT_MAX and len(groups[-1]) > 1:
+                    groups[-1].pop()
+                    hidden += 1
+                groups[-1].append(f"…and {hidden} more accounts not shown")
+                break
+    texts = [_cut("\n".join(group), SECTION_TEXT_MAX) for group in groups]
+    blocks.extend({"type": "section", "text": {"type": "mrkdwn", "text": t}} for t in texts)
+    blocks.append(footer)
+    return blocks, pool_fallback_text(report)
+
+
+def render_reading(outcome: QuotaReport | PoolReport) -> tuple[list[dict[str, Any]], str]:
+    """(blocks, fallback) for what the service answered: one account's reading or the pooled one."""
+    return render_pool(outcome) if isinstance(outcome, PoolReport) else render_report(outcome)
 
 
 def render_error(exc: BaseException) -> tuple[list[dict[str, Any]], str]:

@@ -1,0 +1,200 @@
+"""Several Midjourney accounts: the accounts file (QUOTA_ACCOUNTS_FILE) and the pool that reads them.
+
+The file is TOML (read with the standard library's ``tomllib``)::
+
+    [[account]]
+    name = "studio"                  # shown in replies; [a-z0-9-], unique
+    provider = "useapi"              # nextleg | useapi | linkr | mjproxy | simulated
+    token = "${USEAPI_API_TOKEN}"    # ${VAR} comes from the environment or .env
+    channel = "1234567890"           # the provider's own keys
+
+Every mistake stops start-up with one line naming the file, the account and what is wrong. Each account
+gets its own ``QuotaService`` (single flight, cache, limiter, deadline); ``QuotaPool`` reads them
+concurrently, so a pooled answer takes as long as the slowest account, and one failing account never
+hides the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+from dotenv import dotenv_values
+
+from .errors import QuotaError, UnknownAccount
+from .providers import KINDS, ProviderConfig
+from .report import AccountReading, PoolReport, QuotaReport
+from .service import Listener, QuotaService
+from .settings import SettingsError, _http_url
+
+log = logging.getLogger(__name__)
+
+SINGLE = "default"  # the account name of the one account set in the environment (no accounts file)
+MAX_ACCOUNTS = 20  # what every chat's pooled answer fits (Discord 25 fields, Slack 50 blocks)
+NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
+COMMON_KEYS = ("name", "provider", "token", "base_url")
+OWN_KEYS = {"nextleg": ("path_prefix", "info_method"), "useapi": ("channel",), "linkr": (),
+            "mjproxy": ("account_id",), "simulated": ()}
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    config: ProviderConfig
+
+
+def accounts_from_settings(settings: Any) -> list[Account]:
+    """The accounts file's accounts, or the environment's one account as ``default``."""
+    from .providers import config_from_settings
+
+    if settings.quota_accounts_file:
+        return load_accounts(settings.quota_accounts_file, settings.env_file)
+    return [Account(SINGLE, config_from_settings(settings))]
+
+
+def load_accounts(path: str, env_file: str | None = ".env", environ: Mapping[str, str] | None = None) -> list[Account]:
+    """Read and check the accounts file; raises ``SettingsError`` with one line naming what is wrong."""
+    shown = path
+
+    def fail(reason: str) -> SettingsError:
+        return SettingsError(f"QUOTA_ACCOUNTS_FILE: {shown}: {reason}")
+
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise fail("no such file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot be read ({type(exc).__name__})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise fail(f"is not valid TOML ({exc})") from None
+    extra = sorted(set(data) - {"account"})
+    if extra:
+        raise fail(f"unknown table or key '{extra[0]}' (the file holds [[account]] entries only)")
+    entries = data.get("account")
+    if not isinstance(entries, list) or not entries:
+        raise fail("lists no [[account]]")
+    if len(entries) > MAX_ACCOUNTS:
+        raise fail(f"lists {len(entries)} accounts; at most {MAX_ACCOUNTS} are supported")
+    variables = {**{k: v for k, v in (dotenv_values(env_file) if env_file and os.path.exists(env_file) else {}).items()
+                    if v is not None}, **(os.environ if environ is None else environ)}
+    accounts: list[Account] = []
+    for number, entry in enumerate(entries, 1):
+        accounts.append(_account(entry, number, variables, fail, {a.name for a in accounts}))
+    return accounts
+
+
+def _account(entry: Any, number: int, variables: Mapping[str, str], fail: Callable[[str], SettingsError],
+             taken: set[str]) -> Account:
+    if not isinstance(entry, dict):
+        raise fail(f"account #{number} is not a table")
+    name = entry.get("name")
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise fail(f"account #{number}: name must be 1-32 lowercase letters, digits or '-' (e.g. studio)"
+                   + ("" if name is None else f", not {str(name)[:40]!r}"))
+    if name in taken:
+        raise fail(f"account '{name}': the name is used twice")
+    where = f"account '{name}'"
+    provider = entry.get("provider")
+    if provider not in KINDS:
+        raise fail(f"{where}: provider must be one of {', '.join(KINDS)}"
+                   + ("" if provider is None else f", not {str(provider)[:40]!r}"))
+    allowed = COMMON_KEYS + OWN_KEYS[provider]
+    for key, value in entry.items():
+        if key not in allowed:
+            raise fail(f"{where}: unknown key '{key}' for provider {provider} (keys: {', '.join(allowed)})")
+        if not isinstance(value, str):
+            raise fail(f"{where}: {key} must be a string in quotes")
+    values: dict[str, str] = {}
+    for key, value in entry.items():
+        def lookup(match: re.Match[str], key: str = key) -> str:
+            if match.group(1) not in variables or variables[match.group(1)] == "":
+                raise fail(f"{where}: {key}: ${{{match.group(1)}}} is not set (in the environment or .env)")
+            return variables[match.group(1)]
+        values[key] = _VAR.sub(lookup, value).strip()
+    token = values.get("token") or None
+    if token is None and provider in ("nextleg", "useapi", "linkr"):
+        raise fail(f"{where}: token is required for {provider}")
+    if token is not None and any(ch.isspace() for ch in token):
+        raise fail(f"{where}: token contains spaces or a line break")
+    base_url = values.get("base_url") or None
+    if base_url is not None:
+        try:
+            base_url = _http_url(base_url, "base_url")
+        except ValueError as exc:
+            raise fail(f"{where}: base_url {exc}") from None
+    if provider == "mjproxy" and (base_url is None or not values.get("account_id")):
+        raise fail(f"{where}: mjproxy needs base_url and account_id")
+    method = values.get("info_method", "GET").upper()
+    if method not in ("GET", "POST"):
+        raise fail(f"{where}: info_method must be GET or POST")
+    prefix = values.get("path_prefix", "/v2").strip("/")
+    if prefix and not re.fullmatch(r"[A-Za-z0-9._~/-]+", prefix):
+        raise fail(f"{where}: path_prefix must be a URL path such as /v2")
+    setting = f"the token of account '{name}'"
+    return Account(name, ProviderConfig(provider, token, base_url, channel=values.get("channel") or None,
+                                        account_id=values.get("account_id") or None,
+                                        path_prefix=f"/{prefix}" if prefix else "", info_method=method,
+                                        token_setting=setting))
+
+
+class QuotaPool:
+    """The accounts, each with its own service; the same ``get_report`` as a single ``QuotaService``,
+    plus ``account=`` to read one of them. Without an accounts file (``pooled=False``) it holds the
+    environment's one account as ``default`` and answers exactly as that account's service does."""
+
+    def __init__(self, services: dict[str, QuotaService], *, pooled: bool = True) -> None:
+        self.services = services
+        self.pooled = pooled
+        self.providers = {name: getattr(s.provider, "name", "?") for name, s in services.items()}
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names a command may choose from; none without an accounts file."""
+        return tuple(self.services) if self.pooled else ()
+
+    @property
+    def single(self) -> QuotaService | None:
+        return None if self.pooled else next(iter(self.services.values()))
+
+    @property
+    def simulated(self) -> bool:
+        return all(s.simulated for s in self.services.values())
+
+    def subscribe(self, listener: Callable[[str, QuotaReport], Any]) -> None:
+        """``listener(account, report)`` after every fresh reading of any account."""
+        for name, service in self.services.items():
+            service.subscribe(_bind(listener, name))
+
+    async def get_report(self, account: str | None = None) -> QuotaReport | PoolReport:
+        if self.single is not None:
+            return await self.single.get_report(account)
+        if account is not None:
+            service = self.services.get(account)
+            if service is None:
+                raise UnknownAccount(account, self.names)
+            return await service.get_report()
+        outcomes = await asyncio.gather(*(s.get_report() for s in self.services.values()), return_exceptions=True)
+        readings = []
+        for (name, service), outcome in zip(self.services.items(), outcomes):
+            if isinstance(outcome, QuotaReport):
+                readings.append(AccountReading(name, self.providers[name], report=outcome))
+            else:
+                if not isinstance(outcome, QuotaError):
+                    log.error("account %s: reading failed unexpectedly", name, exc_info=outcome)
+                readings.append(AccountReading(name, self.providers[name], error=outcome))  # type: ignore[arg-type]
+        return PoolReport(tuple(readings), datetime.now(timezone.utc))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(s.close() for s in self.services.values()), return_exceptions=True)
+
+
+def _bind(listener: Callable[[str, QuotaReport], Any], name: str) -> Listener:
+    return lambda report: listener(name, report)
