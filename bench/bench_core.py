@@ -83,6 +83,35 @@ async def concurrent_callers(n: int) -> int:
         await sim.stop()
 
 
+async def accounts_burst(n_accounts: int = 20, callers: int = 200, seed: int = 7) -> bool:
+    """20 accounts (each its own simulator, completion 1–4 s), 200 concurrent pooled /quota: one ask per
+    account, and the pooled answer within 50 ms of the slowest account's own reading."""
+    from bot.accounts import QuotaPool
+
+    rng = random.Random(seed)
+    sims = [UpstreamSimulator(complete_after=rng.uniform(1.0, 4.0)) for _ in range(n_accounts)]
+    for sim in sims:
+        await sim.start()
+    providers = [NextLegProvider(base_url=sim.base_url, token=TOKEN) for sim in sims]
+    pool = QuotaPool({f"acct-{i:02d}": QuotaService(p) for i, p in enumerate(providers)})
+    try:
+        started = time.monotonic()
+        answers = await asyncio.gather(*(pool.get_report() for _ in range(callers)))
+        pooled = time.monotonic() - started
+        asks = [len(sim.asks) for sim in sims]
+        slowest = max(p.last_stats["seconds"] + p.last_stats["queued"] for p in providers)
+        every = all(len(a.answered) == n_accounts for a in answers)
+    finally:
+        await pool.close()
+        for sim in sims:
+            await sim.stop()
+    over = (pooled - slowest) * 1000
+    print(f"\n{n_accounts} accounts, {callers} concurrent pooled /quota: asks per account {min(asks)}–{max(asks)} "
+          f"(target exactly 1); pooled answer {pooled:.3f} s, slowest account alone {slowest:.3f} s: "
+          f"+{over:.1f} ms (target ≤ 50 ms); every answer has all {n_accounts} accounts: {every}")
+    return set(asks) == {1} and over <= 50 and every
+
+
 async def main(readings: int, seed: int) -> int:
     draws = _draws(seed, readings)
     # each reading is another account; their asks are spread over 5 s as in life, not one burst
@@ -117,7 +146,13 @@ async def main(readings: int, seed: int) -> int:
           f"{blind['polls']:.2f} polls")
     met = ratio <= 1 / 3 and mine["polls"] <= base["polls"] and asks == 1
     print("targets met" if met else "TARGETS NOT MET")
-    return 0 if met else 1
+    pooled = await accounts_burst()
+    print("accounts target met" if pooled else "ACCOUNTS TARGET NOT MET")
+    print("\n== providers (bench.bench_providers)")
+    from bench import bench_providers
+
+    providers = await bench_providers.main(20, seed) == 0
+    return 0 if met and pooled and providers else 1
 
 
 if __name__ == "__main__":

@@ -153,6 +153,7 @@ class QuotaPool:
     def __init__(self, services: dict[str, QuotaService], *, pooled: bool = True) -> None:
         self.services = services
         self.pooled = pooled
+        self._inflight: asyncio.Task[PoolReport] | None = None
         self.providers = {name: getattr(s.provider, "name", "?") for name, s in services.items()}
 
     @property
@@ -181,6 +182,18 @@ class QuotaPool:
             if service is None:
                 raise UnknownAccount(account, self.names)
             return await service.get_report()
+        # callers at the same moment share one pooled read (each account is single-flight anyway; this
+        # spares a burst of 200 /quota the 200 × N waits and N-account summaries)
+        if self._inflight is None:
+            self._inflight = asyncio.get_running_loop().create_task(self._read_all(), name="pooled-reading")
+            self._inflight.add_done_callback(self._clear)
+        return await asyncio.shield(self._inflight)
+
+    def _clear(self, task: asyncio.Task[PoolReport]) -> None:
+        if self._inflight is task:
+            self._inflight = None
+
+    async def _read_all(self) -> PoolReport:
         outcomes = await asyncio.gather(*(s.get_report() for s in self.services.values()), return_exceptions=True)
         readings = []
         for (name, service), outcome in zip(self.services.items(), outcomes):
@@ -193,6 +206,8 @@ class QuotaPool:
         return PoolReport(tuple(readings), datetime.now(timezone.utc))
 
     async def close(self) -> None:
+        if self._inflight is not None:
+            self._inflight.cancel()
         await asyncio.gather(*(s.close() for s in self.services.values()), return_exceptions=True)
 
 
