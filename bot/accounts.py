@@ -23,7 +23,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 from dotenv import dotenv_values
 
@@ -142,7 +142,7 @@ def _account(entry: Any, number: int, variables: Mapping[str, str], fail: Callab
     return Account(name, ProviderConfig(provider, token, base_url, channel=values.get("channel") or None,
                                         account_id=values.get("account_id") or None,
                                         path_prefix=f"/{prefix}" if prefix else "", info_method=method,
-                                        token_setting=setting))
+                                        token_setting=setting, account=name))
 
 
 class QuotaPool:
@@ -150,11 +150,14 @@ class QuotaPool:
     plus ``account=`` to read one of them. Without an accounts file (``pooled=False``) it holds the
     environment's one account as ``default`` and answers exactly as that account's service does."""
 
-    def __init__(self, services: dict[str, QuotaService], *, pooled: bool = True) -> None:
+    def __init__(self, services: dict[str, QuotaService], *, pooled: bool = True,
+                 annotate: Callable[[Any, str | None], Awaitable[Any]] | None = None) -> None:
         self.services = services
         self.pooled = pooled
+        self.annotate = annotate  # bot.history: the forecast put on every answer
         self._inflight: asyncio.Task[PoolReport] | None = None
-        self.providers = {name: getattr(s.provider, "name", "?") for name, s in services.items()}
+        self.providers = {name: "simulated" if s.simulated else getattr(s.provider, "name", "?")
+                          for name, s in services.items()}
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -176,12 +179,12 @@ class QuotaPool:
 
     async def get_report(self, account: str | None = None) -> QuotaReport | PoolReport:
         if self.single is not None:
-            return await self.single.get_report(account)
+            return await self._annotated(await self.single.get_report(account), SINGLE)
         if account is not None:
             service = self.services.get(account)
             if service is None:
                 raise UnknownAccount(account, self.names)
-            return await service.get_report()
+            return await self._annotated(await service.get_report(), account)
         # callers at the same moment share one pooled read (each account is single-flight anyway; this
         # spares a burst of 200 /quota the 200 × N waits and N-account summaries)
         if self._inflight is None:
@@ -203,7 +206,10 @@ class QuotaPool:
                 if not isinstance(outcome, QuotaError):
                     log.error("account %s: reading failed unexpectedly", name, exc_info=outcome)
                 readings.append(AccountReading(name, self.providers[name], error=outcome))  # type: ignore[arg-type]
-        return PoolReport(tuple(readings), datetime.now(timezone.utc))
+        return await self._annotated(PoolReport(tuple(readings), datetime.now(timezone.utc)), None)
+
+    async def _annotated(self, outcome: Any, account: str | None) -> Any:
+        return outcome if self.annotate is None else await self.annotate(outcome, account)
 
     async def close(self) -> None:
         if self._inflight is not None:

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     quota_provider: ProviderName | None = None
     quota_read_timeout: float | None = Field(None, gt=0, le=840)  # alias of NEXTLEG_POLL_TIMEOUT; wins
     quota_accounts_file: str | None = None  # TOML listing several accounts (bot.accounts)
+    quota_sample_every: Annotated[float | None, NoDecode] = None  # background readings; None: the default
+    quota_history_days: float = Field(400.0, gt=0, le=3650)
     useapi_api_token: SecretStr | None = None
     useapi_base_url: str = "https://api.useapi.net"
     useapi_channel: str | None = None
@@ -184,6 +186,18 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an IANA time zone name (e.g. UTC, Europe/Berlin)") from None
         return value.strip()
 
+    @field_validator("quota_sample_every", mode="before")
+    @classmethod
+    def _sample_every(cls, value: Any) -> float | None:
+        if value is None:
+            return None
+        if str(value).strip().lower() in ("off", "0", "no", "false", "none"):
+            return 0.0
+        seconds = parse_duration(value)
+        if seconds < 900:
+            raise ValueError("must be at least 15m (or off); each reading runs /info in Discord")
+        return seconds
+
     @field_validator("quota_schedule_grace", mode="before")
     @classmethod
     def _grace(cls, value: Any) -> float:
@@ -208,6 +222,9 @@ class Settings(BaseSettings):
     def _provider(self) -> "Settings":
         chosen = self.quota_provider
         given = [name for name, setting in PROVIDER_CREDENTIALS.items() if getattr(self, setting.lower()) is not None]
+        if self.quota_accounts_file:  # the accounts come from the file; these settings only feed its ${VAR}s
+            self._chosen = chosen or (given[0] if given else "simulated")
+            return self
         if chosen is None and len(given) > 1:
             both = " and ".join(PROVIDER_CREDENTIALS[name] for name in given)
             raise ValueError(f"QUOTA_PROVIDER: {both} are all set; set QUOTA_PROVIDER to the provider to use "
@@ -240,6 +257,13 @@ class Settings(BaseSettings):
     def provider(self) -> str:
         """The provider in use: QUOTA_PROVIDER, else the one whose credential is set, else simulated."""
         return self._chosen
+
+    def sample_every(self, simulated: bool) -> float | None:
+        """Seconds between background readings: QUOTA_SAMPLE_EVERY; by default 6 h with a real provider,
+        off when every account is simulated; None when off."""
+        if self.quota_sample_every is None:
+            return None if simulated else 6 * 3600.0
+        return self.quota_sample_every or None
 
     @property
     def env_file(self) -> str | None:

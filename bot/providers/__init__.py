@@ -52,6 +52,7 @@ class ProviderConfig:
     path_prefix: str = "/v2"  # nextleg
     info_method: str = "GET"  # nextleg
     token_setting: str = ""
+    account: str | None = None  # its name in QUOTA_ACCOUNTS_FILE (sentences then name the file's keys)
 
     @property
     def label(self) -> str:
@@ -78,8 +79,12 @@ def create_provider(config: ProviderConfig, **options: Any) -> Provider:
         kwargs.update(path_prefix=config.path_prefix, info_method=config.info_method)
     elif config.kind == "useapi":
         kwargs.update(channel=config.channel)
+        if config.account:
+            kwargs.update(channel_setting=f"channel in account '{config.account}' of QUOTA_ACCOUNTS_FILE")
     elif config.kind == "mjproxy":
         kwargs.update(account_id=config.account_id, token=config.token or None)
+        if config.account:
+            kwargs.update(account_setting=f"account_id in account '{config.account}' of QUOTA_ACCOUNTS_FILE")
     return cls(**kwargs)
 
 

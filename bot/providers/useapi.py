@@ -63,15 +63,19 @@ class ChannelRequired(QuotaError):
     code = "channel_required"
     user_message = "useapi.net has several Midjourney channels: set USEAPI_CHANNEL to the one to read."
 
+    def __init__(self, detail: str = "", setting: str = "USEAPI_CHANNEL") -> None:
+        super().__init__(detail, user_message=f"useapi.net has several Midjourney channels: set {setting} to the "
+                                              "one to read.")
+
 
 class ChannelNotFound(QuotaError):
     """404 on the ask with a channel set: useapi knows no such channel."""
 
     code = "channel_not_found"
 
-    def __init__(self, channel: str, detail: str = "") -> None:
+    def __init__(self, channel: str, detail: str = "", setting: str = "USEAPI_CHANNEL") -> None:
         super().__init__(detail, user_message=f"useapi.net has no Midjourney channel {_clip(channel, 40)}: "
-                                              "check USEAPI_CHANNEL.")
+                                              f"check {setting}.")
 
 
 class JobGone(Expired):
@@ -129,9 +133,10 @@ class UseapiProvider(HttpProvider):
     default_interval = 3.0
 
     def __init__(self, *, base_url: str = "https://api.useapi.net", token: str, channel: str | None = None,
-                 **options: Any) -> None:
+                 channel_setting: str = "USEAPI_CHANNEL", **options: Any) -> None:
         options.setdefault("token_setting", "USEAPI_API_TOKEN")
         super().__init__(base_url=base_url, token=token, **options)
+        self.channel_setting = channel_setting  # how sentences name the channel setting
         self._channel = str(channel).strip() if channel is not None and str(channel).strip() else None
         self._ask_url = f"{self._base}/v3/midjourney/jobs/info"
         self._jobs_root = str(yarl.URL(f"{self._base}/v3/midjourney/jobs/"))
@@ -171,9 +176,9 @@ class UseapiProvider(HttpProvider):
         if status == 596:
             return ModerationBlocked(detail)
         if status == 400 and "channel" in error.lower() and "required" in error.lower():
-            return ChannelRequired(detail)
+            return ChannelRequired(detail, self.channel_setting)
         if status == 404 and on_ask and self._channel and "channel" in error.lower():
-            return ChannelNotFound(self._channel, detail)
+            return ChannelNotFound(self._channel, detail, self.channel_setting)
         if status in (404, 410) and not on_ask:
             return JobGone(status, detail)
         if status == 429:
