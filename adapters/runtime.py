@@ -12,6 +12,7 @@ import logging
 import signal
 import time
 from contextlib import AsyncExitStack
+from zoneinfo import ZoneInfo
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from aiohttp import web
 from bot import __version__
 from bot.service import QuotaService
 from bot.settings import Settings, SettingsError
-from bot.simulator import UpstreamSimulator
+from bot.simulator import UpstreamSimulator, demo_content
 from bot.accounts import Account, QuotaPool, accounts_from_settings
 from bot.providers import create_provider
 from bot.providers.nextleg import NextLegProvider
@@ -44,6 +45,7 @@ class Core:
     pool: QuotaPool
     accounts: list[Account]
     simulator: UpstreamSimulator | None = None
+    history: Any = None  # bot.history.History once a store is open
 
     @property
     def service(self) -> QuotaPool:  # what adapters and the scheduler ask
@@ -64,7 +66,7 @@ async def build_core(settings: Settings) -> Core:
         config = account.config
         if config.kind == "simulated":
             if simulator is None:
-                simulator = UpstreamSimulator(prefix=config.path_prefix or "/v2")
+                simulator = UpstreamSimulator(prefix=config.path_prefix or "/v2", content=demo_content)
                 await simulator.start()
                 log.info("readings of %s come from the built-in simulated upstream at %s",
                          "the account" if not settings.quota_accounts_file else "simulated accounts", simulator.base_url)
@@ -77,6 +79,18 @@ async def build_core(settings: Settings) -> Core:
         services[account.name] = QuotaService(provider, cache_seconds=settings.quota_cache_seconds)
     pool = QuotaPool(services, pooled=bool(settings.quota_accounts_file))
     return Core(settings, pool, accounts, simulator)
+
+
+def attach_history(settings: Settings, core: Core, store: Any) -> Any:
+    """Every reading is stored and every answer carries its forecast (bot.history)."""
+    from bot.history import History
+
+    core.pool.subscribe(lambda account, report: store.record_reading(report, account=account))
+    history = History(store, core.pool, sample_every=settings.sample_every(core.pool.simulated),
+                      keep_days=settings.quota_history_days, tz=ZoneInfo(settings.quota_timezone))
+    core.pool.annotate = history.annotate
+    core.history = history
+    return history
 
 
 # platform → (the setting that turns it on, its package)
@@ -162,7 +176,9 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
         except SettingsError as exc:
             raise StartupError(str(exc)) from None
         stack.push_async_callback(core.close)
-        core.pool.subscribe(lambda account, report: store.record_reading(report, account=account))
+        history = attach_history(settings, core, store)
+        await history.start()
+        stack.push_async_callback(history.stop)
 
         posters: dict[str, Any] = {}
         scheduler = Scheduler(store, core.service, posters, timezone=settings.quota_timezone,

@@ -72,6 +72,8 @@ class QuotaReport:
     message_id: str | None = None
     responded_at: datetime | None = None
     total_derived: bool = False
+    forecast: Any = None  # bot.forecast.Forecast, put on by bot.history (pace and run-out)
+    pace: str | None = None  # the forecast's one line, shown under the headline
 
     @property
     def other_fields(self) -> tuple[tuple[str, str], ...]:
@@ -133,6 +135,7 @@ class QuotaReport:
             "renewal_iso": None if self.renewal is None else self.renewal.isoformat(),
             "read_at": self.read_at.isoformat(),
             "age_seconds": round(self.age_seconds()),
+            **forecast_json(self.forecast, self.renewal),
             "simulated": self.simulated,
             "fields": dict(self.fields),
         }
@@ -175,6 +178,8 @@ class PoolReport:
 
     accounts: tuple[AccountReading, ...]
     read_at: datetime
+    forecast: Any = None  # the pool's forecast (bot.forecast.combine)
+    pace: str | None = None
 
     @property
     def answered(self) -> tuple[AccountReading, ...]:
@@ -237,9 +242,24 @@ class PoolReport:
                 entry["error"] = {"code": getattr(a.error, "code", "error"), "message": _sentence(a.error)}
             accounts.append(entry)
         return {"remaining": self.remaining_hours, "total": self.total_hours, "percent": self.percent,
-                "unit": "hours", "level": self.level, "accounts_answered": len(self.answered),
+                "unit": "hours", "level": self.level, **forecast_json(self.forecast, None),
+                "accounts_answered": len(self.answered),
                 "accounts_total": len(self.accounts), "read_at": self.read_at.isoformat(),
                 "simulated": self.simulated, "accounts": accounts}
+
+
+def forecast_json(forecast: Any, renewal: datetime | None) -> dict[str, Any]:
+    """The forecast fields of the JSON answer: numbers and Unix seconds, null when unknown."""
+    enough = forecast is not None and getattr(forecast, "enough", False)
+
+    def seconds(value: Any) -> int | None:
+        return None if value is None else int(value)
+
+    known = seconds(getattr(forecast, "renewal", None)) if forecast is not None else None
+    return {"pace_per_day": round(forecast.pace_per_day, 3) if enough and forecast.pace_per_day is not None else None,
+            "runs_out_at": seconds(forecast.runs_out_at) if enough else None,
+            "renewal": known if known is not None else (None if renewal is None else int(renewal.timestamp())),
+            "lasts_to_renewal": forecast.lasts_to_renewal if enough else None}
 
 
 def _sentence(exc: Exception | None) -> str:

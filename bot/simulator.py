@@ -41,6 +41,62 @@ def default_content(reading: int) -> dict[str, Any]:
     }
 
 
+# --- the demo account: a plausible past and present for `quota-bot run` with no credentials --------
+# A Standard plan (15 h) that renews every 30 days and is spent in bursts (about every 3 days) at
+# ~0.42 h/day on average: the seeded history and the live simulator follow the same curve, so the
+# first `/quota` already shows a pace line and `/quota history` a chart.
+DEMO_TOTAL = 15.0
+DEMO_CYCLE = 30 * 86400.0
+DEMO_ANCHOR = 1794096000.0  # 2026-11-08T00:00Z: renewals fall every DEMO_CYCLE from here (and before)
+DEMO_RATE = 0.42  # hours a day
+_BURST = 2 * math.pi / 3.0  # one burst of use about every 3 days
+
+
+def demo_cycle(at: float) -> tuple[float, float]:
+    """(start of the cycle ``at`` falls in, its renewal)."""
+    start = DEMO_ANCHOR + math.floor((at - DEMO_ANCHOR) / DEMO_CYCLE) * DEMO_CYCLE
+    return start, start + DEMO_CYCLE
+
+
+def demo_remaining(at: float) -> float:
+    """Hours left at ``at``: monotone within a cycle (d − sin(ωd)/ω never decreases), reset at renewal."""
+    days = (at - demo_cycle(at)[0]) / 86400
+    used = DEMO_RATE * (days - math.sin(_BURST * days) / _BURST)
+    return round(max(0.0, DEMO_TOTAL - used), 2)
+
+
+def demo_history(now: float, days: int = 30, every: float = 2 * 3600) -> list[tuple[float, float, float, float]]:
+    """(read_at, remaining, total, renewal) every ``every`` seconds (jittered, deterministic) up to now."""
+    rows = []
+    at = now - days * 86400
+    step = 0
+    while at < now - 60:
+        jitter = ((step * 7919) % 1000) / 1000 * 0.3 * every
+        moment = at + jitter
+        rows.append((moment, demo_remaining(moment), DEMO_TOTAL, demo_cycle(moment)[1]))
+        at += every
+        step += 1
+    return rows
+
+
+def demo_content(reading: int) -> dict[str, Any]:
+    """The demo account now (``reading`` is unused: the figures follow the clock, not the count)."""
+    now = time.time()
+    remaining = demo_remaining(now)
+    return {
+        "User ID": "000000000000000000",
+        "Subscription": f"Standard (Active monthly, renews next on <t:{int(demo_cycle(now)[1])}>)",
+        "Job Mode": "Fast",
+        "Visibility Mode": "Public",
+        "Fast Time Remaining": f"{remaining:.2f}/{DEMO_TOTAL:.1f} hours ({remaining / DEMO_TOTAL * 100:.2f}%)",
+        "Lifetime Usage": "1234 images (56.78 hours)",
+        "Relaxed Usage": "10 images (0.50 hours)",
+        "Queued Jobs (fast)": "0",
+        "Queued Jobs (relax)": "0",
+        "Running Jobs": "None",
+    }
+
+
 @dataclass
 class Scripted:
     """One scripted HTTP answer that replaces the normal one (for failure scenarios)."""

@@ -163,6 +163,43 @@ class Store:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in await cursor.fetchall()]
 
+    async def history(self, account: str, since: float, simulated: bool) -> list[tuple[float, float, float | None, float | None]]:
+        """(read_at, remaining hours, total hours, renewal) of one account since ``since``, oldest first;
+        simulated readings and real ones never mix. Minutes are converted to hours."""
+        cursor = await self._db.execute(
+            "SELECT read_at, remaining, total, unit, renewal FROM readings WHERE account = ? AND simulated = ?"
+            " AND read_at >= ? AND remaining IS NOT NULL ORDER BY read_at, id", (account, int(simulated), since))
+        rows = []
+        for read_at, remaining, total, unit, renewal in await cursor.fetchall():
+            scale = 1 / 60 if unit == "minutes" else 1.0
+            rows.append((read_at, remaining * scale, None if total is None else total * scale, renewal))
+        return rows
+
+    async def latest_reading_at(self, account: str) -> float | None:
+        cursor = await self._db.execute("SELECT MAX(read_at) FROM readings WHERE account = ?", (account,))
+        row = await cursor.fetchone()
+        return row[0] if row else None
+
+    async def has_readings(self, account: str, simulated: bool) -> bool:
+        cursor = await self._db.execute("SELECT 1 FROM readings WHERE account = ? AND simulated = ? LIMIT 1",
+                                        (account, int(simulated)))
+        return await cursor.fetchone() is not None
+
+    async def record_history(self, account: str, rows: Iterable[tuple[float, float, float, float | None]],
+                             simulated: bool) -> None:
+        """Many (read_at, remaining h, total h, renewal) readings at once (the demo's past)."""
+        await self._db.executemany(
+            "INSERT INTO readings (read_at, remaining, total, percent, unit, job_mode, plan, renewal, simulated, account)"
+            " VALUES (?, ?, ?, ?, 'hours', 'Fast', 'Standard', ?, ?, ?)",
+            [(at, rem, tot, round(rem / tot * 100, 2) if tot else None, ren, int(simulated), account)
+             for at, rem, tot, ren in rows])
+        await self._db.commit()
+
+    async def prune_readings(self, before: float) -> int:
+        cursor = await self._db.execute("DELETE FROM readings WHERE read_at < ?", (before,))
+        await self._db.commit()
+        return cursor.rowcount
+
     # --- schedules ------------------------------------------------------------------------------
     async def add_schedule(self, platform: str, channel: str, when_text: str, timezone: str, source: str,
                            anchor: float, created_by: str = "") -> ScheduleRow:

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from bot import __version__
 from bot.errors import QuotaError, user_sentence
@@ -30,13 +30,28 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quota-bot", description="Midjourney fast-time quota bot")
     parser.add_argument("--version", action="version", version=f"quota-bot {__version__}")
     parser.add_argument("--env-file", default=".env", help="settings file to read (default: .env; the environment wins)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,quota,check}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,quota,history,check}")
     sub.add_parser("run", help="start the HTTP server and every configured chat adapter")
     quota = sub.add_parser("quota", help="print one reading and exit")
     quota.add_argument("--json", action="store_true", help="print one JSON document")
     quota.add_argument("--account", metavar="NAME", help="only this account of QUOTA_ACCOUNTS_FILE")
     sub.add_parser("check", help="validate the settings, make one upstream call, say what works")
+    history = sub.add_parser("history", help="the fast time of the last days: pace, forecast, a chart")
+    history.add_argument("--days", type=_days, default=30, help="how many days back (1-400, default 30)")
+    history.add_argument("--account", metavar="NAME", help="only this account of QUOTA_ACCOUNTS_FILE")
+    history.add_argument("--json", action="store_true", help="print one JSON document")
+    history.add_argument("--png", metavar="FILE", help="also write the chart (1200x600 PNG) to FILE")
     return parser
+
+
+def _days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a whole number of days") from None
+    if not 1 <= days <= 400:
+        raise argparse.ArgumentTypeError("must be between 1 and 400")
+    return days
 
 
 def _fail(line: str, code: int, detail: str = "") -> int:
@@ -80,9 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run(settings))
         if args.command == "quota":
             return asyncio.run(_quota(settings, args.json, args.account))
+        if args.command == "history":
+            return asyncio.run(_history(settings, args))
         return asyncio.run(_check(settings))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `quota-bot history --json | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0
 
 
 async def _run(settings: Settings) -> int:
@@ -95,20 +115,76 @@ async def _run(settings: Settings) -> int:
     return 0
 
 
+async def _with_history(settings: Settings, core: Any) -> Any:
+    """The store and the history behind the pace line; None (and a log line) when the database cannot
+    be used: the reading is still printed, without its forecast."""
+    from adapters.runtime import attach_history
+    from bot.store import Store, StoreError
+
+    try:
+        store = await Store.open(settings.database_path)
+    except StoreError as exc:
+        log.warning("no history: %s", exc)
+        return None
+    history = attach_history(settings, core, store)
+    await history.seed_demo()
+    return store
+
+
 async def _quota(settings: Settings, as_json: bool, account: str | None = None) -> int:
     from adapters.runtime import build_core
 
     core = await build_core(settings)
+    store = await _with_history(settings, core)
     try:
         report = await core.pool.get_report(account)
     except Exception as exc:  # typed errors and bugs alike: a sentence and its detail, never a traceback
         return _fail_reading(exc)
     finally:
         await core.close()
+        if store is not None:
+            await store.close()
     print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if as_json else render_reading(report))
     if isinstance(report, PoolReport) and not report.answered:
         return 1  # every account failed: the output says why, the exit code says it failed
     return 0
+
+
+async def _history(settings: Settings, args: argparse.Namespace) -> int:
+    """What the stored readings say: no upstream call (background readings and commands make them)."""
+    from zoneinfo import ZoneInfo
+
+    from adapters.runtime import build_core
+    from bot.chart import render_png_async
+    from bot.errors import UnknownAccount
+    from bot.history import chart_spec
+
+    from .render import render_history
+
+    core = await build_core(settings)
+    store = await _with_history(settings, core)
+    try:
+        if store is None:
+            return _fail(f"no history: the database of DATABASE_URL cannot be used", 1)
+        if args.account is not None and args.account not in core.pool.services or (
+                args.account is not None and not core.pool.names):
+            return _fail(UnknownAccount(args.account, core.pool.names).user_message, 1)
+        data = await core.history.data(args.days, args.account)
+        if args.png:
+            png = await render_png_async(chart_spec(data, tz=ZoneInfo(settings.quota_timezone)))
+            try:
+                with open(args.png, "wb") as handle:
+                    handle.write(png)
+            except OSError as exc:
+                return _fail(f"--png: cannot write {args.png}: {exc.strerror or exc}", 1)
+        print(json.dumps(data.to_json(), ensure_ascii=False, indent=2) if args.json else render_history(data))
+        if args.png and not args.json:
+            print(f"  chart written to {os.path.abspath(args.png)}")
+        return 0
+    finally:
+        await core.close()
+        if store is not None:
+            await store.close()
 
 
 async def _check(settings: Settings) -> int:

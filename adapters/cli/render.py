@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from bot.errors import user_sentence
 from bot.report import AccountReading, PoolReport, QuotaReport
+
+if TYPE_CHECKING:
+    from bot.history import HistoryData
 
 _LEVEL_WORD = {"ok": "OK", "low": "LOW", "critical": "CRITICAL", "unknown": "?"}
 
@@ -29,6 +33,8 @@ def render_report(report: QuotaReport, width: int = 24) -> str:
     if report.simulated:
         lines.append("[SIMULATED reading: no provider credentials are set; figures are made up]")
     lines.append(f"Midjourney fast time: {report.headline}")
+    if report.pace:
+        lines.append(f"  {report.pace}")
     if report.percent is not None:
         lines.append(f"  [{report.progress_bar(width, '#', '-')}] {report.percent:.2f}%  {_LEVEL_WORD[report.level]}")
     rows: list[tuple[str, str]] = []
@@ -90,6 +96,8 @@ def render_pool(report: PoolReport, width: int = 24) -> str:
     if report.simulated:
         lines.append("[SIMULATED reading: no provider credentials are set; figures are made up]")
     lines.append(f"Midjourney fast time: {report.headline}")
+    if report.pace:
+        lines.append(f"  {report.pace}")
     if report.percent is not None:
         lines.append(f"  [{report.progress_bar(width, '#', '-')}] {report.percent:.2f}%  {_LEVEL_WORD[report.level]}")
     rows = [_pool_row(a) for a in report.accounts]
@@ -108,3 +116,24 @@ def render_pool(report: PoolReport, width: int = 24) -> str:
 def render_reading(outcome: QuotaReport | PoolReport) -> str:
     """The text for what the service answered: one account's reading or the pooled one."""
     return render_pool(outcome) if isinstance(outcome, PoolReport) else render_report(outcome)
+
+
+def render_history(data: "HistoryData", width: int = 48) -> str:
+    """The console and CLI history: a sparkline per account (and the pool), the pace line, the figures."""
+    from bot.chart import sparkline
+    from bot.history import summary_line
+
+    several = len(data.series) > 1
+    title = f"Midjourney fast time, last {data.days} days" + (" (all accounts)" if several else "")
+    lines = (["[SIMULATED history: the figures are made up]"] if data.simulated else []) + [title]
+    rows = [(name, points) for name, points in data.series.items()]
+    if data.pooled:
+        rows.append(("pool", data.pooled))
+    pad = max((len(name) for name, _ in rows), default=0) if several else 0
+    for name, points in rows:
+        label = f"{name.ljust(pad)}  " if several else ""
+        now = f"  {points[-1][1]:.1f} h now" if points else "  no readings"
+        lines.append(f"  {label}{sparkline([v for _, v in points], width) or '-' * width}{now}")
+    lines.append(f"  {data.pace}")
+    lines.append(f"  {summary_line(data)}")
+    return "\n".join(lines)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import discord
 
 from bot.errors import user_sentence
 from bot.report import AccountReading, PoolReport, QuotaReport
 from bot.schedules import ScheduleView
+
+if TYPE_CHECKING:
+    from bot.history import HistoryData
 
 # Discord's limits (resources/message.mdx, Embed Limits)
 TITLE_MAX = 256
@@ -31,6 +36,8 @@ def render_report(report: QuotaReport) -> discord.Embed:
     lines = []
     if report.percent is not None:
         lines.append(f"`{report.progress_bar(20)}` **{report.percent:.2f}%** left")
+    if report.pace:
+        lines.append(f"📈 {report.pace}")
     if report.remaining is not None and report.remaining.unit == "minutes":
         lines.append(f"({report.remaining.hours:.2f} h)")
     if report.simulated:
@@ -122,6 +129,8 @@ def render_pool(report: PoolReport) -> discord.Embed:
     lines = []
     if report.percent is not None:
         lines.append(f"`{report.progress_bar(20)}` **{report.percent:.2f}%** left")
+    if report.pace:
+        lines.append(f"📈 {report.pace}")
     if report.simulated:
         lines.append(SIMULATED_NOTE)
     embed = discord.Embed(
@@ -176,3 +185,23 @@ def schedule_list_text(views: list[ScheduleView]) -> str:
     if not views:
         return "No quota schedules yet. Add one with `/quota-schedule add`."
     return "\n".join(schedule_line(v) for v in views)
+
+
+CHART_FILENAME = "quota-history.png"
+
+
+def render_history(data: "HistoryData", with_chart: bool = True) -> discord.Embed:
+    """The `/quota-history` answer: the pace line and the figures, the chart as the embed's image
+    (the PNG goes along as an attachment named CHART_FILENAME)."""
+    from bot.history import summary_line
+
+    several = len(data.series) > 1
+    lines = [f"📈 {data.pace}", summary_line(data)]
+    if data.simulated:
+        lines.append(SIMULATED_NOTE)
+    embed = discord.Embed(title=_cut(f"Midjourney fast time, last {data.days} days" + (" (all accounts)" if several else ""),
+                                     TITLE_MAX),
+                          description=_cut("\n".join(lines), DESCRIPTION_MAX), colour=COLOURS["ok"])
+    if with_chart:
+        embed.set_image(url=f"attachment://{CHART_FILENAME}")
+    return embed

@@ -3,12 +3,17 @@ Readings, error sentences and the `/quota-schedule` answers are all shaped here.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from datetime import datetime, timezone
 from typing import Any
 
 from bot.errors import user_sentence
 from bot.report import AccountReading, PoolReport, QuotaReport
 from bot.schedules import ScheduleView
+
+if TYPE_CHECKING:
+    from bot.history import HistoryData
 
 MAX_BLOCKS = 50
 SECTION_TEXT_MAX = 3000
@@ -53,6 +58,9 @@ def render_report(report: QuotaReport) -> tuple[list[dict[str, Any]], str]:
     if report.percent is not None:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text":
                        f"{LEVEL_EMOJI[report.level]} `{report.progress_bar(20)}` *{report.percent:.2f}%* left"}})
+    if report.pace:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
+                       f":chart_with_downwards_trend: {escape(_cut(report.pace, 500))}"}]})
     if report.simulated:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": SIMULATED_NOTE}]})
     if (age := report.age_text()) is not None:
@@ -137,6 +145,9 @@ def render_pool(report: PoolReport) -> tuple[list[dict[str, Any]], str]:
     if report.percent is not None:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text":
                        f"{LEVEL_EMOJI[report.level]} `{report.progress_bar(20)}` *{report.percent:.2f}%* left"}})
+    if report.pace:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
+                       f":chart_with_downwards_trend: {escape(_cut(report.pace, 500))}"}]})
     if report.simulated:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": SIMULATED_NOTE}]})
     blocks.append({"type": "divider"})
@@ -217,3 +228,29 @@ def schedule_list_text(views: list[ScheduleView]) -> str:
             break
         shown.append(line)
     return "\n".join(shown) + f"\n…and {len(lines) - len(shown)} more."
+
+
+def render_history(data: "HistoryData", file_id: str | None) -> tuple[list[dict[str, Any]], str]:
+    """`/quota history`: the pace line and the figures, and the chart as an image block that refers to
+    the file the bot uploaded (shared nowhere, so a private answer stays private); without a file
+    (no files:write scope, or the upload failed), a text sparkline instead."""
+    from bot.chart import sparkline
+    from bot.history import summary_line
+
+    several = len(data.series) > 1
+    title = f"Midjourney fast time, last {data.days} days" + (" (all accounts)" if several else "")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(title, HEADER_MAX)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _cut(
+            f":chart_with_downwards_trend: {escape(data.pace)}\n{escape(summary_line(data))}", SECTION_TEXT_MAX)}},
+    ]
+    if data.simulated:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": SIMULATED_NOTE}]})
+    if file_id is not None:
+        blocks.append({"type": "image", "slack_file": {"id": file_id}, "alt_text": _cut(f"{title}. {data.pace}", 2000)})
+    else:
+        rows = list(data.series.items()) + ([("pool", data.pooled)] if data.pooled else [])
+        text = "\n".join(f"`{sparkline([v for _, v in points], 40) or '-' * 40}` {escape(name) if several else ''}"
+                         for name, points in rows)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(text, SECTION_TEXT_MAX)}})
+    return blocks, f"{title}: {data.pace}"

@@ -1,6 +1,7 @@
 """A fake Slack on 127.0.0.1: the Web API (auth.test, chat.postMessage, apps.connections.open,
-users.info, and a recorder for the rest), a Socket Mode WebSocket server (hello, slash_commands
-envelopes, ack recording, drops and `disconnect` messages) and a response_url sink.
+users.info, the external file upload (files.getUploadURLExternal, the upload URL,
+files.completeUploadExternal), and a recorder for the rest), a Socket Mode WebSocket server (hello,
+slash_commands envelopes, ack recording, drops and `disconnect` messages) and a response_url sink.
 Also signs HTTP slash-command requests as Slack does (v0 HMAC-SHA256)."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from aiohttp import WSMsgType, web
+from aiohttp import BodyPartReader, WSMsgType, web
 
 from .waiting import Changes
 
@@ -33,6 +34,19 @@ class Call:
     at: float
     headers: dict[str, str]
     peer: Any = None  # (host, port) of the client's connection
+    url: str = ""  # the full URL the request went to (query string included)
+
+
+@dataclass
+class Upload:
+    """One POST to an upload URL (each attempt, scripted failures included)."""
+    file_id: str
+    data: bytes  # the file's bytes (the raw body, or the file part of a multipart form)
+    content_type: str
+    headers: dict[str, str]
+    url: str
+    status: int  # what the fake answered
+    at: float
 
 
 class FakeSlack:
@@ -50,6 +64,17 @@ class FakeSlack:
         self.users: dict[str, dict[str, Any]] = {ADMIN_ID: {"id": ADMIN_ID, "is_admin": True},
                                                  USER_ID: {"id": USER_ID, "is_admin": False}}
         self.users_info_error: str | None = None  # e.g. "missing_scope": every users.info fails so
+        # --- external file upload ---
+        self.files: dict[str, dict[str, Any]] = {}  # file id → filename, length, data, title, completed, channels
+        self.uploads: list[Upload] = []  # every POST to an upload URL, in order
+        self.completions: list[dict[str, Any]] = []  # files.completeUploadExternal: files, channel_id, channels, shared
+        self.files_missing_scope = False  # True: both files.* methods answer missing_scope (needed: files:write)
+        self.upload_base: str | None = None  # the host put in upload_url (default: the fake itself)
+        # scripted answers, one per call, before the normal one: (status, payload, headers) / (status, text)
+        self.get_upload_url_script: deque[tuple[int, dict[str, Any], dict[str, str]]] = deque()
+        self.complete_upload_script: deque[tuple[int, dict[str, Any], dict[str, str]]] = deque()
+        self.upload_script: deque[tuple[int, str]] = deque()
+        self._file_ids = itertools.count(1)
         self.sockets: list[web.WebSocketResponse] = []
         self.connections = 0  # apps.connections.open calls
         self.accepted = 0  # WebSocket connections accepted
@@ -65,6 +90,7 @@ class FakeSlack:
         app.router.add_get("/api/{method}", self._api)
         app.router.add_get("/link", self._socket)
         app.router.add_post("/response/{rid}", self._response)
+        app.router.add_post("/_upload/{file_id}", self._upload)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -91,7 +117,7 @@ class FakeSlack:
             body = dict(parse_qsl(raw.decode()))
         body.update(request.query)
         method = request.match_info["method"]
-        call = Call(method, body, time.monotonic(), dict(request.headers))
+        call = Call(method, body, time.monotonic(), dict(request.headers), url=str(request.url))
         self.calls.append(call)
         self.changes.touch()
         auth = request.headers.get("Authorization", "")
@@ -116,7 +142,77 @@ class FakeSlack:
                 return web.json_response({"ok": False, "error": self.users_info_error})
             user = self.users.get(body.get("user", ""))
             return web.json_response({"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"})
+        if method in ("files.getUploadURLExternal", "files.completeUploadExternal"):
+            return self._files_api(method, body)
         return web.json_response({"ok": True})
+
+    # --- external file upload -------------------------------------------------------------------
+    def _files_api(self, method: str, body: dict[str, Any]) -> web.Response:
+        if self.files_missing_scope:
+            return web.json_response({"ok": False, "error": "missing_scope", "needed": "files:write",
+                                      "provided": "commands,chat:write,users:read"})
+        script = self.get_upload_url_script if method == "files.getUploadURLExternal" else self.complete_upload_script
+        if script:
+            status, payload, headers = script.popleft()
+            return web.json_response(payload, status=status, headers=headers)
+        if method == "files.getUploadURLExternal":
+            filename, length = body.get("filename"), str(body.get("length", ""))
+            if not filename or not length.isdigit() or int(length) <= 0:
+                return web.json_response({"ok": False, "error": "invalid_arguments"})
+            file_id = f"F0FAKE{next(self._file_ids):04d}"
+            self.files[file_id] = {"id": file_id, "filename": filename, "length": int(length), "data": None,
+                                   "title": None, "completed": False, "channels": []}
+            return web.json_response({"ok": True, "upload_url": f"{self.upload_base or self.base}/_upload/{file_id}",
+                                      "file_id": file_id})
+        files = body.get("files")
+        if isinstance(files, str):
+            try:
+                files = json.loads(files)
+            except ValueError:
+                files = None
+        if not isinstance(files, list) or not files or not all(isinstance(f, dict) and f.get("id") for f in files):
+            return web.json_response({"ok": False, "error": "invalid_arguments"})
+        channel_id, channels = body.get("channel_id"), body.get("channels")
+        shared_to = ([channel_id] if channel_id else []) + (channels.split(",") if channels else [])
+        self.completions.append({"files": files, "channel_id": channel_id, "channels": channels,
+                                 "shared": bool(shared_to)})
+        answer = []
+        for entry in files:
+            known = self.files.get(entry["id"])
+            if known is None or known["data"] is None:  # never issued, or its bytes never arrived
+                return web.json_response({"ok": False, "error": "file_not_found"})
+            known.update(title=entry.get("title") or known["filename"], completed=True, channels=shared_to)
+            answer.append({"id": known["id"], "name": known["filename"], "title": known["title"],
+                           "mimetype": "image/png", "filetype": "png", "size": len(known["data"]),
+                           "is_public": False, "channels": shared_to, "groups": [], "ims": [],
+                           "url_private": f"{self.base}/files-pri/{TEAM_ID}-{known['id']}/{known['filename']}"})
+        return web.json_response({"ok": True, "files": answer})
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """An upload URL: takes the raw bytes, or a multipart form whose file part (`file`, `filename`, or
+        any part with a filename) holds them; 200 `OK - <length>` as Slack answers."""
+        file_id = request.match_info["file_id"]
+        content_type = request.content_type
+        data = b""
+        if content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            async for part in reader:
+                if isinstance(part, BodyPartReader) and (part.filename is not None or part.name in ("file", "filename")):
+                    data = bytes(await part.read(decode=True))
+                    break
+        else:
+            data = await request.read()
+        status, text = 200, f"OK - {len(data)}"
+        if self.upload_script:
+            status, text = self.upload_script.popleft()
+        elif file_id not in self.files:
+            status, text = 404, "file_not_found"
+        self.uploads.append(Upload(file_id, data, content_type, dict(request.headers), str(request.url), status,
+                                   time.monotonic()))
+        if status == 200 and file_id in self.files:
+            self.files[file_id]["data"] = data
+        self.changes.touch()
+        return web.Response(status=status, text=text)
 
     async def _response(self, request: web.Request) -> web.Response:
         call = Call(request.match_info["rid"], await request.json(), time.monotonic(), dict(request.headers),

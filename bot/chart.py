@@ -1,0 +1,337 @@
+"""The history chart (a PNG for Discord and Slack) and a text sparkline (for the console).
+
+``render_png(spec)`` draws a ``ChartSpec`` to a 1200×600 PNG; ``render_png_async`` does the same on a
+dedicated one-thread executor so the event loop keeps running; ``sparkline`` turns a list of figures
+into ``▁▂▃▄▅▆▇█``.
+
+matplotlib is imported on the first chart only (importing this module costs nothing), through its
+object API (``matplotlib.figure.Figure`` with an explicit Agg canvas): no pyplot, no global backend
+switch, no rcParams changes, so renders share no state and nothing leaks into other users of
+matplotlib in the process. Renders are serialised by a lock, so ``render_png`` is also safe to call
+from any thread.
+
+Theme: an opaque dark card (``#2B2D31``, the colour of a Discord embed in the dark theme; plot area
+``#313338``) with light text (``#DBDEE1``, contrast about 10:1; muted text 4.5:1) and the Okabe–Ito
+colour-blind-safe palette (every line at least 3.3:1, the non-text minimum of WCAG). On the dark theme
+it sits like an embed; on the light theme it reads as a dark card with the same contrast, since the
+contrast is inside the image. A transparent background was rejected: text and lines would have to be
+a mid-grey that reaches only about 3.5:1 against either theme, and Discord's image viewer, Slack's
+previews and a saved file show transparency on black, white or a checkerboard, so the chart would
+look different everywhere.
+
+The PNG is 8-bit palette (256 colours, octree): ~30–40 KB instead of ~110 KB for RGBA, and faster to
+encode; the card is opaque, so nothing is lost but invisible colour depth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone, tzinfo
+from typing import Any, Sequence
+
+__all__ = ["ChartSeries", "ChartSpec", "render_png", "render_png_async", "sparkline",
+           "WIDTH_PX", "HEIGHT_PX"]
+
+WIDTH_PX = 1200
+HEIGHT_PX = 600
+_DPI = 100
+
+# Theme (see the module docstring).
+BACKGROUND = "#2B2D31"
+PLOT_BACKGROUND = "#313338"
+TEXT = "#DBDEE1"
+MUTED = "#949BA4"
+GRID = "#4E5058"
+POOL_COLOUR = "#F2F3F5"
+THRESHOLD_COLOUR = "#F28B82"
+SIMULATED_COLOUR = "#F0B232"
+# Okabe–Ito, without its black and its dark blue (too dark on the card).
+PALETTE = ("#56B4E9", "#E69F00", "#009E73", "#F0E442", "#CC79A7", "#D55E00", "#7FD4C1", "#B7A4F2")
+
+_NOTE_NO_HISTORY = "not enough history"
+_MAX_LEGEND_NAME = 22
+
+
+@dataclass(frozen=True)
+class ChartSeries:
+    name: str                              # account name ("" for a single account)
+    points: Sequence[tuple[float, float]]  # (Unix seconds, hours left), sorted
+    pool: bool = False                     # the pool's sum: drawn as a thicker line
+
+
+@dataclass(frozen=True)
+class ChartSpec:
+    series: Sequence[ChartSeries]
+    start: float                 # Unix seconds: left edge (now - days)
+    now: float                   # right edge of the history (the projection may go further)
+    renewals: Sequence[float] = ()          # Unix seconds: vertical markers (past resets and the next renewal)
+    projection: tuple[tuple[float, float], tuple[float, float]] | None = None  # ((t0, h0), (t1, h1)): dashed
+    thresholds: Sequence[tuple[str, float]] = ()   # (label, hours): faint horizontal lines (alerts)
+    title: str = "Midjourney fast time left"
+    simulated: bool = False     # label the chart "simulated"
+    tz: tzinfo = timezone.utc    # axis dates in this zone
+
+
+# ---------------------------------------------------------------------------------------------------
+# matplotlib, loaded on first use
+
+_mpl: dict[str, Any] = {}
+_load_lock = threading.Lock()
+_render_lock = threading.Lock()
+
+
+def _matplotlib() -> dict[str, Any]:
+    """Import the parts of matplotlib the chart uses (once; thread-safe)."""
+    if _mpl:
+        return _mpl
+    with _load_lock:
+        if not _mpl:
+            import matplotlib.dates as mdates
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+            import numpy as np  # both are dependencies of matplotlib
+            from PIL import Image
+
+            loaded = {
+                "Figure": Figure, "Canvas": FigureCanvasAgg, "mdates": mdates,
+                "np": np, "Image": Image,
+                # Unix seconds -> matplotlib date numbers (days since rcParams["date.epoch"]).
+                "epoch": float(mdates.date2num(datetime(1970, 1, 1, tzinfo=timezone.utc))),
+            }
+            _mpl.update(loaded)
+    return _mpl
+
+
+# ---------------------------------------------------------------------------------------------------
+# rendering
+
+def render_png(spec: ChartSpec) -> bytes:
+    """The chart as PNG bytes (1200×600). Synchronous and CPU-bound: from async code use
+    ``render_png_async``."""
+    mpl = _matplotlib()
+    with _render_lock:
+        return _render(spec, mpl)
+
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _chart_executor() -> ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chart")
+        return _executor
+
+
+async def render_png_async(spec: ChartSpec) -> bytes:
+    """``render_png`` on a dedicated one-thread executor, off the event loop.
+
+    A thread, not a process: a chart is ~0.1–0.2 s of Python-level drawing with short C calls
+    (quantize and encode < 10 ms each), so the GIL changes hands every few ms and the loop keeps its
+    turns (bench/bench_chart.py: max loop gap 20–60 ms while charts render, under the 100 ms bound).
+    A process would shorten that gap to ~15 ms but costs a second matplotlib (~100 MB worker RSS), a
+    0.7–1.3 s spawn and pickling; not worth it for a chart a user asks for now and then."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_chart_executor(), render_png, spec)
+
+
+def _clean(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    return [(float(t), float(h)) for t, h in points
+            if math.isfinite(float(t)) and math.isfinite(float(h))]
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= _MAX_LEGEND_NAME else name[: _MAX_LEGEND_NAME - 1] + "…"
+
+
+def _tz_name(tz: tzinfo, at: float) -> str:
+    key = getattr(tz, "key", None)
+    if key:
+        return str(key)
+    return datetime.fromtimestamp(at, tz).tzname() or str(tz)
+
+
+def _render(spec: ChartSpec, mpl: dict[str, Any]) -> bytes:
+    mdates = mpl["mdates"]
+    epoch = mpl["epoch"]
+
+    def x(t: float) -> float:
+        return epoch + t / 86400.0
+
+    series = [(s, _clean(s.points)) for s in spec.series]
+    left = float(spec.start)
+    now = float(spec.now)
+    right = now
+    projection = spec.projection
+    if projection is not None:
+        right = max(right, float(projection[0][0]), float(projection[1][0]))
+    renewals = sorted(float(r) for r in spec.renewals if math.isfinite(float(r)) and float(r) >= left)
+    upcoming = [r for r in renewals if r > now]
+    if upcoming:
+        right = max(right, upcoming[0])  # the next renewal; later ones would only squash the history
+    renewals = [r for r in renewals if r <= right]
+    if right <= left:
+        right = left + 3600.0
+    pad = (right - left) * 0.01
+
+    fig = mpl["Figure"](figsize=(WIDTH_PX / _DPI, HEIGHT_PX / _DPI), dpi=_DPI, facecolor=BACKGROUND)
+    mpl["Canvas"](fig)
+    ax = fig.add_axes((0.065, 0.10, 0.745, 0.78), facecolor=PLOT_BACKGROUND)
+
+    # Axes, ticks, grid.
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    for side in ("left", "bottom"):
+        ax.spines[side].set_color(GRID)
+    ax.tick_params(colors=MUTED, labelcolor=TEXT, labelsize=10)
+    ax.grid(True, color=GRID, linewidth=0.6, alpha=0.6)
+    ax.set_axisbelow(True)
+    ax.set_ylabel("hours left", color=TEXT, fontsize=11)
+
+    handles: list[Any] = []
+    labels: list[str] = []
+    top = 0.0
+    enough = False
+    colours = iter(PALETTE * (len(series) // len(PALETTE) + 1))
+    line_colour = POOL_COLOUR
+    single = sum(1 for s, _ in series if not s.pool) <= 1 and not any(s.pool for s, _ in series)
+
+    for s, pts in series:
+        colour = POOL_COLOUR if s.pool else next(colours)
+        if s.pool or single:
+            line_colour = colour
+        if len(pts) >= 2:
+            enough = True
+        if pts:
+            top = max(top, max(h for _, h in pts))
+        xs = [x(t) for t, _ in pts]
+        ys = [h for _, h in pts]
+        (line,) = ax.plot(xs, ys, color=colour, linewidth=3.2 if s.pool else 1.6,
+                          marker="o" if len(pts) == 1 else None, markersize=6,
+                          solid_joinstyle="round", zorder=4 if s.pool else 3)
+        name = s.name or ("pool" if s.pool else "")
+        if name:
+            handles.append(line)
+            labels.append(_short(name))
+
+    if projection is not None:
+        (t0, h0), (t1, h1) = projection
+        top = max(top, float(h0), float(h1))
+        (line,) = ax.plot([x(float(t0)), x(float(t1))], [float(h0), float(h1)], color=line_colour,
+                          linewidth=2.0, linestyle=(0, (6, 4)), alpha=0.9, zorder=5)
+        handles.append(line)
+        labels.append("projection")
+
+    for n, r in enumerate(renewals):
+        line = ax.axvline(x(r), color=MUTED, linewidth=1.2, linestyle=(0, (4, 4)), zorder=2)
+        if n == 0:
+            handles.append(line)
+            labels.append("renewal")
+    if right > now + pad:  # the history ends here; the rest is the future
+        ax.axvline(x(now), color=MUTED, linewidth=0.8, alpha=0.5, zorder=2)
+        ax.axvspan(x(now), x(right + pad), color=BACKGROUND, alpha=0.35, zorder=1, linewidth=0)
+
+    thresholds = [(str(label), float(h)) for label, h in spec.thresholds if math.isfinite(float(h))]
+    for _, h in thresholds:
+        top = max(top, h)
+    ymax = top * 1.12 if top > 0 else 1.0
+    label_at = ax.get_yaxis_transform()
+    for label, h in thresholds:
+        if h < 0:
+            continue
+        ax.axhline(h, color=THRESHOLD_COLOUR, linewidth=1.0, alpha=0.45, zorder=2)
+        ax.text(0.006, h + ymax * 0.012, f"{label} · {h:g} h", transform=label_at, color=THRESHOLD_COLOUR,
+                fontsize=9, va="bottom", ha="left", zorder=6,
+                bbox={"boxstyle": "round,pad=0.2", "facecolor": PLOT_BACKGROUND, "edgecolor": "none",
+                      "alpha": 0.85})
+
+    ax.set_xlim(x(left), x(right + pad))
+    ax.set_ylim(0.0, ymax)
+
+    span_days = (right - left) / 86400.0
+    interval = max(1, round(span_days / 9))
+    ax.xaxis.set_major_locator(mdates.DayLocator(interval=interval, tz=spec.tz))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%b %d", tz=spec.tz))
+
+    if not enough:
+        ax.text(0.5, 0.5, _NOTE_NO_HISTORY, transform=ax.transAxes, ha="center", va="center",
+                color=MUTED, fontsize=16, style="italic", zorder=7)
+
+    # Title, subtitle, the "simulated" badge, the legend (to the right of the plot).
+    fig.text(0.065, 0.955, spec.title, color=TEXT, fontsize=16, weight="bold", ha="left", va="center")
+    days = (now - left) / 86400.0
+    subtitle = f"last {days:.0f} days · dates in {_tz_name(spec.tz, now)}"
+    fig.text(0.065, 0.912, subtitle, color=MUTED, fontsize=10, ha="left", va="center")
+    if spec.simulated:
+        fig.text(0.965 if not handles else 0.81, 0.955, "SIMULATED", color=BACKGROUND, fontsize=11, weight="bold", ha="right",
+                 va="center", bbox={"boxstyle": "round,pad=0.35", "facecolor": SIMULATED_COLOUR,
+                                    "edgecolor": "none"})
+    if not handles:  # no legend: give its room to the plot
+        ax.set_position((0.065, 0.10, 0.9, 0.78))
+    else:
+        legend = ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.015, 1.0),
+                           frameon=False, fontsize=10, handlelength=2.4, borderaxespad=0.0)
+        for text in legend.get_texts():
+            text.set_color(TEXT)
+
+    return _encode(fig, mpl)
+
+
+def _encode(fig: Any, mpl: dict[str, Any]) -> bytes:
+    """The figure as an 8-bit palette PNG. The card is opaque, so RGBA is wasted; a 256-colour
+    palette (octree) keeps the anti-aliasing visually intact at a third of the bytes of RGB and
+    encodes in half the time (see bench/bench_chart.py)."""
+    canvas = fig.canvas
+    canvas.draw()
+    image = mpl["Image"].fromarray(mpl["np"].asarray(canvas.buffer_rgba())).convert("RGB")
+    image = image.quantize(256, method=mpl["Image"].Quantize.FASTOCTREE)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------
+# text
+
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(points: Sequence[float], width: int = 40) -> str:
+    """``points`` as exactly ``width`` block characters (``""`` when there is nothing to show).
+
+    More points than ``width`` are averaged per column; fewer are stretched (linear interpolation).
+    The scale starts at 0 (like the chart's y axis) unless a value is negative, so ``▁`` means
+    "almost nothing left", not "the lowest of this window"."""
+    values = [float(v) for v in points if v is not None and math.isfinite(float(v))]
+    if not values or width <= 0:
+        return ""
+    n = len(values)
+    if n == 1:
+        columns = values * width
+    elif n >= width:
+        columns = []
+        for i in range(width):
+            a = i * n // width
+            b = max(a + 1, (i + 1) * n // width)
+            chunk = values[a:b]
+            columns.append(sum(chunk) / len(chunk))
+    else:
+        columns = []
+        for i in range(width):
+            pos = i * (n - 1) / (width - 1) if width > 1 else 0.0
+            k = min(int(pos), n - 2)
+            frac = pos - k
+            columns.append(values[k] + (values[k + 1] - values[k]) * frac)
+    lo = min(0.0, min(columns))
+    hi = max(columns)
+    if hi <= lo:
+        return _BLOCKS[0] * width
+    steps = len(_BLOCKS) - 1
+    return "".join(_BLOCKS[min(steps, max(0, round((v - lo) / (hi - lo) * steps)))] for v in columns)

@@ -1,0 +1,265 @@
+"""History and forecast: the pace of spending, the run-out date against the renewal, background readings,
+retention, the demo account's past, and the data behind the chart.
+
+Every reading is stored (per account, simulated ones apart from real ones). ``History.annotate`` puts
+the forecast on a reading (``report.forecast`` for JSON, ``report.pace`` for the one line every
+renderer shows under the headline); it is computed once per new reading, not per command. The
+sampler takes a reading every ``QUOTA_SAMPLE_EVERY`` through the service (shared, cached, rate
+limited), skipping an account that has a reading younger than that; readings older than
+``QUOTA_HISTORY_DAYS`` are pruned daily. Nothing here imports a chat library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone, tzinfo
+from typing import Any
+
+from .forecast import Forecast, Sample, combine, forecast, pace_line
+from .report import PoolReport, QuotaReport, forecast_json
+from .simulator import demo_history
+
+log = logging.getLogger(__name__)
+
+WINDOW_DAYS = 7.0
+CYCLE_LOOKBACK_DAYS = 45.0  # enough to find the current cycle's start (a cycle is about a month)
+PRUNE_EVERY = 86400.0
+
+
+@dataclass(frozen=True)
+class HistoryData:
+    """What a history answer shows: the series (per account, hours), the forecast and its line, figures."""
+
+    days: int
+    start: float
+    now: float
+    series: dict[str, list[tuple[float, float]]]  # account → (Unix s, hours left)
+    renewals: list[float]
+    forecast: Forecast
+    pace: str
+    simulated: bool
+
+    @property
+    def pooled(self) -> list[tuple[float, float]]:
+        """The pool's sum over time: at each reading, the sum of every account's latest value (only once
+        every account has a value)."""
+        if len(self.series) < 2:
+            return []
+        events = sorted((t, name, v) for name, points in self.series.items() for t, v in points)
+        latest: dict[str, float] = {}
+        out = []
+        for t, name, v in events:
+            latest[name] = v
+            if len(latest) == len(self.series):
+                out.append((t, round(sum(latest.values()), 4)))
+        return out
+
+    def figures(self) -> dict[str, Any]:
+        """min, max, spend (the sum of the falls, refills and renewals not counted) over the days."""
+        values = [v for points in ([self.pooled] if self.pooled else self.series.values()) for _, v in points]
+        spent = 0.0
+        for points in self.series.values():
+            spent += sum(max(0.0, a[1] - b[1]) for a, b in zip(points, points[1:]))
+        return {"min": min(values) if values else None, "max": max(values) if values else None,
+                "spent": round(spent, 2), "readings": sum(len(p) for p in self.series.values())}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"days": self.days, "start": int(self.start), "now": int(self.now), "simulated": self.simulated,
+                "pace": self.pace, **forecast_json(self.forecast, None), **{f"{k}": v for k, v in self.figures().items()},
+                "series": {name: [[int(t), v] for t, v in points] for name, points in self.series.items()}}
+
+
+class History:
+    def __init__(self, store: Any, pool: Any, *, sample_every: float | None = None, keep_days: float = 400.0,
+                 tz: tzinfo = timezone.utc, clock: Any = None) -> None:
+        from .scheduler import SystemClock
+
+        self.store = store
+        self.pool = pool
+        self.sample_every = sample_every
+        self.keep_days = keep_days
+        self.tz = tz
+        self.clock = clock or SystemClock()
+        self._memo: dict[str, tuple[float, bool, Forecast]] = {}
+        self._annotated: dict[str, tuple[int, Any]] = {}  # account → (id of the reading, annotated reading)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.samples_taken = 0
+
+    # --- forecasts -------------------------------------------------------------------------------
+    def _simulated(self, account: str) -> bool:
+        return bool(self.pool.services[account].simulated)
+
+    async def samples(self, account: str, since: float) -> list[Sample]:
+        rows = await self.store.history(account, since, self._simulated(account))
+        return [Sample(at, rem, tot, ren) for at, rem, tot, ren in rows]
+
+    async def forecast(self, account: str) -> Forecast:
+        now = self.clock.now().timestamp()
+        latest = await self.store.latest_reading_at(account) or 0.0
+        memo = self._memo.get(account)
+        simulated = self._simulated(account)
+        if memo is not None and memo[0] == latest and memo[1] == simulated and now - latest < 3600:
+            return memo[2]
+        result = forecast(await self.samples(account, now - CYCLE_LOOKBACK_DAYS * 86400), now,
+                          window_days=WINDOW_DAYS)
+        self._memo[account] = (latest, simulated, result)
+        return result
+
+    async def pooled_forecast(self, accounts: list[str] | None = None) -> Forecast:
+        names = accounts or list(self.pool.services)
+        parts = await asyncio.gather(*(self.forecast(n) for n in names))
+        return parts[0] if len(parts) == 1 else combine(parts, self.clock.now().timestamp())
+
+    async def annotate(self, outcome: Any, account: str | None = None) -> Any:
+        """The reading with its forecast (``forecast``) and the pace line (``pace``); never fails."""
+        try:
+            if isinstance(outcome, PoolReport):
+                names = [a.name for a in outcome.answered]
+                if not names:
+                    return outcome
+                f = await self.pooled_forecast(names)
+                return dataclasses.replace(outcome, forecast=f, pace=pace_line(f, self.tz))
+            if isinstance(outcome, QuotaReport):
+                name = account or next(iter(self.pool.services))
+                done = self._annotated.get(name)
+                if done is not None and done[0] == id(outcome):  # the same cached reading: same answer
+                    return done[1]
+                f = await self.forecast(name)
+                annotated = dataclasses.replace(outcome, forecast=f, pace=pace_line(f, self.tz))
+                self._annotated[name] = (id(outcome), annotated)
+                return annotated
+        except Exception:
+            log.exception("the forecast could not be computed; the reading is shown without it")
+        return outcome
+
+    async def data(self, days: int, account: str | None = None) -> HistoryData:
+        """The series of the last ``days`` days (an account, or every account and the pool)."""
+        now = self.clock.now().timestamp()
+        start = now - days * 86400
+        names = [account] if account else list(self.pool.services)
+        series: dict[str, list[tuple[float, float]]] = {}
+        renewals: set[float] = set()
+        for name in names:
+            samples = await self.samples(name, start)
+            series[name] = [(s.at, s.remaining) for s in samples]
+            renewals.update(s.renewal for s in samples if s.renewal is not None and start <= s.renewal <= now + 45 * 86400)
+        f = await (self.forecast(names[0]) if len(names) == 1 else self.pooled_forecast(names))
+        if f.renewal is not None:
+            renewals.add(f.renewal)
+        simulated = all(self._simulated(n) for n in names)
+        return HistoryData(days, start, now, series, sorted(renewals), f, pace_line(f, self.tz), simulated)
+
+    # --- background work --------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.seed_demo()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._prune_loop(), name="history-prune"))
+        if self.sample_every:
+            self._tasks.append(loop.create_task(self._sample_loop(), name="history-sampler"))
+            log.info("background readings every %s", _span(self.sample_every))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def seed_demo(self) -> None:
+        """A simulated account gets a plausible 30-day past, written once and labelled simulated."""
+        now = time.time()
+        for name, service in self.pool.services.items():
+            if service.simulated and not await self.store.has_readings(name, True):
+                rows = demo_history(now)
+                await self.store.record_history(name, rows, simulated=True)
+                log.info("account %s: wrote %d simulated readings of the last 30 days (the demo's past)", name, len(rows))
+
+    async def sample_once(self) -> float:
+        """Read every account whose newest reading is older than the interval; returns the seconds until
+        the next one is due."""
+        assert self.sample_every
+        now = self.clock.now().timestamp()
+        due_in = self.sample_every
+        for name, service in self.pool.services.items():
+            latest = await self.store.latest_reading_at(name)
+            age = now - latest if latest is not None else float("inf")
+            if age < self.sample_every:
+                due_in = min(due_in, self.sample_every - age)
+                continue
+            try:
+                await service.get_report()
+                self.samples_taken += 1
+                log.info("background reading of account %s taken", name)
+            except Exception as exc:  # logged; the next one comes on the rhythm
+                log.warning("background reading of account %s failed: %s", name, getattr(exc, "user_message", exc))
+        return max(1.0, due_in)
+
+    async def _sample_loop(self) -> None:
+        while True:
+            try:
+                wait = await self.sample_once()
+            except Exception:
+                log.exception("background readings: unexpected error")
+                wait = self.sample_every or 3600
+            await self.clock.sleep(wait)
+
+    async def _prune_loop(self) -> None:
+        while True:
+            try:
+                removed = await self.store.prune_readings(time.time() - self.keep_days * 86400)
+                if removed:
+                    log.info("pruned %d reading(s) older than %g days (QUOTA_HISTORY_DAYS)", removed, self.keep_days)
+            except Exception:
+                log.exception("pruning old readings failed")
+            await self.clock.sleep(PRUNE_EVERY)
+
+
+def _span(seconds: float) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds / 60:g} min"
+
+
+def local_date(moment: float, tz: tzinfo) -> str:
+    return datetime.fromtimestamp(moment, tz).strftime("%b %-d")
+
+
+def chart_spec(data: HistoryData, thresholds: tuple[tuple[str, float], ...] = (), title: str | None = None,
+               tz: tzinfo = timezone.utc) -> Any:
+    """The chart of ``data``: a line per account, the pool thicker, renewals, the projection dashed from
+    the latest reading to zero or to the renewal (whichever comes first), thresholds faint."""
+    from .chart import ChartSeries, ChartSpec
+
+    single = len(data.series) == 1
+    series = [ChartSeries("" if single else name, points) for name, points in data.series.items()]
+    pooled = data.pooled
+    if pooled:
+        series.append(ChartSeries("pool", pooled, pool=True))
+    projection = None
+    f = data.forecast
+    last = pooled or next(iter(data.series.values()), [])
+    if f.enough and last and f.pace_per_day:
+        t0, h0 = last[-1]
+        end = f.runs_out_at if f.runs_out_at is not None else t0 + 30 * 86400
+        if f.renewal is not None and f.renewal < end:
+            end = f.renewal
+        projection = ((t0, h0), (end, max(0.0, h0 - f.pace_per_day * (end - t0) / 86400)))
+    label = title or ("Midjourney fast time left" + ("" if single else " (all accounts)"))
+    return ChartSpec(series=series, start=data.start, now=data.now, renewals=data.renewals, projection=projection,
+                     thresholds=thresholds, title=label, simulated=data.simulated, tz=tz)
+
+
+def summary_line(data: HistoryData) -> str:
+    """``Lowest 2.1 h, highest 15 h; 9.4 h spent in 30 days (360 readings)``, or why there is nothing."""
+    figures = data.figures()
+    if not figures["readings"]:
+        return f"No readings in the last {data.days} days yet."
+    return (f"Lowest {_hours(figures['min'])}, highest {_hours(figures['max'])}; {_hours(figures['spent'])} spent "
+            f"in {data.days} days ({figures['readings']} readings)")
+
+
+def _hours(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1f} h".replace(".0 h", " h")
