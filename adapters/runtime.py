@@ -89,6 +89,7 @@ def attach_history(settings: Settings, core: Core, store: Any) -> Any:
     history = History(store, core.pool, sample_every=settings.sample_every(core.pool.simulated),
                       keep_days=settings.quota_history_days, tz=ZoneInfo(settings.quota_timezone))
     core.pool.annotate = history.annotate
+    core.pool.history = history  # what the adapters' history commands read
     core.history = history
     return history
 
@@ -135,7 +136,7 @@ class Runtime:
         return {
             "status": "ok",
             "version": __version__,
-            "upstream": "simulated" if core.pool.simulated else core.accounts[0].config.kind,
+            "upstream": "simulated" if core.pool.simulated else ",".join(sorted({a.config.kind for a in core.accounts})),
             "provider": first["provider"] if len(accounts) == 1 else f"{len(accounts)} accounts",
             "adapters": [a.name for a in self.adapters],
             "uptime_seconds": round(time.time() - self.started, 1),

@@ -36,7 +36,8 @@ from .settings import SettingsError, _http_url
 log = logging.getLogger(__name__)
 
 SINGLE = "default"  # the account name of the one account set in the environment (no accounts file)
-MAX_ACCOUNTS = 20  # what every chat's pooled answer fits (Discord 25 fields, Slack 50 blocks)
+MAX_ACCOUNTS = 20
+RESERVED = ("public", "help", "history")  # words /quota takes, so never account names  # what every chat's pooled answer fits (Discord 25 fields, Slack 50 blocks)
 NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 COMMON_KEYS = ("name", "provider", "token", "base_url")
 OWN_KEYS = {"nextleg": ("path_prefix", "info_method"), "useapi": ("channel",), "linkr": (),
@@ -101,6 +102,8 @@ def _account(entry: Any, number: int, variables: Mapping[str, str], fail: Callab
                    + ("" if name is None else f", not {str(name)[:40]!r}"))
     if name in taken:
         raise fail(f"account '{name}': the name is used twice")
+    if name in RESERVED:
+        raise fail(f"account '{name}': the name is a word of /quota itself ({', '.join(RESERVED)}); choose another")
     where = f"account '{name}'"
     provider = entry.get("provider")
     if provider not in KINDS:
@@ -155,6 +158,7 @@ class QuotaPool:
         self.services = services
         self.pooled = pooled
         self.annotate = annotate  # bot.history: the forecast put on every answer
+        self.history: Any = None  # bot.history.History, for the history commands (set with a store)
         self._inflight: asyncio.Task[PoolReport] | None = None
         self.providers = {name: "simulated" if s.simulated else getattr(s.provider, "name", "?")
                           for name, s in services.items()}

@@ -85,14 +85,15 @@ class QuotaReport:
 
     @property
     def headline(self) -> str:
-        """E.g. ``12.06 h of 15 h left``; ``25 min left`` for a trial; ``Fast time left: unknown``.
+        """E.g. ``12.06 h of 15 h left``; ``25 min left`` for a trial; ``unknown``
+        (renderers put ``Midjourney fast time:`` before it).
 
         A total derived from the plan (``total_derived``) is marked with a ``~`` and nothing more,
         to keep the headline short: ``2.76 h of ~15 h left``. Renderers that want to say where it
         came from can add ``(from the {plan} plan)`` themselves.
         """
         if self.remaining is None:
-            return "Fast time left: unknown"
+            return "unknown"
         if self.total is None:
             return f"{self.remaining} left"
         return f"{self.remaining} of {'~' if self.total_derived else ''}{self.total} left"
@@ -226,7 +227,7 @@ class PoolReport:
         """``31.2 h of 45 h left across 3 accounts``; ``… across 2 of 3 accounts`` when one failed."""
         remaining, total = self.remaining_hours, self.total_hours
         if remaining is None:
-            return f"Fast time left: unknown ({self.scope})"
+            return f"unknown ({len(self.answered)} of {len(self.accounts)} accounts answered)"
         if total is None:
             return f"{_num(remaining)} h left {self.scope}"
         return f"{_num(remaining)} h of {_num(total)} h left {self.scope}"

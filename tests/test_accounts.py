@@ -91,6 +91,7 @@ def test_the_environment_wins_over_dotenv(tmp_path):
      "account 'a': base_url must be a URL starting with http:// or https://"),
     ('[[account]]\nname = "a"\nprovider = "mjproxy"\nbase_url = "http://x"', "account 'a': mjproxy needs base_url and account_id"),
     ("\n".join(f'[[account]]\nname = "a{i}"\nprovider = "simulated"' for i in range(21)), "lists 21 accounts; at most 20"),
+    ('[[account]]\nname = "public"\nprovider = "simulated"', "account 'public': the name is a word of /quota itself"),
 ])
 def test_every_mistake_is_one_line_naming_the_file_and_the_account(tmp_path, text, reason):
     path = _write(tmp_path, text)

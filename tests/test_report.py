@@ -91,7 +91,7 @@ def test_full_example_keeps_upstream_order_and_unknown_keys():
 def test_missing_fields_show_as_unknown():
     report = parse_result(_result({"Job Mode": "Relaxed"}), read_at=NOW)
     assert report.remaining is None and report.percent is None and report.renewal is None
-    assert report.headline == "Fast time left: unknown" and report.level == "unknown"
+    assert report.headline == "unknown" and report.level == "unknown"
     trial = parse_result(_result({"Fast Time Remaining": "25.00 minutes", "Subscription": "None (Trial)"}), read_at=NOW)
     assert trial.headline == "25 min left" and trial.level == "unknown" and trial.plan_status == "Trial"
 

@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import threading
 from typing import TextIO
 
 from aiohttp import web
 
+from bot.chart import render_png_async
 from bot.errors import QuotaError
+from bot.history import chart_spec
 from bot.service import QuotaService
 
-from .render import render_error, render_reading
+from .render import render_error, render_history, render_reading
 
 log = logging.getLogger(__name__)
 
-HELP = "Type /quota to see the fast time left, /help for this text; Ctrl-C stops the bot."
+HELP = ("Type /quota to see the fast time left, /quota history [days] for the last days with the pace and a "
+        "chart, /help for this text; Ctrl-C stops the bot.")
 
 
 class ConsoleAdapter:
@@ -70,6 +74,29 @@ class ConsoleAdapter:
                 return
             await self.handle(line.strip())
 
+    async def _history(self, args: list[str], names: tuple[str, ...]) -> None:
+        """A sparkline and the pace in the terminal; the chart as a PNG next to the database."""
+        history = getattr(self.service, "history", None)
+        days = int(args[0]) if args and args[0].isdigit() else 30
+        account = next((a for a in args if not a.isdigit()), None)
+        if history is None:
+            self._say("History is not available on this bot (no database).")
+            return
+        if not 1 <= days <= 400 or (account is not None and account not in names):
+            takes = f"[account: {', '.join(names)}] " if names else ""
+            self._say(f"Usage: /quota history {takes}[days 1-400, default 30]")
+            return
+        try:
+            data = await history.data(days, account)
+            png = await render_png_async(chart_spec(data, tz=history.tz))
+            path = os.path.join(os.path.dirname(os.path.abspath(history.store.path)), "quota-history.png")
+            await asyncio.get_running_loop().run_in_executor(None, _write, path, png)
+        except Exception as exc:
+            log.exception("console /quota history failed")
+            self._say(render_error(exc))
+            return
+        self._say(f"{render_history(data)}\n  chart: {path}")
+
     async def handle(self, text: str) -> None:
         words = text.split()
         if not words:
@@ -78,7 +105,9 @@ class ConsoleAdapter:
         # `public` means something in Discord and Slack; here everyone at the terminal sees the answer
         args = [w for w in rest.lower().split() if w != "public"]
         names = tuple(getattr(self.service, "names", ()))
-        if command in ("/quota", "quota") and (len(args) > 1 or (args and not names)):
+        if command in ("/quota", "quota") and args and args[0] == "history":
+            await self._history(args[1:], names)
+        elif command in ("/quota", "quota") and (len(args) > 1 or (args and not names)):
             takes = f"an account name ({', '.join(names)})" if names else "nothing"
             self._say(f"I did not understand {rest!r}: /quota takes {takes} after it. {HELP}")
         elif command in ("/quota", "quota"):
@@ -93,3 +122,8 @@ class ConsoleAdapter:
             self._say(HELP)
         else:
             self._say(f"Unknown command {command!r}. {HELP}")
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)

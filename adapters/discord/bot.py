@@ -8,6 +8,7 @@ runs again on every reconnect). No privileged intent is needed: ``Intents.none()
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from typing import Any
 
@@ -16,13 +17,16 @@ import discord
 import yarl
 from discord import app_commands
 
-from bot.errors import PostError, QuotaError
+from bot.chart import render_png_async
+from bot.errors import PostError, QuotaError, UnknownAccount
+from bot.history import chart_spec
 from bot.report import PoolReport, QuotaReport
 from bot.schedules import ScheduleError, ScheduleManager
 from bot.service import QuotaService
 from bot.settings import Settings
 
-from .render import render_error, render_notice, render_reading, schedule_added_text, schedule_list_text
+from .render import (CHART_FILENAME, render_error, render_history, render_notice, render_reading, schedule_added_text,
+                     schedule_list_text)
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +147,10 @@ class DiscordAdapter:
             log.exception("Discord gateway connection ended; /quota is unavailable in Discord until restart")
 
     async def stop(self) -> None:
+        # discord.py's READY handler may still wait for guilds (2 s); stopped now, it would fail after close
+        ready = getattr(getattr(self.client, "_connection", None), "_ready_task", None)
+        if ready is not None and not ready.done():
+            ready.cancel()
         await self.client.close()
         if self._task is not None:
             self._task.cancel()
@@ -199,10 +207,47 @@ class DiscordAdapter:
                                    account="Only this account (default: all of them, with the sum)")
             async def quota_accounts(interaction: discord.Interaction, public: bool = False,
                                      account: str | None = None) -> None:
-                await answer_quota(interaction, public, account)
+                await answer_quota(interaction, public, account.strip().lower() if account else None)
 
             @quota_accounts.autocomplete("account")
             async def account_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+                typed = current.strip().lower()
+                return [app_commands.Choice(name=n, value=n) for n in names if typed in n][:25]
+
+        async def answer_history(interaction: discord.Interaction, days: int, public: bool, account: str | None) -> None:
+            await interaction.response.defer(ephemeral=not public, thinking=True)
+            history = getattr(self.service, "history", None)
+            try:
+                if history is None:
+                    raise QuotaError("no history", user_message="History is not available on this bot (no database).")
+                if account is not None and account not in getattr(self.service, "names", ()):
+                    raise UnknownAccount(account, getattr(self.service, "names", ()))
+                data = await history.data(days, account)
+                png = await render_png_async(chart_spec(data, tz=history.tz))
+            except Exception as exc:
+                await interaction.edit_original_response(embed=self._error_embed(exc, "/quota-history"))
+                return
+            await interaction.edit_original_response(
+                embed=render_history(data), attachments=[discord.File(io.BytesIO(png), filename=CHART_FILENAME)])
+
+        if not names:
+            @tree.command(name="quota-history", description="Fast time over the last days: pace, forecast and a chart")
+            @app_commands.describe(days="How many days back (1-90, default 30)",
+                                   public="Show the answer to everyone in the channel (default: only you)")
+            async def quota_history(interaction: discord.Interaction, days: app_commands.Range[int, 1, 90] = 30,
+                                    public: bool = False) -> None:
+                await answer_history(interaction, days, public, None)
+        else:
+            @tree.command(name="quota-history", description="Fast time over the last days: pace, forecast and a chart")
+            @app_commands.describe(days="How many days back (1-90, default 30)",
+                                   public="Show the answer to everyone in the channel (default: only you)",
+                                   account="Only this account (default: all of them and the pool)")
+            async def quota_history_accounts(interaction: discord.Interaction, days: app_commands.Range[int, 1, 90] = 30,
+                                             public: bool = False, account: str | None = None) -> None:
+                await answer_history(interaction, days, public, account.strip().lower() if account else None)
+
+            @quota_history_accounts.autocomplete("account")
+            async def history_account_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
                 typed = current.strip().lower()
                 return [app_commands.Choice(name=n, value=n) for n in names if typed in n][:25]
 

@@ -48,13 +48,17 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.errors import PostError, QuotaError
+from bot.chart import render_png_async
+from bot.errors import PostError, QuotaError, UnknownAccount
+from bot.history import chart_spec
 from bot.report import PoolReport, QuotaReport
 from bot.schedules import ScheduleError, ScheduleManager
 from bot.service import QuotaService
 from bot.settings import Settings
 
-from .render import render_error, render_reading, render_text, schedule_added_text, schedule_list_text
+from .files import upload_png
+from .render import (render_error, render_history, render_reading, render_text, schedule_added_text,
+                     schedule_list_text)
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,8 @@ def _not_the_token_warning(record: logging.LogRecord) -> bool:
 logging.getLogger("slack_bolt.AsyncApp").addFilter(_not_the_token_warning)
 
 QUOTA_USAGE = ("*Usage:* `/quota` shows the Midjourney fast time left to you only; "
-               "`/quota public` shows it to the whole channel; `/quota help` shows this.")
+               "`/quota public` shows it to the whole channel; `/quota history [days] [public]` shows the last "
+               "days (1-90, default 30) with the pace and a chart; `/quota help` shows this.")
 SCHEDULE_USAGE = ("*Usage:* `/quota-schedule add <when>` posts the quota in this channel on a schedule "
                   "(a cron expression such as `0 9 * * 1-5`, or `every 6h`); `/quota-schedule list`; "
                   "`/quota-schedule remove <id>`.")
@@ -281,6 +286,9 @@ class SlackAdapter:
         public = "public" in tokens
         rest = [t for t in tokens if t != "public"]
         names = tuple(getattr(self.service, "names", ()))
+        if rest and rest[0] == "history":
+            self._quota_history(respond, rest[1:], public, names, words)
+            return
         if not rest or (len(rest) == 1 and names and rest[0] not in HELP_WORDS):
             # `/quota`, `/quota public`, `/quota <account> [public]` (an unknown name gets the list of names)
             account = rest[0] if rest else None
@@ -289,6 +297,47 @@ class SlackAdapter:
         usage = self._quota_usage(names)
         usage = usage if rest[0] in HELP_WORDS else f"I did not understand `{_clip(words)}`. {usage}"
         self._background(self._answer_text(respond, "/quota", usage), "/quota")
+
+    def _quota_history(self, respond: Any, args: list[str], public: bool, names: tuple[str, ...], words: str) -> None:
+        """`/quota history [account] [days] [public]`."""
+        days, account, unknown = 30, None, []
+        for arg in args:
+            if arg.isdigit():
+                days = int(arg)
+            elif names and account is None:
+                account = arg
+            else:
+                unknown.append(arg)
+        if unknown or not 1 <= days <= 90:
+            problem = "days must be 1 to 90" if not unknown else f"I did not understand `{_clip(words)}`"
+            self._background(self._answer_text(respond, "/quota history", f"{problem}. {self._quota_usage(names)}"),
+                             "/quota history")
+            return
+        self._background(self._answer_history(respond, days, public, account), "/quota history")
+
+    async def _answer_history(self, respond: Any, days: int, public: bool, account: str | None) -> None:
+        history = getattr(self.service, "history", None)
+        try:
+            if history is None:
+                raise QuotaError("no history", user_message="History is not available on this bot (no database).")
+            if account is not None and account not in getattr(self.service, "names", ()):
+                raise UnknownAccount(account, getattr(self.service, "names", ()))
+            data = await history.data(days, account)
+            png = await render_png_async(chart_spec(data, tz=history.tz))
+        except Exception as exc:
+            await self._answer_error(respond, exc, "/quota history")
+            return
+        title = f"Midjourney fast time, last {days} days"
+        file_id = await upload_png(self.client, png, filename=f"quota-history-{days}d.png", title=title,
+                                   session=self._session)
+        blocks, text = render_history(data, file_id)
+        kind = "in_channel" if public else "ephemeral"
+        if not await self._send(respond, "/quota history", blocks=blocks, text=text, response_type=kind) and file_id:
+            # Slack may still be processing a file uploaded a moment ago: once more, then without the image
+            await asyncio.sleep(1.5)
+            if not await self._send(respond, "/quota history", blocks=blocks, text=text, response_type=kind):
+                blocks, text = render_history(data, None)
+                await self._send(respond, "/quota history", blocks=blocks, text=text, response_type=kind)
 
     @staticmethod
     def _quota_usage(names: tuple[str, ...]) -> str:
@@ -306,7 +355,7 @@ class SlackAdapter:
         await self._send(respond, "/quota", blocks=blocks, text=text,
                     response_type="in_channel" if public else "ephemeral")
 
-    async def _send(self, respond: Any, what: str, **message: Any) -> None:
+    async def _send(self, respond: Any, what: str, **message: Any) -> bool:
         """Answer through the command's response_url (bolt's `respond` carries it), over the adapter's
         kept-alive session: bolt's own `respond` opens a new session, so a new connection and TLS
         handshake, for every answer. Slack refuses a response_url that expired (30 min) or was used 5
@@ -321,6 +370,7 @@ class SlackAdapter:
         if status != 200:
             log.warning("%s: Slack refused the answer at the response_url (HTTP %s: %s)", what, status,
                         _clip(str(getattr(answer, "body", "")).strip()))
+        return status == 200
 
     def _background(self, work: Coroutine[Any, Any, None], what: str) -> None:
         """Run the slow part of a command after its ack, as a task the adapter owns (cancelled on stop)."""

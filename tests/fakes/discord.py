@@ -61,6 +61,7 @@ class FakeDiscord:
         self._runner: web.AppRunner | None = None
         self.base = ""
         self.dispatched_at: dict[str, float] = {}
+        self.interaction_types: dict[str, int] = {}  # interaction id → its type, when not 2 (a command)
         self.changes = Changes()
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -130,7 +131,7 @@ class FakeDiscord:
             return _json(out)
         if parts[0] == "interactions" and parts[-1] == "callback":
             self.callbacks[parts[1]] = call
-            return _json({"interaction": {"id": parts[1], "type": 2,
+            return _json({"interaction": {"id": parts[1], "type": self.interaction_types.get(parts[1], 2),
                                           "response_message_loading": body.get("type") == 5,
                                           "response_message_ephemeral": bool(body.get("data", {}).get("flags", 0) & 64)}})
         if parts[0] == "webhooks" and parts[-2:] == ["messages", "@original"]:
@@ -222,6 +223,17 @@ class FakeDiscord:
         self.dispatched_at[interaction_id] = time.monotonic()
         await self.dispatch("INTERACTION_CREATE", payload)
         return interaction_id, token
+
+    async def autocomplete(self, name: str, options: list[dict[str, Any]]) -> str:
+        """Dispatch an APPLICATION_COMMAND_AUTOCOMPLETE interaction (type 4) while a user types an option:
+        ``options`` are the command's options so far, the one being typed with ``"focused": True``.
+        Returns the interaction id; the bot's answer (callback type 8, ``data.choices``) lands in ``callbacks``."""
+        interaction_id, _, payload = self._interaction(name, options, "2147483647", None)
+        payload["type"] = 4
+        self.interaction_types[interaction_id] = 4
+        self.dispatched_at[interaction_id] = time.monotonic()
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return interaction_id
 
     def _interaction(self, name: str, options: list[dict[str, Any]] | None, permissions: str,
                      subcommand: str | None) -> tuple[str, str, dict[str, Any]]:
