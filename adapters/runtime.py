@@ -29,6 +29,7 @@ from bot.providers.nextleg import NextLegProvider
 log = logging.getLogger(__name__)
 
 SHUTDOWN_SECONDS = 8.0
+ALERT_SAMPLE_EVERY = 3600.0  # alerts need readings: background readings at least this often
 LISTEN_BACKLOG = 1024
 
 
@@ -156,9 +157,16 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
     from bot.schedules import ScheduleError, parse_config
     from bot.store import Store, StoreError
 
+    from bot.alerts import AlertError, Alerts, parse_mentions
+    from bot.alerts import parse_config as parse_alerts
+
     try:
         items = parse_config(settings.quota_schedules)
     except ScheduleError as exc:
+        raise StartupError(exc.user_message) from None
+    try:
+        mentions = parse_mentions(settings.quota_alert_mention)
+    except AlertError as exc:
         raise StartupError(exc.user_message) from None
     configured = {"discord": settings.discord_bot_token is not None, "slack": settings.slack_bot_token is not None}
     for item in items:
@@ -180,10 +188,20 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
         history = attach_history(settings, core, store)
         await history.start()
         stack.push_async_callback(history.stop)
+        try:
+            alert_items = parse_alerts(settings.quota_alerts, core.pool.names)
+        except AlertError as exc:
+            raise StartupError(exc.user_message) from None
+        for item in alert_items:
+            if not configured.get(item.platform):
+                token = "DISCORD_BOT_TOKEN" if item.platform == "discord" else "SLACK_BOT_TOKEN"
+                raise StartupError(f"QUOTA_ALERTS: item '{item.platform}:{item.channel}' needs {token} to be set")
 
         posters: dict[str, Any] = {}
         scheduler = Scheduler(store, core.service, posters, timezone=settings.quota_timezone,
                               grace=settings.quota_schedule_grace)
+        alerts = Alerts(store, core.pool, posters, history=history, mentions=mentions)
+        core.pool.alerts = alerts  # what the adapters' /quota-alert commands manage
         adapters = chat_adapters(settings, core.service, scheduler)
         posters.update((a.name, a) for a in adapters)
         if not adapters:
@@ -224,6 +242,11 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
             raise StartupError(exc.user_message) from None
         await scheduler.start()
         stack.push_async_callback(scheduler.stop)
+        await alerts.sync_config(alert_items)
+        await alerts.start()
+        stack.push_async_callback(alerts.stop)
+        if alerts.count:
+            history.ensure_sampling(ALERT_SAMPLE_EVERY)
 
         log.info("quota-bot %s ready: provider=%s, chat=%s, http://%s:%d/healthz", __version__,
                  ",".join(sorted({a.config.kind for a in core.accounts})), ",".join(a.name for a in adapters),

@@ -159,6 +159,7 @@ class QuotaPool:
         self.pooled = pooled
         self.annotate = annotate  # bot.history: the forecast put on every answer
         self.history: Any = None  # bot.history.History, for the history commands (set with a store)
+        self.alerts: Any = None  # bot.alerts.Alerts, for the /quota-alert commands
         self._inflight: asyncio.Task[PoolReport] | None = None
         self.providers = {name: "simulated" if s.simulated else getattr(s.provider, "name", "?")
                           for name, s in services.items()}

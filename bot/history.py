@@ -162,6 +162,14 @@ class History:
             self._tasks.append(loop.create_task(self._sample_loop(), name="history-sampler"))
             log.info("background readings every %s", _span(self.sample_every))
 
+    def ensure_sampling(self, every: float) -> None:
+        """Alerts need readings: turn background readings on at ``every`` when they are off."""
+        if self.sample_every:
+            return
+        self.sample_every = every
+        self._tasks.append(asyncio.get_running_loop().create_task(self._sample_loop(), name="history-sampler"))
+        log.info("alerts are set and QUOTA_SAMPLE_EVERY is off: background readings every %s", _span(every))
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()

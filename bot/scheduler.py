@@ -120,6 +120,30 @@ class PostPolicy:
     concurrency: int = 50
 
 
+async def deliver(poster: Poster, channel: str, outcome: Any, policy: PostPolicy, clock: Clock, what: str) -> str | None:
+    """Post ``outcome`` with the retry policy of scheduled posts (429: wait ``retry_after``; 5xx/network:
+    back off; a bounded number of times); None when it went out, else the reason it did not."""
+    limited = transient = 0
+    while True:
+        try:
+            await poster.post(channel, outcome)
+            return None
+        except PostError as exc:
+            if exc.kind == "rate_limited" and limited + 1 < policy.rate_limit_attempts:
+                limited += 1
+                log.info("%s: rate limited, retrying in %.1fs", what, exc.retry_after or 1.0)
+                await clock.sleep(exc.retry_after or 1.0)
+                continue
+            if exc.kind == "transient" and transient + 1 < policy.transient_attempts:
+                transient += 1
+                await clock.sleep(policy.backoff * 2 ** (transient - 1))
+                continue
+            return exc.reason
+        except Exception as exc:
+            log.exception("%s: posting failed unexpectedly", what)
+            return f"unexpected error ({type(exc).__name__})"
+
+
 class Scheduler:
     def __init__(self, store: Store, service: QuotaService, posters: Mapping[str, Poster], *,
                  timezone: str = "UTC", grace: float = 600, clock: Clock | None = None,
@@ -355,28 +379,13 @@ class Scheduler:
         poster = self.posters.get(row.platform)
         if poster is None:
             return await self._failing(armed, f"{row.platform} is not configured")
-        limited = transient = 0
-        while True:
-            try:
-                await poster.post(row.channel, outcome)
-            except PostError as exc:
-                if exc.kind == "rate_limited" and limited + 1 < self.policy.rate_limit_attempts:
-                    limited += 1
-                    log.info("schedule #%d: rate limited, retrying in %.1fs", row.id, exc.retry_after or 1.0)
-                    await self.clock.sleep(exc.retry_after or 1.0)
-                    continue
-                if exc.kind == "transient" and transient + 1 < self.policy.transient_attempts:
-                    transient += 1
-                    await self.clock.sleep(self.policy.backoff * 2 ** (transient - 1))
-                    continue
-                return await self._failing(armed, exc.reason)
-            except Exception as exc:
-                log.exception("schedule #%d: posting failed unexpectedly", row.id)
-                return await self._failing(armed, f"unexpected error ({type(exc).__name__})")
-            if armed.row.failing is not None:
-                log.info("schedule #%d recovered: posted to %s:%s", row.id, row.platform, row.channel)
-                await self._set_failing(armed, None)
-            return "posted" if not isinstance(outcome, QuotaError) else f"posted error: {outcome.code}"
+        failure = await deliver(poster, row.channel, outcome, self.policy, self.clock, f"schedule #{row.id}")
+        if failure is not None:
+            return await self._failing(armed, failure)
+        if armed.row.failing is not None:
+            log.info("schedule #%d recovered: posted to %s:%s", row.id, row.platform, row.channel)
+            await self._set_failing(armed, None)
+        return "posted" if not isinstance(outcome, QuotaError) else f"posted error: {outcome.code}"
 
     async def _set_failing(self, armed: _Armed, reason: str | None) -> None:
         await self.store.set_failing(armed.row.id, reason)

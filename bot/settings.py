@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     quota_timezone: str = "UTC"
     quota_schedule_grace: float = 600.0
 
+    # --- alerts ---------------------------------------------------------------------------------
+    quota_alerts: str = ""
+    quota_alert_mention: str = ""
+
     # --- validators -----------------------------------------------------------------------------
     @field_validator("nextleg_info_method", "log_level", "quota_provider", mode="before")
     @classmethod

@@ -64,6 +64,24 @@ MIGRATIONS: list[str] = [
     ALTER TABLE readings ADD COLUMN account TEXT NOT NULL DEFAULT 'default';
     CREATE INDEX readings_account_read_at ON readings (account, read_at);
     """,
+    # 3: low-quota alerts; state armed → pending (claimed, its message stored) → fired → armed again
+    """
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        platform TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        account TEXT NOT NULL DEFAULT '',
+        condition TEXT NOT NULL,
+        source TEXT NOT NULL CHECK (source IN ('config', 'chat')),
+        created_by TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'armed' CHECK (state IN ('armed', 'pending', 'fired')),
+        fired_at REAL,
+        fired_renewal REAL,
+        message TEXT,
+        failing TEXT
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -83,6 +101,23 @@ class ScheduleRow:
     anchor: float
     created_by: str
     created_at: float
+    failing: str | None
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    id: int
+    platform: str
+    channel: str
+    account: str  # '' = the pool of every account
+    condition: str
+    source: str
+    created_by: str
+    created_at: float
+    state: str  # armed | pending | fired
+    fired_at: float | None
+    fired_renewal: float | None
+    message: str | None
     failing: str | None
 
 
@@ -199,6 +234,65 @@ class Store:
         cursor = await self._db.execute("DELETE FROM readings WHERE read_at < ?", (before,))
         await self._db.commit()
         return cursor.rowcount
+
+    # --- alerts ---------------------------------------------------------------------------------
+    _ALERT_COLUMNS = ("id, platform, channel, account, condition, source, created_by, created_at, state, fired_at,"
+                      " fired_renewal, message, failing")
+
+    async def alerts(self, platform: str | None = None) -> list[AlertRow]:
+        query, args = f"SELECT {self._ALERT_COLUMNS} FROM alerts", ()
+        if platform is not None:
+            query, args = query + " WHERE platform = ?", (platform,)
+        cursor = await self._db.execute(query + " ORDER BY id", args)
+        return [AlertRow(*row) for row in await cursor.fetchall()]
+
+    async def add_alerts(self, rows: list[tuple[str, str, str, str, str, str]]) -> list[AlertRow]:
+        """(platform, channel, account, condition, source, created_by) each; returns the stored rows."""
+        now, added = time.time(), []
+        for platform, channel, account, condition, source, created_by in rows:
+            cursor = await self._db.execute(
+                "INSERT INTO alerts (platform, channel, account, condition, source, created_by, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)", (platform, channel, account, condition, source, created_by, now))
+            added.append(AlertRow(cursor.lastrowid or 0, platform, channel, account, condition, source, created_by,
+                                  now, "armed", None, None, None, None))
+        await self._db.commit()
+        return added
+
+    async def remove_alert(self, alert_id: int, platform: str | None = None) -> bool:
+        query, args = "DELETE FROM alerts WHERE id = ?", (alert_id,)
+        if platform is not None:
+            query, args = query + " AND platform = ?", (alert_id, platform)
+        cursor = await self._db.execute(query, args)
+        await self._db.commit()
+        return cursor.rowcount > 0
+
+    async def claim_alerts(self, claims: list[tuple[int, float, float | None, str]]) -> set[int]:
+        """(id, fired_at, renewal, message): armed → pending in one transaction; returns the ids this call
+        claimed (another process, or an earlier run, may have claimed one first)."""
+        claimed: set[int] = set()
+        try:
+            for alert_id, at, renewal, message in claims:
+                cursor = await self._db.execute(
+                    "UPDATE alerts SET state = 'pending', fired_at = ?, fired_renewal = ?, message = ?"
+                    " WHERE id = ? AND state = 'armed'", (at, renewal, message, alert_id))
+                if cursor.rowcount:
+                    claimed.add(alert_id)
+            await self._db.commit()
+        except BaseException:
+            await self._db.rollback()
+            raise
+        return claimed
+
+    async def alerts_posted(self, results: list[tuple[int, str | None]]) -> None:
+        """(id, failing reason or None): pending → fired, with the reason a post did not go out."""
+        await self._db.executemany("UPDATE alerts SET state = 'fired', failing = ? WHERE id = ? AND state = 'pending'",
+                                   [(reason, alert_id) for alert_id, reason in results])
+        await self._db.commit()
+
+    async def rearm_alerts(self, ids: list[int]) -> None:
+        await self._db.executemany("UPDATE alerts SET state = 'armed', message = NULL WHERE id = ? AND state = 'fired'",
+                                   [(i,) for i in ids])
+        await self._db.commit()
 
     # --- schedules ------------------------------------------------------------------------------
     async def add_schedule(self, platform: str, channel: str, when_text: str, timezone: str, source: str,

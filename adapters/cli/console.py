@@ -20,7 +20,7 @@ from bot.errors import QuotaError
 from bot.history import chart_spec
 from bot.service import QuotaService
 
-from .render import render_error, render_history, render_reading
+from .render import render_alert, render_error, render_history, render_reading
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,12 @@ class ConsoleAdapter:
             self._task = None
 
     async def post(self, channel: str, outcome: object) -> None:
-        self._say(render_error(outcome) if isinstance(outcome, BaseException) else render_reading(outcome))  # type: ignore[arg-type]
+        from bot.alerts import AlertNotice
+
+        if isinstance(outcome, AlertNotice):
+            self._say(render_alert(outcome))
+        else:
+            self._say(render_error(outcome) if isinstance(outcome, BaseException) else render_reading(outcome))  # type: ignore[arg-type]
 
     def _say(self, text: str) -> None:
         self._out.write(text + "\n")

@@ -9,6 +9,7 @@ from bot.errors import user_sentence
 from bot.report import AccountReading, PoolReport, QuotaReport
 
 if TYPE_CHECKING:
+    from bot.alerts import AlertNotice
     from bot.history import HistoryData
 
 _LEVEL_WORD = {"ok": "OK", "low": "LOW", "critical": "CRITICAL", "unknown": "?"}
@@ -136,4 +137,13 @@ def render_history(data: "HistoryData", width: int = 48) -> str:
         lines.append(f"  {label}{sparkline([v for _, v in points], width) or '-' * width}{now}")
     lines.append(f"  {data.pace}")
     lines.append(f"  {summary_line(data)}")
+    return "\n".join(lines)
+
+
+def render_alert(notice: "AlertNotice") -> str:
+    lines = [f"ALERT #{notice.alert_id}: {notice.headline}"]
+    if notice.pace:
+        lines.append(f"  {notice.pace}")
+    if notice.renewal is not None:
+        lines.append(f"  Renews {_when(notice.renewal)}")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ import discord
 import yarl
 from discord import app_commands
 
+from bot.alerts import AlertNotice
 from bot.chart import render_png_async
 from bot.errors import PostError, QuotaError, UnknownAccount
 from bot.history import chart_spec
@@ -25,7 +26,7 @@ from bot.schedules import ScheduleError, ScheduleManager
 from bot.service import QuotaService
 from bot.settings import Settings
 
-from .render import (CHART_FILENAME, render_error, render_history, render_notice, render_reading, schedule_added_text,
+from .render import (CHART_FILENAME, render_alert, render_error, render_history, render_notice, render_reading, schedule_added_text,
                      schedule_list_text)
 
 log = logging.getLogger(__name__)
@@ -323,10 +324,18 @@ class DiscordAdapter:
             log.exception("could not send the error answer")
 
     # --- scheduled posts ------------------------------------------------------------------------
-    async def post(self, channel: str, outcome: QuotaReport | PoolReport | QuotaError) -> None:
-        embed = render_error(outcome) if isinstance(outcome, BaseException) else render_reading(outcome)
+    async def post(self, channel: str, outcome: QuotaReport | PoolReport | QuotaError | AlertNotice) -> None:
+        content, mentions = None, discord.AllowedMentions.none()  # nobody is pinged unless configured
+        if isinstance(outcome, AlertNotice):
+            embed = render_alert(outcome)
+            if outcome.mention:  # QUOTA_ALERT_MENTION names a role
+                content = f"<@&{outcome.mention}>"
+                mentions = discord.AllowedMentions(everyone=False, users=False, roles=[discord.Object(int(outcome.mention))])
+        else:
+            embed = render_error(outcome) if isinstance(outcome, BaseException) else render_reading(outcome)
         try:
-            await self.client.get_partial_messageable(int(channel)).send(embed=embed)
+            await self.client.get_partial_messageable(int(channel)).send(content=content, embed=embed,
+                                                                         allowed_mentions=mentions)
         except (discord.Forbidden, discord.NotFound) as exc:
             raise PostError("gone", f"Discord {exc.status}: {exc.text or 'no access to the channel'}"[:200]) from None
         except discord.RateLimited as exc:

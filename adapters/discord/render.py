@@ -11,6 +11,7 @@ from bot.report import AccountReading, PoolReport, QuotaReport
 from bot.schedules import ScheduleView
 
 if TYPE_CHECKING:
+    from bot.alerts import AlertNotice
     from bot.history import HistoryData
 
 # Discord's limits (resources/message.mdx, Embed Limits)
@@ -204,4 +205,20 @@ def render_history(data: "HistoryData", with_chart: bool = True) -> discord.Embe
                           description=_cut("\n".join(lines), DESCRIPTION_MAX), colour=COLOURS["ok"])
     if with_chart:
         embed.set_image(url=f"attachment://{CHART_FILENAME}")
+    return embed
+
+
+def render_alert(notice: "AlertNotice") -> discord.Embed:
+    """A low-quota alert: the headline, the pace and forecast, the renewal, who can act."""
+    lines = []
+    if notice.pace:
+        lines.append(f"📈 {notice.pace}")
+    if notice.renewal is not None:
+        stamp = int(notice.renewal.timestamp())
+        lines.append(f"Renews <t:{stamp}:R> (<t:{stamp}:f>)")
+    lines.append("Whoever manages the Midjourney plan can switch to Relax mode or buy more fast time."
+                 + (f" {SIMULATED_NOTE}" if notice.simulated else ""))
+    embed = discord.Embed(title=_cut(f"⚠️ {notice.headline}", TITLE_MAX), description=_cut("\n".join(lines), DESCRIPTION_MAX),
+                          colour=COLOURS["critical"])
+    embed.set_footer(text=f"quota-bot alert #{notice.alert_id} · {notice.condition}")
     return embed

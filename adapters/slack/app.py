@@ -48,6 +48,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.alerts import AlertNotice
 from bot.chart import render_png_async
 from bot.errors import PostError, QuotaError, UnknownAccount
 from bot.history import chart_spec
@@ -57,7 +58,7 @@ from bot.service import QuotaService
 from bot.settings import Settings
 
 from .files import upload_png
-from .render import (render_error, render_history, render_reading, render_text, schedule_added_text,
+from .render import (render_alert, render_error, render_history, render_reading, render_text, schedule_added_text,
                      schedule_list_text)
 
 log = logging.getLogger(__name__)
@@ -467,8 +468,11 @@ class SlackAdapter:
         return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
 
     # --- scheduled posts ------------------------------------------------------------------------
-    async def post(self, channel: str, outcome: QuotaReport | PoolReport | QuotaError) -> None:
-        blocks, text = render_error(outcome) if isinstance(outcome, BaseException) else render_reading(outcome)
+    async def post(self, channel: str, outcome: QuotaReport | PoolReport | QuotaError | AlertNotice) -> None:
+        if isinstance(outcome, AlertNotice):
+            blocks, text = render_alert(outcome)
+        else:
+            blocks, text = render_error(outcome) if isinstance(outcome, BaseException) else render_reading(outcome)
         try:
             await self.client.chat_postMessage(channel=channel, blocks=blocks, text=text)
         except SlackApiError as exc:

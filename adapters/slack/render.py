@@ -13,6 +13,7 @@ from bot.report import AccountReading, PoolReport, QuotaReport
 from bot.schedules import ScheduleView
 
 if TYPE_CHECKING:
+    from bot.alerts import AlertNotice
     from bot.history import HistoryData
 
 MAX_BLOCKS = 50
@@ -254,3 +255,20 @@ def render_history(data: "HistoryData", file_id: str | None) -> tuple[list[dict[
                          for name, points in rows)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(text, SECTION_TEXT_MAX)}})
     return blocks, f"{title}: {data.pace}"
+
+
+def render_alert(notice: "AlertNotice") -> tuple[list[dict[str, Any]], str]:
+    """A low-quota alert (plain text; a user group is mentioned only when QUOTA_ALERT_MENTION names one)."""
+    mention = f"<!subteam^{notice.mention}> " if notice.mention else ""
+    lines = [f":warning: {mention}*{escape(notice.headline)}*"]
+    if notice.pace:
+        lines.append(f":chart_with_downwards_trend: {escape(notice.pace)}")
+    if notice.renewal is not None:
+        lines.append(f"Renews {slack_date(notice.renewal)}")
+    lines.append("Whoever manages the Midjourney plan can switch to Relax mode or buy more fast time.")
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": _cut("\n".join(lines), SECTION_TEXT_MAX)}}]
+    if notice.simulated:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": SIMULATED_NOTE}]})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
+                   f"quota-bot alert #{notice.alert_id} · {escape(notice.condition)}"}]})
+    return blocks, f"{mention}{notice.headline}"

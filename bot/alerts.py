@@ -1,0 +1,481 @@
+"""Low-quota alerts: a post into a channel when the fast time crosses a threshold, or when the forecast says
+it will not last to the renewal; once per crossing, never a flood, across restarts.
+
+An alert watches one account or the pool (every account) for one condition: a percentage of the total
+(``20%``), an amount (``5h``, ``90m``) or ``runout`` (the forecast runs out at least a day before the
+renewal). It fires when a reading is below its threshold and it is armed; it re-arms only when a reading
+is back above the threshold plus a margin (5 % of the total) or a renewal has passed since it fired, so
+readings hovering around the line never repeat it. State lives in the store: armed → pending (claimed,
+its message kept) → fired. A restart posts what was pending once and never fires an alert twice.
+
+Every fresh reading is checked (commands, schedules, background samples); the check runs in the
+background, never in the way of an answer, and in memory: only the alerts that change state touch the
+database. Nothing here imports a chat library: posts go through the adapters' ``post``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+from .schedules import PLATFORMS
+from .scheduler import Clock, PostPolicy, SystemClock, deliver
+from .store import AlertRow, Store
+
+log = logging.getLogger(__name__)
+
+MARGIN_PERCENT = 5.0  # re-arm above the threshold plus this share of the total
+RUNOUT_DAYS = 1.0  # `runout`: the forecast runs out at least this long before the renewal
+EXAMPLES = "e.g. 20%, 5h, 90m or runout"
+_AMOUNT = re.compile(r"^(\d+(?:\.\d+)?)\s*(%|h|hr|hrs|hours?|m|min|mins|minutes?)$")
+
+
+class AlertError(Exception):
+    """A bad alert item or condition; ``user_message`` is one line with an example."""
+
+    def __init__(self, user_message: str) -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
+
+
+@dataclass(frozen=True)
+class Condition:
+    kind: str  # percent | hours | runout
+    value: float = 0.0  # the percentage, or hours
+    text: str = ""
+
+    def threshold(self, total: float | None) -> float | None:
+        """The line in hours; None when it cannot be known (a percentage without a total, or runout)."""
+        if self.kind == "hours":
+            return self.value
+        if self.kind == "percent" and total:
+            return total * self.value / 100
+        return None
+
+    @property
+    def label(self) -> str:
+        if self.kind == "percent":
+            return f"{_num(self.value)} %"
+        if self.kind == "hours":
+            return f"{_num(self.value)} h" if self.value >= 1 or self.value == 0 else f"{_num(self.value * 60)} min"
+        return "a run-out before the renewal"
+
+
+def parse_condition(text: str) -> Condition:
+    raw = " ".join(str(text).split()).lower()
+    if raw in ("runout", "run-out", "run out"):
+        return Condition("runout", 0.0, "runout")
+    match = _AMOUNT.match(raw)
+    if not match:
+        raise AlertError(f"'{text}' is not a condition: write a percentage, an amount or runout, {EXAMPLES}.")
+    value, unit = float(match.group(1)), match.group(2)
+    if unit == "%":
+        if not 0 < value < 100:
+            raise AlertError(f"'{text}': a percentage must be between 0 and 100, {EXAMPLES}.")
+        return Condition("percent", value, f"{_num(value)}%")
+    hours = value / 60 if unit.startswith("m") else value
+    if hours <= 0 or hours > 10_000:
+        raise AlertError(f"'{text}': the amount must be more than 0, {EXAMPLES}.")
+    return Condition("hours", hours, f"{_num(value)}{'m' if unit.startswith('m') else 'h'}")
+
+
+@dataclass(frozen=True)
+class AlertItem:
+    platform: str
+    channel: str
+    account: str  # '' = the pool
+    conditions: tuple[Condition, ...]
+
+
+def parse_config(value: str, accounts: Iterable[str] = ()) -> list[AlertItem]:
+    """``QUOTA_ALERTS``: ``platform:channel[@account]=condition[,condition…]`` items separated by ``;``."""
+    names = set(accounts)
+    items = []
+    for raw in (value or "").split(";"):
+        item = raw.strip()
+        if not item:
+            continue
+
+        def bad(reason: str) -> AlertError:
+            return AlertError(f"QUOTA_ALERTS: item '{item}': {reason}")
+
+        target, sep, conditions = item.partition("=")
+        platform, colon, where = target.partition(":")
+        channel, at, account = where.partition("@")
+        platform, channel, account = platform.strip().lower(), channel.strip(), account.strip().lower()
+        if not sep or not colon:
+            raise bad("write it as platform:channel=condition, e.g. slack:C0123ABC=20%,10%")
+        if platform not in PLATFORMS:
+            raise bad(f"platform must be discord or slack, not '{platform}'")
+        if not channel or any(ch.isspace() for ch in channel):
+            raise bad("the channel id is missing or has spaces")
+        if platform == "discord" and not channel.isdigit():
+            raise bad("a Discord channel id is a number, e.g. discord:123456789012345678=5h")
+        if at and account not in names:
+            known = ", ".join(sorted(names)) if names else "none: without QUOTA_ACCOUNTS_FILE the pool is watched"
+            raise bad(f"there is no account '{account}' (accounts: {known})")
+        parsed = []
+        for text in conditions.split(","):
+            if not text.strip():
+                raise bad(f"a condition is missing, {EXAMPLES}")
+            try:
+                parsed.append(parse_condition(text))
+            except AlertError as exc:
+                raise bad(exc.user_message) from None
+        items.append(AlertItem(platform, channel, account, tuple(parsed)))
+    return items
+
+
+@dataclass(frozen=True)
+class AlertView:
+    """What ``/quota-alert list`` shows of one alert."""
+
+    id: int
+    platform: str
+    channel: str
+    account: str
+    condition: str
+    source: str
+    state: str  # armed | pending | fired
+    fired_at: datetime | None
+    failing: str | None
+    note: str = ""  # on add: that it is already below and fires with the next reading
+
+    @property
+    def state_text(self) -> str:
+        if self.state == "armed":
+            return "armed"
+        if self.fired_at is None:
+            return "firing"
+        return f"fired at {self.fired_at.strftime('%Y-%m-%d %H:%M UTC')}"
+
+
+@dataclass(frozen=True)
+class AlertNotice:
+    """An alert's post, platform-neutral: each renderer turns it into its own form."""
+
+    alert_id: int
+    headline: str  # "Fast time below 10 %: 1.4 h of 15 h left"
+    pace: str | None
+    renewal: datetime | None
+    account: str  # '' = the pool
+    condition: str
+    mention: str | None = None  # a role (Discord) or user group (Slack) id to mention, from QUOTA_ALERT_MENTION
+    simulated: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps({"alert_id": self.alert_id, "headline": self.headline, "pace": self.pace,
+                           "renewal": self.renewal.timestamp() if self.renewal else None, "account": self.account,
+                           "condition": self.condition, "mention": self.mention, "simulated": self.simulated})
+
+    @classmethod
+    def from_json(cls, text: str) -> "AlertNotice":
+        data = json.loads(text)
+        renewal = data.get("renewal")
+        return cls(int(data["alert_id"]), str(data["headline"]), data.get("pace"),
+                   datetime.fromtimestamp(renewal, timezone.utc) if renewal else None, str(data.get("account", "")),
+                   str(data.get("condition", "")), data.get("mention"), bool(data.get("simulated")))
+
+
+@dataclass
+class _Scope:
+    """The figures one evaluation looks at for an account, or the pool."""
+
+    remaining: float | None
+    total: float | None
+    renewal: float | None
+    forecast: Any
+    simulated: bool
+
+
+class Alerts:
+    def __init__(self, store: Store, pool: Any, posters: Mapping[str, Any], *, history: Any = None,
+                 mentions: Mapping[str, str] | None = None, clock: Clock | None = None,
+                 policy: PostPolicy = PostPolicy()) -> None:
+        self.store = store
+        self.pool = pool
+        self.posters = posters
+        self.history = history
+        self.mentions = dict(mentions or {})
+        self.clock = clock or SystemClock()
+        self.policy = policy
+        self._rows: dict[int, AlertRow] = {}
+        self._kick = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self.evaluations = 0
+        self.last_evaluation_ms = 0.0
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the alerts, post what a previous run claimed but did not post, start the checker."""
+        self._rows = {row.id: row for row in await self.store.alerts()}
+        pending = [row for row in self._rows.values() if row.state == "pending" and row.message]
+        if pending:
+            log.info("%d alert(s) were claimed but not posted before the last stop: posting them now", len(pending))
+            await self._deliver([(row, AlertNotice.from_json(row.message or "{}")) for row in pending])
+        self._worker = asyncio.get_running_loop().create_task(self._run(), name="alert-checker")
+        self.pool.subscribe(lambda account, report: self.kick())
+        log.info("alerts started: %d alert(s)", len(self._rows))
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        for task in list(self._deliveries):
+            task.cancel()
+        await asyncio.gather(*self._deliveries, return_exceptions=True)
+
+    @property
+    def count(self) -> int:
+        return len(self._rows)
+
+    def kick(self) -> None:
+        """A fresh reading arrived: check the alerts soon (a burst of readings is checked once)."""
+        self._kick.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            try:
+                await self.evaluate()
+            except Exception:
+                log.exception("checking the alerts failed")
+
+    # --- configuration and chat -----------------------------------------------------------------
+    async def sync_config(self, items: Iterable[AlertItem]) -> None:
+        """Keep the configured alerts in step with QUOTA_ALERTS (their state kept while unchanged)."""
+        wanted = {(i.platform, i.channel, i.account, c.text): i for i in items for c in i.conditions}
+        for row in await self.store.alerts():
+            if row.source != "config":
+                continue
+            key = (row.platform, row.channel, row.account, row.condition)
+            if key in wanted:
+                wanted.pop(key)
+            else:
+                await self.store.remove_alert(row.id)
+                self._rows.pop(row.id, None)
+                log.info("alert #%d (%s:%s=%s) removed: no longer in QUOTA_ALERTS", row.id, row.platform,
+                         row.channel, row.condition)
+        added = await self.store.add_alerts([(p, ch, acc, cond, "config", "") for p, ch, acc, cond in wanted])
+        for row in added:
+            self._rows[row.id] = row
+            log.info("alert #%d added from QUOTA_ALERTS: %s:%s%s=%s", row.id, row.platform, row.channel,
+                     f"@{row.account}" if row.account else "", row.condition)
+
+    async def add(self, platform: str, channel: str, condition: str, *, account: str | None = None,
+                  created_by: str = "") -> AlertView:
+        if platform not in PLATFORMS or platform not in self.posters:
+            raise AlertError(f"This bot cannot post to {platform}: it is not configured.")
+        parsed = parse_condition(condition)
+        account = (account or "").strip().lower()
+        names = tuple(getattr(self.pool, "names", ()))
+        if account and account not in names:
+            listed = ", ".join(names) if names else "none: this bot reads one account"
+            raise AlertError(f"There is no account '{account}'. Accounts: {listed}.")
+        [row] = await self.store.add_alerts([(platform, channel, account, parsed.text, "chat", created_by)])
+        self._rows[row.id] = row
+        if self.history is not None:
+            self.history.ensure_sampling(3600.0)  # alerts need readings even when nobody types /quota
+        log.info("alert #%d added from chat: %s:%s%s=%s", row.id, platform, channel, f"@{account}" if account else "",
+                 parsed.text)
+        note = ""
+        scope = await self._scope(account)
+        if scope is not None and self._below(parsed, scope):
+            note = "The fast time is already below it: the alert fires with the next reading."
+        return self._view(row, note)
+
+    async def list(self, platform: str) -> list[AlertView]:
+        return [self._view(row) for row in sorted(self._rows.values(), key=lambda r: r.id) if row.platform == platform]
+
+    async def remove(self, platform: str, alert_id: int) -> bool:
+        removed = await self.store.remove_alert(alert_id, platform)
+        if removed:
+            self._rows.pop(alert_id, None)
+            log.info("alert #%d removed", alert_id)
+        return removed
+
+    def _view(self, row: AlertRow, note: str = "") -> AlertView:
+        fired = datetime.fromtimestamp(row.fired_at, timezone.utc) if row.fired_at and row.state != "armed" else None
+        return AlertView(row.id, row.platform, row.channel, row.account, row.condition, row.source, row.state, fired,
+                         row.failing, note)
+
+    # --- evaluation -----------------------------------------------------------------------------
+    async def _scope(self, account: str) -> _Scope | None:
+        """The latest figures of an account ('' = the pool: the sum of the accounts that have a reading)."""
+        services = getattr(self.pool, "services", {})
+        names = [account] if account else list(services)
+        reports = [services[n].last_report for n in names if n in services and services[n].last_report is not None]
+        counted = [r for r in reports if r.remaining is not None]
+        if not counted:
+            return None
+        remaining = sum(r.remaining.hours for r in counted)
+        total = None if any(r.total is None for r in counted) else sum(r.total.hours for r in counted)
+        renewals = [r.renewal.timestamp() for r in counted if r.renewal is not None]
+        forecast = None
+        if self.history is not None:
+            try:
+                forecast = await (self.history.forecast(names[0]) if len(names) == 1
+                                  else self.history.pooled_forecast([n for n in names if services[n].last_report]))
+            except Exception:
+                log.exception("the forecast for the alerts could not be computed")
+        return _Scope(remaining, total, min(renewals) if renewals else None, forecast,
+                      all(r.simulated for r in counted))
+
+    @staticmethod
+    def _below(condition: Condition, scope: _Scope) -> bool:
+        if condition.kind == "runout":
+            f = scope.forecast
+            return bool(f is not None and getattr(f, "enough", False) and f.lasts_to_renewal is False
+                        and (f.short_by_days or 0) >= RUNOUT_DAYS)
+        line = condition.threshold(scope.total)
+        return line is not None and scope.remaining is not None and scope.remaining < line
+
+    @staticmethod
+    def _back_above(condition: Condition, scope: _Scope) -> bool:
+        if condition.kind == "runout":
+            f = scope.forecast
+            return bool(f is not None and getattr(f, "enough", False) and f.lasts_to_renewal is not False)
+        line = condition.threshold(scope.total)
+        margin = (scope.total or 0) * MARGIN_PERCENT / 100
+        return line is not None and scope.remaining is not None and scope.remaining >= line + margin
+
+    async def evaluate(self) -> int:
+        """Check every alert against the latest readings; post the crossed ones. Returns how many fired."""
+        started = time.perf_counter()
+        now = self.clock.now().timestamp()
+        scopes: dict[str, _Scope | None] = {}
+        for account in {row.account for row in self._rows.values()}:
+            scopes[account] = await self._scope(account)
+        fire: list[tuple[AlertRow, AlertNotice]] = []
+        rearm: list[int] = []
+        for row in self._rows.values():
+            scope = scopes.get(row.account)
+            if scope is None:
+                continue
+            condition = parse_condition(row.condition)
+            if row.state == "armed" and self._below(condition, scope):
+                fire.append((row, self._notice(row, condition, scope)))
+            elif row.state == "fired" and (self._back_above(condition, scope)
+                                           or (row.fired_renewal is not None and now >= row.fired_renewal)):
+                rearm.append(row.id)
+        self.evaluations += 1
+        self.last_evaluation_ms = (time.perf_counter() - started) * 1000
+        if rearm:
+            await self.store.rearm_alerts(rearm)
+            for alert_id in rearm:
+                row = self._rows[alert_id]
+                self._rows[alert_id] = _replace(row, state="armed", message=None)
+                log.info("alert #%d re-armed", alert_id)
+        if not fire:
+            return 0
+        claimed = await self.store.claim_alerts([(row.id, now, scopes[row.account].renewal, notice.to_json())  # type: ignore[union-attr]
+                                                 for row, notice in fire])
+        runs = []
+        for row, notice in fire:
+            if row.id in claimed:
+                row = _replace(row, state="pending", fired_at=now, fired_renewal=scopes[row.account].renewal,  # type: ignore[union-attr]
+                               message=notice.to_json())
+                self._rows[row.id] = row
+                runs.append((row, notice))
+        if runs:
+            task = asyncio.get_running_loop().create_task(self._deliver(runs))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+        return len(runs)
+
+    def _notice(self, row: AlertRow, condition: Condition, scope: _Scope) -> AlertNotice:
+        left = _hours(scope.remaining)
+        of = f" of {_hours(scope.total)}" if scope.total else ""
+        who = f" ({row.account})" if row.account else (" (all accounts)" if len(getattr(self.pool, "names", ())) > 1 else "")
+        if condition.kind == "runout":
+            f = scope.forecast
+            headline = (f"Fast time{who} will run out about {_days(f.short_by_days)} before the renewal: "
+                        f"{left}{of} left")
+        else:
+            headline = f"Fast time{who} below {condition.label}: {left}{of} left"
+        pace = None
+        if scope.forecast is not None and self.history is not None:
+            from .forecast import pace_line
+
+            pace = pace_line(scope.forecast, getattr(self.history, "tz", timezone.utc))
+        renewal = datetime.fromtimestamp(scope.renewal, timezone.utc) if scope.renewal else None
+        return AlertNotice(row.id, headline, pace, renewal, row.account, row.condition, self.mentions.get(row.platform),
+                           scope.simulated)
+
+    async def _deliver(self, runs: list[tuple[AlertRow, AlertNotice]]) -> None:
+        gate = asyncio.Semaphore(self.policy.concurrency)
+
+        async def one(row: AlertRow, notice: AlertNotice) -> tuple[int, str | None]:
+            async with gate:
+                poster = self.posters.get(row.platform)
+                if poster is None:
+                    return row.id, f"{row.platform} is not configured"
+                failure = await deliver(poster, row.channel, notice, self.policy, self.clock, f"alert #{row.id}")
+                if failure is not None:
+                    log.warning("alert #%d (%s:%s) is failing: %s", row.id, row.platform, row.channel, failure)
+                elif row.failing is not None:
+                    log.info("alert #%d recovered: posted to %s:%s", row.id, row.platform, row.channel)
+                else:
+                    log.info("alert #%d posted to %s:%s: %s", row.id, row.platform, row.channel, notice.headline)
+                return row.id, failure
+
+        results = await asyncio.gather(*(one(row, notice) for row, notice in runs))
+        try:
+            await self.store.alerts_posted(results)
+        except Exception:
+            log.exception("could not record %d alert post(s)", len(results))
+            return
+        for alert_id, failure in results:
+            if alert_id in self._rows:
+                self._rows[alert_id] = _replace(self._rows[alert_id], state="fired", failing=failure)
+
+
+def _replace(row: AlertRow, **changes: Any) -> AlertRow:
+    return AlertRow(**{**row.__dict__, **changes})
+
+
+def _num(value: float) -> str:
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def _hours(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return f"{_num(value)} h" if value >= 1 or value == 0 else f"{_num(value * 60)} min"
+
+
+def _days(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "some days"
+    days = round(value)
+    return f"{days} day" if days == 1 else f"{days} days"
+
+
+def parse_mentions(value: str) -> dict[str, str]:
+    """``QUOTA_ALERT_MENTION``: ``discord:<role id>`` and/or ``slack:<user group id>``, comma-separated."""
+    mentions: dict[str, str] = {}
+    for raw in (value or "").split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        platform, colon, ident = item.partition(":")
+        platform, ident = platform.strip().lower(), ident.strip()
+        if not colon or platform not in PLATFORMS:
+            raise AlertError(f"QUOTA_ALERT_MENTION: '{item}': write discord:<role id> or slack:<user group id>")
+        if platform == "discord" and not ident.isdigit():
+            raise AlertError(f"QUOTA_ALERT_MENTION: '{item}': a Discord role id is a number")
+        if platform == "slack" and not re.fullmatch(r"S[A-Z0-9]{2,}", ident):
+            raise AlertError(f"QUOTA_ALERT_MENTION: '{item}': a Slack user group id starts with S, e.g. S0123ABC")
+        mentions[platform] = ident
+    return mentions
