@@ -243,11 +243,14 @@ async def _check(settings: Settings) -> int:
     from bot.schedules import ScheduleError, parse_config
     from bot.store import Store, StoreError
 
+    stored_alerts: list[Any] = []
     try:
         store = await Store.open(settings.database_path)
         count = len(await store.schedules())
+        stored_alerts = [a for a in await store.alerts() if a.source == "chat"]
         await store.close()
-        say(True, f"database {os.path.abspath(settings.database_path)}: {count} schedule(s) stored")
+        say(True, f"database {os.path.abspath(settings.database_path)}: {count} schedule(s), "
+                  f"{len(stored_alerts)} alert(s) from chat stored")
     except StoreError as exc:
         say(False, str(exc))
     try:
@@ -260,6 +263,30 @@ async def _check(settings: Settings) -> int:
             say(True, f"QUOTA_SCHEDULES: {len(items)} schedule(s) in {settings.quota_timezone}")
     except ScheduleError as exc:
         say(False, exc.user_message)
+    from bot.alerts import AlertError, parse_mentions
+    from bot.alerts import parse_config as parse_alerts
+
+    try:
+        alert_items = parse_alerts(settings.quota_alerts, [a.name for a in core.accounts] if settings.quota_accounts_file else ())
+        parse_mentions(settings.quota_alert_mention)
+        configured = {p for p, on in (("discord", settings.discord_bot_token), ("slack", settings.slack_bot_token)) if on}
+        for item in alert_items:
+            where = f"{item.platform}:{item.channel}" + (f"@{item.account}" if item.account else "")
+            conditions = ", ".join(c.text for c in item.conditions)
+            if item.platform in configured:
+                say(True, f"QUOTA_ALERTS: {where} when below {conditions}")
+            else:
+                say(False, f"QUOTA_ALERTS: {where} posts to {item.platform}, which is not configured")
+        for row in stored_alerts:
+            say(True, f"alert #{row.id} from chat: {row.platform}:{row.channel}"
+                      + (f"@{row.account}" if row.account else "") + f" when below {row.condition} ({row.state})")
+    except AlertError as exc:
+        say(False, exc.user_message)
+    alerts_set = bool(settings.quota_alerts.strip()) or bool(stored_alerts)
+    every = settings.sample_every(core.pool.simulated) or (3600.0 if alerts_set else None)
+    say(None if every is None else True, "background readings: " + (
+        f"every {every / 3600:g} h" if every and every % 3600 == 0 else f"every {every / 60:g} min" if every
+        else "off (QUOTA_SAMPLE_EVERY)") + f"; readings kept {settings.quota_history_days:g} days")
     if not settings.discord_bot_token and not settings.slack_bot_token:
         say(None, "no chat platform configured: `quota-bot run` opens the console chat")
     print("all checks passed" if not problems else f"{problems} check(s) failed")
