@@ -155,7 +155,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
     """Run the bot until ``stop`` is set. Raises StartupError/SettingsError when it cannot start."""
     from bot.scheduler import Scheduler
     from bot.schedules import ScheduleError, parse_config
-    from bot.store import Store, StoreError
+    from bot.store import StoreError, open_store
 
     from bot.alerts import AlertError, Alerts, parse_mentions
     from bot.alerts import parse_config as parse_alerts
@@ -176,7 +176,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
 
     async with AsyncExitStack() as stack:
         try:
-            store = await Store.open(settings.database_path)
+            store = await open_store(settings.database_url)
         except StoreError as exc:
             raise StartupError(str(exc)) from None
         stack.push_async_callback(store.close)

@@ -176,6 +176,10 @@ class Store:
             reason = "not a database" if "not a database" in str(exc) else str(exc)
             raise StoreError(f"DATABASE_URL: {shown} cannot be used ({reason}); it was left untouched") from None
 
+    def describe(self) -> str:
+        """Which store and where, for `quota-bot check` and /healthz (never a password)."""
+        return f"SQLite {os.path.abspath(self.path)}"
+
     async def close(self) -> None:
         await self._db.close()
 
@@ -369,3 +373,10 @@ class Store:
         cursor = await self._db.execute("SELECT due, posted_at, result FROM runs WHERE schedule_id = ? ORDER BY due",
                                         (schedule_id,))
         return list(await cursor.fetchall())
+
+
+async def open_store(url: str) -> Store:
+    """The store of ``DATABASE_URL``: ``sqlite:///path`` (the embedded default)."""
+    if url.startswith("sqlite:///"):
+        return await Store.open(url[len("sqlite:///"):])
+    raise StoreError(f"DATABASE_URL: unsupported database URL scheme {url.split(':', 1)[0]!r}")

@@ -119,10 +119,10 @@ async def _with_history(settings: Settings, core: Any) -> Any:
     """The store and the history behind the pace line; None (and a log line) when the database cannot
     be used: the reading is still printed, without its forecast."""
     from adapters.runtime import attach_history
-    from bot.store import Store, StoreError
+    from bot.store import StoreError, open_store
 
     try:
-        store = await Store.open(settings.database_path)
+        store = await open_store(settings.database_url)
     except StoreError as exc:
         log.warning("no history: %s", exc)
         return None
@@ -241,15 +241,15 @@ async def _check(settings: Settings) -> int:
     else:
         say(None, "Slack: not configured (set SLACK_BOT_TOKEN)")
     from bot.schedules import ScheduleError, parse_config
-    from bot.store import Store, StoreError
+    from bot.store import StoreError, open_store
 
     stored_alerts: list[Any] = []
     try:
-        store = await Store.open(settings.database_path)
+        store = await open_store(settings.database_url)
         count = len(await store.schedules())
         stored_alerts = [a for a in await store.alerts() if a.source == "chat"]
         await store.close()
-        say(True, f"database {os.path.abspath(settings.database_path)}: {count} schedule(s), "
+        say(True, f"database {store.describe()}: {count} schedule(s), "
                   f"{len(stored_alerts)} alert(s) from chat stored")
     except StoreError as exc:
         say(False, str(exc))
