@@ -29,7 +29,8 @@ from bot.providers.nextleg import NextLegProvider
 log = logging.getLogger(__name__)
 
 SHUTDOWN_SECONDS = 8.0
-ALERT_SAMPLE_EVERY = 3600.0  # alerts need readings: background readings at least this often
+ALERT_SAMPLE_EVERY = 3600.0
+CALLBACK_PROVIDERS = ("nextleg", "useapi")  # they accept a callback URL (webhookOverride, replyUrl)  # alerts need readings: background readings at least this often
 LISTEN_BACKLOG = 1024
 
 
@@ -58,8 +59,10 @@ class Core:
             await self.simulator.stop()
 
 
-async def build_core(settings: Settings) -> Core:
-    """Raises SettingsError for a bad accounts file (before anything is started)."""
+async def build_core(settings: Settings, webhook: Any = None) -> Core:
+    """Raises SettingsError for a bad accounts file (before anything is started). ``webhook`` (a
+    bot.webhook.WebhookHub, only where a server receives callbacks) goes to the providers that can
+    call back."""
     accounts = accounts_from_settings(settings)
     simulator = None
     services: dict[str, QuotaService] = {}
@@ -75,8 +78,12 @@ async def build_core(settings: Settings) -> Core:
                                             path_prefix=config.path_prefix, info_method=config.info_method,
                                             poll_timeout=settings.read_timeout, simulated=True)
         else:
-            provider = create_provider(config, poll_timeout=settings.read_timeout)
-            log.info("account %s: %s", account.name, config.describe())
+            options: dict[str, Any] = {"poll_timeout": settings.read_timeout}
+            if webhook is not None and config.kind in CALLBACK_PROVIDERS:
+                options["webhook"] = webhook
+            provider = create_provider(config, **options)
+            log.info("account %s: %s%s", account.name, config.describe(),
+                     ", with the webhook fast path" if "webhook" in options else "")
         services[account.name] = QuotaService(provider, cache_seconds=settings.quota_cache_seconds)
     pool = QuotaPool(services, pooled=bool(settings.quota_accounts_file))
     return Core(settings, pool, accounts, simulator)
@@ -180,8 +187,13 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
         except StoreError as exc:
             raise StartupError(str(exc)) from None
         stack.push_async_callback(store.close)
+        hub = None
+        if settings.quota_public_url:
+            from bot.webhook import WebhookHub
+
+            hub = WebhookHub(settings.quota_public_url)
         try:
-            core = await build_core(settings)
+            core = await build_core(settings, webhook=hub)
         except SettingsError as exc:
             raise StartupError(str(exc)) from None
         stack.push_async_callback(core.close)
@@ -213,6 +225,8 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
 
         app = web.Application()
         app.router.add_get("/healthz", runtime.healthz)
+        if hub is not None:
+            hub.mount(app)
         for adapter in adapters:
             adapter.mount(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     quota_alerts: str = ""
     quota_alert_mention: str = ""
 
+    # --- the webhook fast path ------------------------------------------------------------------
+    quota_public_url: str | None = None  # the bot's public base URL: providers call back there
+
     # --- validators -----------------------------------------------------------------------------
     @field_validator("nextleg_info_method", "log_level", "quota_provider", mode="before")
     @classmethod
@@ -131,7 +134,7 @@ class Settings(BaseSettings):
         return value.strip().lower() if info.field_name == "quota_provider" else value.strip().upper()
 
     @field_validator("nextleg_base_url", "discord_api_base_url", "slack_api_url", "useapi_base_url",
-                     "linkr_base_url", "mjproxy_base_url")
+                     "linkr_base_url", "mjproxy_base_url", "quota_public_url")
     @classmethod
     def _url(cls, value: str | None, info: Any) -> str | None:
         return None if value is None else _http_url(value, info.field_name)

@@ -147,6 +147,9 @@ class UpstreamSimulator:
         progress_field: bool = True,
         progress_as_string: bool = False,
         empty_at_100: float = 0.0,
+        callback: bool = True,
+        callback_delay: float = 0.0,
+        hide_from_polls: bool = False,
     ) -> None:
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.complete_after = complete_after
@@ -167,6 +170,13 @@ class UpstreamSimulator:
         self.progress_field = progress_field
         self.progress_as_string = progress_as_string
         self.empty_at_100 = empty_at_100
+        # webhooks: an ask with webhookOverride gets the result POSTed there when done (callback_delay
+        # late); hide_from_polls: polls never show the result (only the callback brings it)
+        self.callback = callback
+        self.callback_delay = callback_delay
+        self.hide_from_polls = hide_from_polls
+        self.callbacks: list[dict[str, Any]] = []
+        self._callback_tasks: set[asyncio.Task[None]] = set()
         self.ask_script: deque[Scripted] = deque()
         self.poll_script: deque[Scripted] = deque()
         self.asks: list[Request] = []
@@ -195,6 +205,8 @@ class UpstreamSimulator:
         return self.base_url
 
     async def stop(self) -> None:
+        for task in list(self._callback_tasks):
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -258,7 +270,26 @@ class UpstreamSimulator:
         now = time.monotonic()
         queued = min(self.queue_time, delay)
         self.jobs[job_id] = Job(job_id, str(ref), now, now + queued, now + delay, content)
+        hook = rec.body.get("webhookOverride") if isinstance(rec.body, dict) else None
+        if self.callback and isinstance(hook, str) and hook.startswith(("http://", "https://")) and math.isfinite(delay):
+            task = asyncio.get_running_loop().create_task(self._call_back(hook, self.jobs[job_id]))
+            self._callback_tasks.add(task)
+            task.add_done_callback(self._callback_tasks.discard)
         return web.json_response({"success": True, "messageId": job_id, "createdAt": self._stamp(0)})
+
+    async def _call_back(self, url: str, job: Job) -> None:
+        """POST the result object to the ask's webhookOverride when the job is done (upstream.md, "Or be
+        told"), ``callback_delay`` seconds late; every try is recorded in ``callbacks``."""
+        import aiohttp
+
+        await asyncio.sleep(max(0.0, job.done_at + self.callback_delay - time.monotonic()))
+        body = self._result(job)
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.post(url, json=body, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                    self.callbacks.append({"url": url, "status": resp.status, "at": time.monotonic(), "job": job.id})
+        except Exception as exc:  # the bot is gone or unreachable: recorded, as a real upstream would log it
+            self.callbacks.append({"url": url, "error": type(exc).__name__, "at": time.monotonic(), "job": job.id})
 
     async def _message(self, request: web.Request) -> web.Response:
         rec = await self._record(request, self.polls)
@@ -278,9 +309,17 @@ class UpstreamSimulator:
             running = now - job.started
             hidden = not self.report_progress or math.isinf(span) or running <= 0
             return web.json_response(self._pending(0 if hidden else int(min(99, running / span * 100))))
-        if now < job.done_at + self.empty_at_100:
+        if now < job.done_at + self.empty_at_100 or self.hide_from_polls:
             return web.json_response(self._pending(100, empty=True))
-        result = {
+        result = self._result(job)
+        body = {"response": result} if self.nested else dict(result)
+        if self.progress_field:
+            body = {"progress": self._progress(100), **body}
+        return web.json_response(body)
+
+    def _result(self, job: Job) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
             "originatingMessageId": job.id,
             "type": "info",
             "ref": job.ref,
@@ -288,10 +327,6 @@ class UpstreamSimulator:
             "responseAt": self._stamp(job.done_at - now),
             "content": job.content,
         }
-        body = {"response": result} if self.nested else dict(result)
-        if self.progress_field:
-            body = {"progress": self._progress(100), **body}
-        return web.json_response(body)
 
     def _progress(self, value: int) -> int | str:
         return str(value) if self.progress_as_string else value

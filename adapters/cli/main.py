@@ -282,6 +282,8 @@ async def _check(settings: Settings) -> int:
                       + (f"@{row.account}" if row.account else "") + f" when below {row.condition} ({row.state})")
     except AlertError as exc:
         say(False, exc.user_message)
+    if settings.quota_public_url:
+        say(*await _webhook_reachable(settings.quota_public_url))
     alerts_set = bool(settings.quota_alerts.strip()) or bool(stored_alerts)
     every = settings.sample_every(core.pool.simulated) or (3600.0 if alerts_set else None)
     say(None if every is None else True, "background readings: " + (
@@ -291,6 +293,26 @@ async def _check(settings: Settings) -> int:
         say(None, "no chat platform configured: `quota-bot run` opens the console chat")
     print("all checks passed" if not problems else f"{problems} check(s) failed")
     return 0 if not problems else 1
+
+
+async def _webhook_reachable(public_url: str) -> tuple[bool, str]:
+    """Whether the providers' callbacks can reach the running bot: a GET of the webhook's probe path
+    through the public URL, from this machine."""
+    import aiohttp
+
+    from bot.webhook import PATH
+
+    url = public_url.rstrip("/") + PATH
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                data = await resp.json(content_type=None) if resp.status == 200 else None
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        return False, (f"QUOTA_PUBLIC_URL: {url} is not reachable from here ({type(exc).__name__}): callbacks "
+                       "cannot arrive; readings still come by polling (is `quota-bot run` running?)")
+    if isinstance(data, dict) and data.get("ok"):
+        return True, f"QUOTA_PUBLIC_URL: the webhook fast path is reachable at {url}"
+    return False, f"QUOTA_PUBLIC_URL: {url} answered, but not as quota-bot's webhook (is it the bot's public URL?)"
 
 
 def _is_set(settings: Settings, name: str) -> bool:

@@ -30,6 +30,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from ..errors import BadResponse, BadToken, QuotaError, RateLimited, TimedOut, UpstreamUnavailable
 from ..report import QuotaReport
+from .timing import LearnedTiming
 
 log = logging.getLogger("bot.upstream")
 
@@ -159,7 +160,8 @@ class HttpProvider:
 
     def __init__(self, *, base_url: str, token: str, poll_timeout: float = 90.0, poll: PollPolicy | None = None,
                  limiter: AskLimiter | None = None, request_timeout: float = 20.0, simulated: bool = False,
-                 rng: random.Random | None = None, token_setting: str = "NEXTLEG_API_TOKEN") -> None:
+                 rng: random.Random | None = None, token_setting: str = "NEXTLEG_API_TOKEN",
+                 webhook: Any = None, timing: LearnedTiming | None = None) -> None:
         self._base = base_url.rstrip("/")
         self._token = token
         self.poll_timeout = poll_timeout
@@ -173,6 +175,8 @@ class HttpProvider:
         self.last_stats: dict[str, Any] = {}
         self._ask_rtt = 0.0
         self._polls = 0
+        self.webhook = webhook  # bot.webhook.WebhookHub: the callback fast path, where the provider has one
+        self.timing = timing or LearnedTiming()  # how long this account's jobs take (bot.providers.timing)
 
     def default_poll(self) -> PollPolicy:
         return PollPolicy()
@@ -216,13 +220,29 @@ class HttpProvider:
     async def _read(self, deadline: float) -> QuotaReport:
         raise NotImplementedError
 
-    async def _sleep_until_next(self, delay: float, deadline: float) -> None:
-        """Sleep before a poll, leaving time for a last poll just before the deadline."""
+    async def _sleep_until_next(self, delay: float, deadline: float, pushed: Any = None) -> Any:
+        """Sleep before a poll, leaving time for a last poll just before the deadline. With ``pushed``
+        (a webhook expectation), a callback arriving meanwhile ends the sleep and is returned (no poll);
+        otherwise None, and the caller polls."""
         left = deadline - time.monotonic()
         if left <= 0.05:
             raise _DeadlineReached()
-        await asyncio.sleep(min(delay, left - 0.05))
+        wait = min(delay, left - 0.05)
+        if pushed is not None:
+            try:
+                return await asyncio.wait_for(pushed.queue.get(), max(0.0, wait))
+            except asyncio.TimeoutError:
+                pass
+        else:
+            await asyncio.sleep(wait)
         self._polls += 1
+        return None
+
+    def _learn(self, started: float, upstream_seconds: float | None) -> None:
+        """Record a finished job's duration: the provider's own figure when it is sane, else ours."""
+        observed = time.monotonic() - started
+        value = upstream_seconds if upstream_seconds is not None and 0 < upstream_seconds <= observed + 5 else observed
+        self.timing.add(value)
 
     # --- one request, retried within the deadline ------------------------------------------------
     def error_for(self, status: int, data: Any, where: str, headers: Any) -> QuotaError | _Retryable | None:
@@ -311,6 +331,15 @@ class HttpProvider:
         if not parsed:
             raise BadResponse(f"{where}: not JSON: {_snippet(body)}")
         return data
+
+
+def _next_delay(plan: Any, asked_at: float, backoff: Any) -> float:
+    """The next planned poll (seconds after the ask) still ahead, else the next backoff delay."""
+    elapsed = time.monotonic() - asked_at
+    for offset in plan:
+        if offset > elapsed + 0.05:
+            return offset - elapsed
+    return next(backoff)
 
 
 def _path(url: str) -> str:

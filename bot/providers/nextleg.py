@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import BadResponse, Expired, QuotaError, UpstreamUnavailable
-from ..report import QuotaReport, parse_result
-from .base import HttpProvider, _DeadlineReached, _Retryable
+from ..report import QuotaReport, parse_result, parse_timestamp
+from .base import HttpProvider, PollPolicy, _DeadlineReached, _next_delay, _Retryable
 
 log = logging.getLogger("bot.upstream")
 
@@ -44,34 +44,68 @@ class NextLegProvider(HttpProvider):
 
     async def _read(self, deadline: float) -> QuotaReport:
         ref = f"quota-bot-{uuid.uuid4().hex[:16]}"
-        receipt = await self._call(self._method, f"{self._root}/info", deadline, ask=True, json={"ref": ref})
+        body: dict[str, Any] = {"ref": ref}
+        pushed = self.webhook.expect(ref) if self.webhook is not None else None
+        if pushed is not None:
+            body["webhookOverride"] = self.webhook.url
+        try:
+            return await self._ask_and_wait(ref, body, deadline, pushed)
+        finally:
+            if pushed is not None:
+                pushed.close()
+
+    async def _ask_and_wait(self, ref: str, body: dict[str, Any], deadline: float, pushed: Any) -> QuotaReport:
+        started = time.monotonic()
+        receipt = await self._call(self._method, f"{self._root}/info", deadline, ask=True, json=body)
         message_id = _message_id(receipt)
+        if pushed is not None:
+            pushed.add(message_id)
         log.info("upstream accepted info ask ref=%s message=%s", ref, message_id)
         expire_mins = max(1, math.ceil(self.poll_timeout / 60))
         url = f"{self._root}/message/{message_id}"
         asked_at = time.monotonic()  # progress counts from (about) the upstream's receipt of the ask
-        backoff = self._poll.delays(self._rng)
-        delay = next(backoff)
+        # the rhythm: with a webhook, slow polls as a safety net; else the learned plan (when there are
+        # enough samples), then the backoff; a progress hint always wins
+        backoff = (SAFETY_NET if pushed is not None else self._poll).delays(self._rng)
+        plan = iter(self.timing.plan() or ()) if pushed is None else iter(())
+        delay = _next_delay(plan, asked_at, backoff)
         empty_at_100 = 0
         while True:
             try:
-                await self._sleep_until_next(delay, deadline)
+                callback = await self._sleep_until_next(delay, deadline, pushed)
             except _DeadlineReached:
                 raise _DeadlineReached(f"{empty_at_100} said progress 100 without a result"
                                        if empty_at_100 else "") from None
-            message = await self._call("GET", url, deadline, params={"expireMins": str(expire_mins)})
+            if callback is not None:
+                message = callback  # the result object (or a message) the upstream posted to the webhook
+                log.info("upstream called back for message %s after %.2fs", message_id, time.monotonic() - asked_at)
+            else:
+                message = await self._call("GET", url, deadline, params={"expireMins": str(expire_mins)})
             progress = message.get("progress") if isinstance(message, dict) else None
             if isinstance(progress, str) and progress.strip().lower() == "incomplete":
                 raise Expired(f"message {message_id} progress incomplete after {self._polls} polls")
             result = poll_result(message)
             if result is not None and (progress is None or progress_is_done(progress)):
-                return parse_result(result, read_at=datetime.now(timezone.utc), simulated=self.simulated)
+                report = parse_result(result, read_at=datetime.now(timezone.utc), simulated=self.simulated)
+                self._learn(started, _job_seconds(result))
+                return report
             if progress_is_done(progress):  # 100 with an empty or null response: not a result yet
                 empty_at_100 += 1
             estimate = self._poll.after_progress(progress_number(progress), time.monotonic() - asked_at,
-                                                 self._ask_rtt)
-            delay = estimate if estimate is not None else next(backoff)
+                                                 self._ask_rtt) if pushed is None else None
+            delay = estimate if estimate is not None else _next_delay(plan, asked_at, backoff)
             log.debug("poll %d of message %s: progress=%r, next in %.2fs", self._polls, message_id, progress, delay)
+
+
+SAFETY_NET = PollPolicy(initial=10.0, factor=1.5, cap=30.0, jitter=0.1, use_progress=False)
+
+
+def _job_seconds(result: dict[str, Any]) -> float | None:
+    """How long the upstream says the job took (``responseAt`` − ``createdAt``), when both are given."""
+    created, responded = parse_timestamp(result.get("createdAt")), parse_timestamp(result.get("responseAt"))
+    if created is None or responded is None:
+        return None
+    return (responded - created).total_seconds()
 
 
 # --- the done rule (shared/upstream.md) ------------------------------------------------------------

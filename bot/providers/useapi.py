@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
@@ -29,7 +30,7 @@ import yarl
 
 from ..errors import BadResponse, Expired, QuotaError, RateLimited, UpstreamUnavailable
 from ..report import QuotaReport, parse_result, parse_timestamp
-from .base import HttpProvider, PollPolicy, _DeadlineReached, _Retryable, _retry_after
+from .base import HttpProvider, PollPolicy, _DeadlineReached, _next_delay, _Retryable, _retry_after
 
 log = logging.getLogger("bot.upstream")
 
@@ -200,13 +201,30 @@ class UseapiProvider(HttpProvider):
         body: dict[str, Any] = {"stream": False}
         if self._channel:
             body["channel"] = self._channel
+        ref = f"quota-bot-{uuid.uuid4().hex[:16]}"
+        pushed = self.webhook.expect(ref) if self.webhook is not None else None
+        if pushed is not None:  # useapi posts the finished job there (replyUrl), tagged with our replyRef
+            body.update(replyUrl=self.webhook.url, replyRef=ref)
+        try:
+            return await self._ask_and_wait(body, deadline, pushed)
+        finally:
+            if pushed is not None:
+                pushed.close()
+
+    async def _ask_and_wait(self, body: dict[str, Any], deadline: float, pushed: Any) -> QuotaReport:
         asked = time.monotonic()
         log.info("useapi ask: POST %s channel=%s", yarl.URL(self._ask_url).path, self._channel or "-")
         receipt = await self._call("POST", self._ask_url, deadline, ask=True, json=body)
         jobid = _jobid(receipt)
+        if pushed is not None:
+            pushed.add(jobid)
         url = self.job_url(jobid)
         log.info("useapi accepted the info job %s: status=%r", jobid, _status(receipt))
-        backoff = self._poll.delays(self._rng)
+        floor = self._poll.min_delay
+        if pushed is not None:  # with a callback, polls are only a safety net
+            backoff, plan = SAFETY_NET.delays(self._rng), iter(())
+        else:
+            backoff, plan = self._poll.delays(self._rng), iter(_spaced(self.timing.plan(floor) or (), floor))
         job: Any = receipt
         last: str | None = None
         empty_done = 0
@@ -221,6 +239,7 @@ class UseapiProvider(HttpProvider):
             if status == "completed":
                 content = _content(job)
                 if content is not None:
+                    self._learn(asked, _job_seconds(job))
                     return self._report(jobid, job, content)
                 empty_done += 1
                 log.warning("useapi job %s: completed without content (%d)", jobid, empty_done)
@@ -231,13 +250,17 @@ class UseapiProvider(HttpProvider):
                 empty_done = 0
                 if status not in ("created", "started", "progress"):
                     log.warning("useapi job %s: unknown status %r; polling on", jobid, self._clip(status))
-            delay = next(backoff)
+            delay = _next_delay(plan, asked, backoff)
             log.debug("useapi job %s: next poll in %.2fs", jobid, delay)
             try:
-                await self._sleep_until_next(delay, deadline)
+                callback = await self._sleep_until_next(delay, deadline, pushed)
             except _DeadlineReached:
                 raise _DeadlineReached(f"job {jobid} last status {last!r}") from None
-            job = await self._call("GET", url, deadline)
+            if callback is not None:
+                log.info("useapi called back for job %s after %.2fs", jobid, time.monotonic() - asked)
+                job = callback
+            else:
+                job = await self._call("GET", url, deadline)
 
     def _failure(self, jobid: str, status: str, job: dict[str, Any]) -> QuotaError:
         error, details = self._clip(job.get("error")), self._clip(job.get("errorDetails"))
@@ -256,6 +279,23 @@ class UseapiProvider(HttpProvider):
         report = parse_result({"content": content}, read_at=read_at, simulated=self.simulated)
         log.info("useapi job %s read: remaining=%s read_at=%s", jobid, report.remaining, read_at.isoformat())
         return replace(report, message_id=jobid)
+
+
+SAFETY_NET = PollPolicy(initial=20.0, factor=1.5, cap=30.0, jitter=0.1, use_progress=False, min_delay=10.0)
+
+
+def _spaced(plan: Any, floor: float) -> list[float]:
+    """The learned poll times, never closer together than useapi's floor between polls."""
+    out: list[float] = []
+    for offset in plan:
+        if not out or offset - out[-1] >= floor:
+            out.append(max(offset, floor))
+    return out
+
+
+def _job_seconds(job: dict[str, Any]) -> float | None:
+    created, updated = parse_timestamp(job.get("created")), parse_timestamp(job.get("updated"))
+    return None if created is None or updated is None else (updated - created).total_seconds()
 
 
 # --- the job object --------------------------------------------------------------------------------
