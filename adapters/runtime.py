@@ -200,6 +200,9 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
         history = attach_history(settings, core, store)
         await history.start()
         stack.push_async_callback(history.stop)
+        from bot import chart
+
+        stack.callback(chart.shutdown)  # the chart worker process, if a chart was drawn
         try:
             alert_items = parse_alerts(settings.quota_alerts, core.pool.names)
         except AlertError as exc:

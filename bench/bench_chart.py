@@ -8,12 +8,17 @@ every 2 h over 30 and 90 days. Measures, in this order:
   matplotlib, the first render, and VmRSS before and after it;
 * render_png_async on its one-thread executor: latency and the event loop's longest gap between
   10 ms ticks while charts render, against a one-process ProcessPoolExecutor doing the same (what a
-  process would buy, and cost in memory).
+  process would buy, and cost in memory);
+* `/quota` ack p50/p99 while a chart renders: bench/bench_slack.py's HTTP burst (``--ack-n`` signed
+  `/quota` requests, each on a new connection, sent and timed by a fake Slack in a child process) against
+  the bot's Slack adapter in this process, with 90-day charts rendered back to back by
+  render_png_async in this same process, and without them; ``--ack-rounds`` bursts each, judged on the
+  median round (as bench_slack does) against its 100 ms ack p99 target.
 
-Prints a table and exits 0 when the latency targets and the 200 KB size limit hold, else 1. Not a
-test; runs in ~30 s.
+Prints the tables and exits 0 when the latency targets, the 200 KB size limit and the ack target hold,
+else 1. Not a test; runs in ~30 s, plus ~25 s for the ack bursts.
 
-    python -m bench.bench_chart [--renders 60]
+    python -m bench.bench_chart [--renders 60] [--ack-n 200] [--ack-rounds 3]
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import math
 import multiprocessing
 import statistics
@@ -42,6 +48,7 @@ STEP = 2 * 3600.0
 P50_TARGET_MS = 250.0
 P99_TARGET_MS = 500.0
 MAX_BYTES = 200 * 1024
+ACK_P99_TARGET_MS = 100.0  # bench/bench_slack.py's target for the ack p99 of a /quota burst
 
 
 def make_spec(days: int) -> ChartSpec:
@@ -147,7 +154,69 @@ def _child_rss() -> float:
     return vm_rss_mb()
 
 
-async def main(renders: int) -> int:
+async def ack_while_rendering(n: int, rounds: int) -> tuple[list[tuple], list[tuple], list[int], int]:
+    """bench_slack's HTTP burst of ``n`` /quota, ``rounds`` times without charts and ``rounds`` times while a
+    loop renders 90-day charts back to back (render_png_async) in this process, where the bot runs.
+    Returns (rounds without, rounds with, charts finished during each busy round, the renderer's errors)."""
+    from bench.bench_slack import burst
+
+    logging.getLogger().setLevel(logging.ERROR)  # as bench_slack: the bot's info lines are not the figures
+    spec = make_spec(90)
+    await render_png_async(spec)  # warm: matplotlib loaded, the chart thread started
+    quiet = [await burst("http", n) for _ in range(rounds)]
+    busy: list[tuple] = []
+    rendered: list[int] = []
+    errors = 0
+    for _ in range(rounds):
+        stop = asyncio.Event()
+        finished: list[float] = []
+
+        async def renderer() -> None:
+            nonlocal errors
+            while not stop.is_set():  # the next chart starts as soon as the last one is done
+                try:
+                    await render_png_async(spec)
+                except Exception:
+                    errors += 1
+                finished.append(time.perf_counter())
+
+        task = asyncio.create_task(renderer())
+        await asyncio.sleep(0.3)  # a chart is already being drawn when the fake Slack starts
+        started = time.perf_counter()
+        busy.append(await burst("http", n))
+        ended = time.perf_counter()
+        stop.set()
+        await task
+        rendered.append(sum(started <= t <= ended for t in finished))
+    return quiet, busy, rendered, errors
+
+
+def print_ack(n: int, quiet: list[tuple], busy: list[tuple], rendered: list[int], errors: int) -> bool:
+    from bench.bench_slack import _median_round
+
+    print(f"\n/quota ack while a chart renders: {n} signed /quota per round over HTTP, each on a new connection, "
+          f"sent and timed by a fake Slack in a child process (bench.bench_slack); upstream answers in 2 s; "
+          f"90-day charts rendered back to back with render_png_async in the bot's process during the busy "
+          f"rounds; {len(quiet)} rounds each, the median round (by ack p99) shown\n")
+    print(f"| {'rounds':<32} | ack p50 | ack p99 | ack p99, every round | answer p99 | asks/round | charts/round |")
+    print(f"|{'-' * 34}|---------|---------|----------------------|------------|------------|--------------|")
+    for name, results, charts in (("no chart rendering", quiet, None), ("90-day charts rendering", busy, rendered)):
+        acks, final, _, _, _ = _median_round(results)
+        every = ", ".join(f"{pct(r[0], .99):.0f}" for r in results)
+        asks = "/".join(map(str, sorted({r[2] for r in results})))
+        shown = "-" if charts is None else "/".join(map(str, charts))
+        print(f"| {name:<32} | {pct(acks, .5):5.1f}ms | {pct(acks, .99):5.1f}ms | {every + ' ms':>20} |"
+              f" {pct(final, .99):8.0f}ms | {asks:>10} | {shown:>12} |")
+    acks = _median_round(busy)[0]
+    ok = pct(acks, .99) <= ACK_P99_TARGET_MS and all(charts > 0 for charts in rendered) and not errors
+    print(f"\ntarget /quota ack p99 <= {ACK_P99_TARGET_MS:.0f} ms while charts render (median round): "
+          f"{'met' if ok else 'MISSED'} ({pct(acks, .99):.1f} ms"
+          + (f"; {errors} chart(s) failed" if errors else "")
+          + ("; a round rendered no chart" if not all(rendered) else "") + ")")
+    return ok
+
+
+async def main(renders: int, ack_n: int = 200, ack_rounds: int = 3) -> int:
     began = time.perf_counter()
     cold = first_chart(3)
 
@@ -202,11 +271,21 @@ async def main(renders: int) -> int:
           and max(size30, size90) < MAX_BYTES)
     print(f"\ntargets p50 < {P50_TARGET_MS:.0f} ms, p99 < {P99_TARGET_MS:.0f} ms, PNG < 200 KB: "
           f"{'met' if ok else 'MISSED'}  ({len(t30)} renders each; bench ran {time.perf_counter() - began:.0f} s)")
+
+    if ack_rounds > 0:
+        ack_began = time.perf_counter()
+        quiet, busy, rendered, errors = await ack_while_rendering(ack_n, ack_rounds)
+        ack_ok = print_ack(ack_n, quiet, busy, rendered, errors)
+        print(f"(the ack bursts ran {time.perf_counter() - ack_began:.0f} s)")
+        ok = ok and ack_ok
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--renders", type=int, default=60)
+    parser.add_argument("--ack-n", type=int, default=200, help="/quota requests per burst (default 200)")
+    parser.add_argument("--ack-rounds", type=int, default=3,
+                        help="bursts with and without charts rendering (default 3; 0 skips the ack figure)")
     args = parser.parse_args()
-    raise SystemExit(asyncio.run(main(args.renders)))
+    raise SystemExit(asyncio.run(main(args.renders, args.ack_n, args.ack_rounds)))

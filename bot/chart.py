@@ -29,7 +29,10 @@ import asyncio
 import io
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from typing import Any, Sequence
@@ -118,28 +121,52 @@ def render_png(spec: ChartSpec) -> bytes:
         return _render(spec, mpl)
 
 
-_executor: ThreadPoolExecutor | None = None
+_executor: ProcessPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
 
-def _chart_executor() -> ThreadPoolExecutor:
+def _lower_priority() -> None:
+    """In the chart worker: yield the CPU to the bot (acks first, charts when there is room)."""
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+
+
+def _chart_executor() -> ProcessPoolExecutor:
     global _executor
     with _executor_lock:
         if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chart")
+            _executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_lower_priority)
         return _executor
 
 
 async def render_png_async(spec: ChartSpec) -> bytes:
-    """``render_png`` on a dedicated one-thread executor, off the event loop.
+    """``render_png`` in a worker process started on the first chart, at a lower CPU priority.
 
-    A thread, not a process: a chart is ~0.1–0.2 s of Python-level drawing with short C calls
-    (quantize and encode < 10 ms each), so the GIL changes hands every few ms and the loop keeps its
-    turns (bench/bench_chart.py: max loop gap 20–60 ms while charts render, under the 100 ms bound).
-    A process would shorten that gap to ~15 ms but costs a second matplotlib (~100 MB worker RSS), a
-    0.7–1.3 s spawn and pickling; not worth it for a chart a user asks for now and then."""
+    Not a thread: drawing a chart is ~0.1–0.2 s of Python under the GIL, and while charts render back
+    to back a thread took the bot's event loop often enough to push the /quota ack p99 from ~55 ms to
+    ~135 ms on a 2-core host (bench/bench_chart.py). In its own niced process the bot's loop keeps its
+    turns. The worker (and matplotlib, ~80 MB) exists only once a chart was asked for: the bot's idle
+    memory and its commands are unchanged until then. A worker that died is replaced on the next chart."""
+    global _executor
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_chart_executor(), render_png, spec)
+    try:
+        return await loop.run_in_executor(_chart_executor(), render_png, spec)
+    except BrokenProcessPool:
+        with _executor_lock:
+            _executor = None
+        return await loop.run_in_executor(_chart_executor(), render_png, spec)
+
+
+def shutdown() -> None:
+    """Stop the chart worker (at the bot's exit)."""
+    global _executor
+    with _executor_lock:
+        if _executor is not None:
+            _executor.shutdown(wait=False, cancel_futures=True)
+            _executor = None
 
 
 def _clean(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -85,7 +85,8 @@ class History:
         self.tz = tz
         self.clock = clock or SystemClock()
         self._memo: dict[str, tuple[float, bool, Forecast]] = {}
-        self._annotated: dict[str, tuple[int, Any]] = {}  # account → (id of the reading, annotated reading)
+        self._annotated: dict[str, tuple[int, Any]] = {}
+        self._computing: dict[str, asyncio.Future[Forecast]] = {}  # account → (id of the reading, annotated reading)
         self._tasks: list[asyncio.Task[None]] = []
         self.samples_taken = 0
 
@@ -98,6 +99,15 @@ class History:
         return [Sample(at, rem, tot, ren) for at, rem, tot, ren in rows]
 
     async def forecast(self, account: str) -> Forecast:
+        """The account's forecast; a burst of callers for the same new reading shares one computation."""
+        running = self._computing.get(account)
+        if running is None:
+            running = asyncio.ensure_future(self._forecast(account))
+            self._computing[account] = running
+            running.add_done_callback(lambda _, a=account: self._computing.pop(a, None))
+        return await asyncio.shield(running)
+
+    async def _forecast(self, account: str) -> Forecast:
         now = self.clock.now().timestamp()
         latest = await self.store.latest_reading_at(account) or 0.0
         memo = self._memo.get(account)

@@ -155,7 +155,7 @@ async def _history(settings: Settings, args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
     from adapters.runtime import build_core
-    from bot.chart import render_png_async
+    from bot.chart import render_png
     from bot.errors import UnknownAccount
     from bot.history import chart_spec
 
@@ -170,8 +170,8 @@ async def _history(settings: Settings, args: argparse.Namespace) -> int:
                 args.account is not None and not core.pool.names):
             return _fail(UnknownAccount(args.account, core.pool.names).user_message, 1)
         data = await core.history.data(args.days, args.account)
-        if args.png:
-            png = await render_png_async(chart_spec(data, tz=ZoneInfo(settings.quota_timezone)))
+        if args.png:  # one chart in a one-shot command: drawn here, no worker process
+            png = await asyncio.to_thread(render_png, chart_spec(data, tz=ZoneInfo(settings.quota_timezone)))
             try:
                 with open(args.png, "wb") as handle:
                     handle.write(png)

@@ -149,10 +149,25 @@ class FakeDiscord:
         return _json({"message": "404: Not Found", "code": 0}, 404)
 
     async def _multipart(self, raw: bytes, request: web.Request) -> Any:
-        text = raw.decode("utf-8", "replace")
-        start = text.find("{")
-        end = text.rfind("}")
-        return json.loads(text[start:end + 1]) if start >= 0 else None
+        """The ``payload_json`` part as the body, with the file parts under ``"_files"`` (name → bytes),
+        parsed by part as Discord does (a binary file part may hold any byte)."""
+        import email.parser
+        import email.policy
+
+        head = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode()
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + raw)
+        body: Any = None
+        files: dict[str, bytes] = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            data = part.get_payload(decode=True) or b""
+            if name == "payload_json":
+                body = json.loads(data)
+            elif part.get_filename():
+                files[part.get_filename()] = data
+        if isinstance(body, dict):
+            body["_files"] = files
+        return body
 
     # --- gateway --------------------------------------------------------------------------------
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
