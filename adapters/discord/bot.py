@@ -1,4 +1,4 @@
-"""The Discord adapter: `/quota` and `/quota-schedule` as real app commands (discord.py 2.x).
+"""The Discord adapter: `/quota`, `/quota-schedule` and `/quota-alert` as real app commands (discord.py 2.x).
 
 Defer first, work later: the handler defers before anything that can wait, then edits the original
 response with the embed. Commands are synced once, in ``setup_hook`` (never in ``on_ready``, which
@@ -17,7 +17,7 @@ import discord
 import yarl
 from discord import app_commands
 
-from bot.alerts import AlertNotice
+from bot.alerts import AlertError, AlertNotice
 from bot.chart import render_png_async
 from bot.errors import PostError, QuotaError, UnknownAccount
 from bot.history import chart_spec
@@ -26,8 +26,8 @@ from bot.schedules import ScheduleError, ScheduleManager
 from bot.service import QuotaService
 from bot.settings import Settings
 
-from .render import (CHART_FILENAME, render_alert, render_error, render_history, render_notice, render_reading, schedule_added_text,
-                     schedule_list_text)
+from .render import (CHART_FILENAME, alert_added_text, alert_list_text, render_alert, render_error, render_history,
+                     render_notice, render_reading, schedule_added_text, schedule_list_text)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ MAX_RATELIMIT_WAIT = 30.0  # discord.py's smallest allowed value
 POSTABLE = [discord.ChannelType.text, discord.ChannelType.news, discord.ChannelType.voice,
             discord.ChannelType.stage_voice, discord.ChannelType.public_thread,
             discord.ChannelType.private_thread, discord.ChannelType.news_thread]
-MANAGE_HINT = "Only members with the Manage Server permission can manage quota schedules."
+MANAGE_HINT = "Only members with the Manage Server permission can manage quota {what}."
+NOT_AVAILABLE = "{What} are not available on this bot."
 
 
 class _NoIntentWarning(logging.Filter):
@@ -287,26 +288,86 @@ class DiscordAdapter:
             await interaction.edit_original_response(embed=render_notice(text, ok=removed))
 
         tree.add_command(group)
+        self._register_alerts(tree, names)
 
         @tree.error
         async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
             await self._answer_error(interaction, getattr(error, "original", error))
 
-    async def _may_manage(self, interaction: discord.Interaction) -> bool:
-        """Defer (ephemeral), then check Manage Server again: the default permission is only a hint."""
+    def _register_alerts(self, tree: app_commands.CommandTree, names: tuple[str, ...]) -> None:
+        """`/quota-alert add|list|remove`: the same permissions and shape as `/quota-schedule`."""
+        group = app_commands.Group(
+            name="quota-alert",
+            description="Post into a channel when the fast time runs low",
+            default_permissions=discord.Permissions(manage_guild=True),
+            guild_only=True,
+        )
+
+        async def answer_add(interaction: discord.Interaction, condition: str, channel: Any, account: str | None) -> None:
+            if not await self._may_manage(interaction, "alerts"):
+                return
+            target = str(channel.id if channel is not None else interaction.channel_id)
+            view = await self.service.alerts.add("discord", target, condition, account=account,  # type: ignore[attr-defined]
+                                                 created_by=str(interaction.user.id))
+            await interaction.edit_original_response(embed=render_notice(alert_added_text(view)))
+
+        condition_help = "Below what: a percentage, an amount or runout, e.g. 20%, 5h, 90m"
+        if not names:  # one account: no option to choose one
+            @group.command(name="add", description="Post into a channel when the fast time falls below a line")
+            @app_commands.describe(condition=condition_help, channel="Where to post (default: this channel)")
+            async def add(interaction: discord.Interaction, condition: str,
+                          channel: app_commands.Transform[app_commands.AppCommandChannel, PostableChannel] | None = None) -> None:
+                await answer_add(interaction, condition, channel, None)
+        else:  # an accounts file: `account` (autocompleted over the names) watches one of them
+            @group.command(name="add", description="Post into a channel when the fast time falls below a line")
+            @app_commands.describe(condition=condition_help, channel="Where to post (default: this channel)",
+                                   account="Only this account (default: all of them, the sum)")
+            async def add_accounts(interaction: discord.Interaction, condition: str,
+                                   channel: app_commands.Transform[app_commands.AppCommandChannel, PostableChannel] | None = None,
+                                   account: str | None = None) -> None:
+                await answer_add(interaction, condition, channel, account.strip().lower() if account else None)
+
+            @add_accounts.autocomplete("account")
+            async def alert_account_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+                typed = current.strip().lower()
+                return [app_commands.Choice(name=n, value=n) for n in names if typed in n][:25]
+
+        @group.command(name="list", description="List the quota alerts of this server's bot")
+        async def list_(interaction: discord.Interaction) -> None:
+            if not await self._may_manage(interaction, "alerts"):
+                return
+            views = await self.service.alerts.list("discord")  # type: ignore[attr-defined]
+            await interaction.edit_original_response(embed=render_notice(alert_list_text(views)))
+
+        @group.command(name="remove", description="Remove a quota alert by its id")
+        @app_commands.describe(id="The alert's id, as shown by /quota-alert list")
+        async def remove(interaction: discord.Interaction, id: int) -> None:
+            if not await self._may_manage(interaction, "alerts"):
+                return
+            removed = await self.service.alerts.remove("discord", id)  # type: ignore[attr-defined]
+            text = f"Removed alert #{id}." if removed else f"There is no alert #{id}; see `/quota-alert list`."
+            await interaction.edit_original_response(embed=render_notice(text, ok=removed))
+
+        tree.add_command(group)
+
+    async def _may_manage(self, interaction: discord.Interaction, what: str = "schedules") -> bool:
+        """Defer (ephemeral), then check Manage Server again: the default permission is only a hint.
+        ``what``: ``schedules`` or ``alerts``, the manager that must be there."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         if not interaction.permissions.manage_guild:
-            await interaction.edit_original_response(embed=render_notice(MANAGE_HINT, ok=False))
+            await interaction.edit_original_response(embed=render_notice(MANAGE_HINT.format(what=what), ok=False))
             return False
-        if self.schedules is None:
-            await interaction.edit_original_response(embed=render_notice("Schedules are not available on this bot.", ok=False))
+        manager = self.schedules if what == "schedules" else getattr(self.service, "alerts", None)
+        if manager is None:
+            text = NOT_AVAILABLE.format(What=what.capitalize())
+            await interaction.edit_original_response(embed=render_notice(text, ok=False))
             return False
         return True
 
     def _error_embed(self, exc: BaseException, what: str) -> discord.Embed:
-        if isinstance(exc, (QuotaError, ScheduleError)):
+        if isinstance(exc, (QuotaError, ScheduleError, AlertError)):
             log.info("%s answered with an error: %s", what, exc)
-            if isinstance(exc, ScheduleError):
+            if isinstance(exc, (ScheduleError, AlertError)):
                 return render_notice(exc.user_message, ok=False)
         else:
             log.error("%s failed unexpectedly", what, exc_info=exc)

@@ -11,7 +11,7 @@ from bot.report import AccountReading, PoolReport, QuotaReport
 from bot.schedules import ScheduleView
 
 if TYPE_CHECKING:
-    from bot.alerts import AlertNotice
+    from bot.alerts import AlertNotice, AlertView
     from bot.history import HistoryData
 
 # Discord's limits (resources/message.mdx, Embed Limits)
@@ -186,6 +186,43 @@ def schedule_list_text(views: list[ScheduleView]) -> str:
     if not views:
         return "No quota schedules yet. Add one with `/quota-schedule add`."
     return "\n".join(schedule_line(v) for v in views)
+
+
+# --- /quota-alert answers -------------------------------------------------------------------------
+
+def _alert_account(view: "AlertView") -> str:
+    return f"account **{discord.utils.escape_markdown(view.account)}**" if view.account else "all accounts"
+
+
+def alert_added_text(view: "AlertView") -> str:
+    text = f"Alert **#{view.id}** added: below `{view.condition}` for {_alert_account(view)}, posted in <#{view.channel}>."
+    return text + (f"\n{view.note}" if view.note else "")
+
+
+def alert_line(view: "AlertView") -> str:
+    origin = "from QUOTA_ALERTS" if view.source == "config" else "from chat"
+    state = f" ⚠️ failing: {view.failing}" if view.failing else ""
+    return (f"**#{view.id}** below `{view.condition}` for {_alert_account(view)} in <#{view.channel}> ({origin}), "
+            f"{view.state_text}{state}")
+
+
+def alert_list_text(views: list["AlertView"]) -> str:
+    """One line an alert, cut at a line (never inside a channel mention) to fit one embed description."""
+    if not views:
+        return "No quota alerts yet. Add one with `/quota-alert add`."
+    return _fit_lines([alert_line(v) for v in views], DESCRIPTION_MAX)
+
+
+def _fit_lines(lines: list[str], limit: int) -> str:
+    text = "\n".join(lines)
+    if len(text) <= limit:
+        return text
+    shown: list[str] = []
+    for line in lines:
+        if len("\n".join([*shown, line])) > limit - 60:
+            break
+        shown.append(line)
+    return "\n".join(shown) + f"\n…and {len(lines) - len(shown)} more."
 
 
 CHART_FILENAME = "quota-history.png"

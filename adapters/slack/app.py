@@ -1,4 +1,4 @@
-"""The Slack adapter: `/quota` and `/quota-schedule` on a slack-bolt AsyncApp.
+"""The Slack adapter: `/quota`, `/quota-schedule` and `/quota-alert` on a slack-bolt AsyncApp.
 
 Socket Mode when SLACK_APP_TOKEN is set (no public URL; the SDK reconnects by itself), HTTP mode
 otherwise (`POST /slack/events` on the shared server, every request verified with the signing
@@ -48,7 +48,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.alerts import AlertNotice
+from bot.alerts import EXAMPLES, AlertError, AlertNotice, parse_condition
 from bot.chart import render_png_async
 from bot.errors import PostError, QuotaError, UnknownAccount
 from bot.history import chart_spec
@@ -58,8 +58,8 @@ from bot.service import QuotaService
 from bot.settings import Settings
 
 from .files import upload_png
-from .render import (render_alert, render_error, render_history, render_reading, render_text, schedule_added_text,
-                     schedule_list_text)
+from .render import (alert_added_text, alert_list_text, render_alert, render_error, render_history, render_reading,
+                     render_text, schedule_added_text, schedule_list_text)
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,12 @@ QUOTA_USAGE = ("*Usage:* `/quota` shows the Midjourney fast time left to you onl
 SCHEDULE_USAGE = ("*Usage:* `/quota-schedule add <when>` posts the quota in this channel on a schedule "
                   "(a cron expression such as `0 9 * * 1-5`, or `every 6h`); `/quota-schedule list`; "
                   "`/quota-schedule remove <id>`.")
+ALERT_USAGE = ("*Usage:* `/quota-alert add <condition> [account]` posts in this channel when the fast time "
+               f"falls below the condition (a percentage, an amount or `runout`, {EXAMPLES}); "
+               "`/quota-alert list`; `/quota-alert remove <id>`.")
 HELP_WORDS = ("help", "-h", "--help", "?")
 NOT_ALLOWED = ("Only workspace admins and owners, or the users in SLACK_ADMIN_USER_IDS, "
-               "can manage quota schedules.")
+               "can manage quota {what}.")
 # A 429 asking for a longer wait than this is not slept through inside one Web API call (it would hold
 # a scheduled post for minutes): the call fails, and `post` hands `retry_after` to the scheduler.
 MAX_RATELIMIT_WAIT = 30.0
@@ -144,9 +147,10 @@ class SlackAdapter:
                             attaching_function_token_enabled=False)
         self.app.command("/quota")(self._quota)
         self.app.command("/quota-schedule")(self._schedule)
+        self.app.command("/quota-alert")(self._alert)
         self.app.error(self._on_error)
         # HTTP mode (see the module docstring): our commands are acked before bolt runs them
-        self._ack_first = frozenset({"/quota", "/quota-schedule"})
+        self._ack_first = frozenset({"/quota", "/quota-schedule", "/quota-alert"})
         self._verifier = None if self.socket_mode else SignatureVerifier(secret)
         self._deferred: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()  # acked, for bolt
         self._dispatcher: asyncio.Task[None] | None = None
@@ -391,11 +395,14 @@ class SlackAdapter:
 
     async def _answer_error(self, respond: Any, exc: BaseException, what: str) -> None:
         """The one error handler: each failure becomes its one-line sentence, ephemeral."""
-        if isinstance(exc, (QuotaError, ScheduleError)):
+        if isinstance(exc, (QuotaError, ScheduleError, AlertError)):
             log.info("%s answered with an error: %s", what, exc)
         else:
             log.error("%s failed unexpectedly", what, exc_info=exc)
-        blocks, text = render_text(f":x: {exc.user_message}") if isinstance(exc, ScheduleError) else render_error(exc)
+        if isinstance(exc, (ScheduleError, AlertError)):
+            blocks, text = render_text(f":x: {exc.user_message}")
+        else:
+            blocks, text = render_error(exc)
         try:
             await self._send(respond, what, blocks=blocks, text=text, response_type="ephemeral")
         except Exception as send_error:
@@ -422,7 +429,7 @@ class SlackAdapter:
             if self.schedules is None:
                 text = "Schedules are not available on this bot."
             elif (allowed := await self._is_admin(command.get("user_id", ""))) is not True:
-                text = NOT_ALLOWED if allowed is False else allowed
+                text = NOT_ALLOWED.format(what="schedules") if allowed is False else allowed
             elif action == "add":
                 when = " ".join(args)
                 if not when:
@@ -446,11 +453,52 @@ class SlackAdapter:
             return
         await self._answer_text(respond, f"/quota-schedule {action}", text)
 
+    # --- /quota-alert ---------------------------------------------------------------------------
+    async def _alert(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
+        words = (command.get("text") or "").split()
+        action = words[0].lower() if words else "help"
+        await ack()  # as in `_quota`: every answer goes to the response_url
+        if action not in ("add", "list", "remove"):
+            prefix = "" if action in HELP_WORDS else f"I did not understand `{_clip(action)}`. "
+            self._background(self._answer_text(respond, "/quota-alert", prefix + ALERT_USAGE), "/quota-alert")
+        else:
+            self._background(self._answer_alert(respond, command, action, words[1:]), f"/quota-alert {action}")
+
+    async def _answer_alert(self, respond: Any, command: dict[str, Any], action: str, args: list[str]) -> None:
+        alerts = getattr(self.service, "alerts", None)
+        try:
+            if alerts is None:
+                text = "Alerts are not available on this bot."
+            elif (allowed := await self._is_admin(command.get("user_id", ""), "alert")) is not True:
+                text = NOT_ALLOWED.format(what="alerts") if allowed is False else allowed
+            elif action == "add":
+                if not args:
+                    text = f"Say below what, e.g. `/quota-alert add 20%` or `/quota-alert add 5h` ({EXAMPLES})."
+                else:
+                    condition, account = _condition_and_account(args)
+                    view = await alerts.add("slack", command["channel_id"], condition, account=account,
+                                            created_by=command.get("user_id", ""))
+                    text = alert_added_text(view)
+            elif action == "list":
+                text = alert_list_text(await alerts.list("slack"))
+            else:
+                if len(args) != 1 or not args[0].lstrip("#").isdigit():
+                    text = "Say which one, e.g. `/quota-alert remove 3` (ids are in `/quota-alert list`)."
+                else:
+                    alert_id = int(args[0].lstrip("#"))
+                    removed = await alerts.remove("slack", alert_id)
+                    text = (f"Removed alert #{alert_id}." if removed
+                            else f"There is no alert #{alert_id}; see `/quota-alert list`.")
+        except Exception as exc:
+            await self._answer_error(respond, exc, f"/quota-alert {action}")
+            return
+        await self._answer_text(respond, f"/quota-alert {action}", text)
+
     async def _answer_text(self, respond: Any, what: str, text: str) -> None:
         blocks, fallback = render_text(text)
         await self._send(respond, what, blocks=blocks, text=fallback, response_type="ephemeral")
 
-    async def _is_admin(self, user_id: str) -> bool | str:
+    async def _is_admin(self, user_id: str, what: str = "schedule") -> bool | str:
         """True, False, or (when Slack could not tell us) the one line that says so."""
         if user_id in self._admins:
             return True
@@ -461,7 +509,7 @@ class SlackAdapter:
             if reason in ("user_not_found", "user_not_visible"):
                 log.info("users.info: %s for %s; not an admin", reason, user_id)
                 return False
-            log.warning("users.info for the schedule permission check of %s failed (%s)", user_id, reason)
+            log.warning("users.info for the %s permission check of %s failed (%s)", what, user_id, reason)
             hint = " (the app lacks the users:read scope: reinstall it from the manifest)" if reason == "missing_scope" else ""
             return (f":x: Could not check with Slack whether you are a workspace admin ({reason}){hint}; try "
                     "again in a minute, or ask the operator to add your member id to SLACK_ADMIN_USER_IDS.")
@@ -514,6 +562,25 @@ def _retry_after(headers: Any) -> float:
         return max(0.0, float(value))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return 1.0
+
+
+def _condition_and_account(args: list[str]) -> tuple[str, str | None]:
+    """`add <condition> [account]`: the whole text when it is a condition (`run out` has a space), else
+    the last word is the account when the rest is a condition; otherwise the whole text, whose
+    AlertError then names the mistake."""
+    whole = " ".join(args)
+    if len(args) < 2:
+        return whole, None
+    try:
+        parse_condition(whole)
+        return whole, None
+    except AlertError:
+        pass
+    try:
+        parse_condition(" ".join(args[:-1]))
+    except AlertError:
+        return whole, None
+    return " ".join(args[:-1]), args[-1].lower()
 
 
 def _clip(text: str) -> str:

@@ -1,5 +1,5 @@
 """How the Slack reply looks: Block Kit with a plain-text fallback, within Block Kit's limits.
-Readings, error sentences and the `/quota-schedule` answers are all shaped here."""
+Readings, error sentences and the `/quota-schedule` and `/quota-alert` answers are all shaped here."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from bot.report import AccountReading, PoolReport, QuotaReport
 from bot.schedules import ScheduleView
 
 if TYPE_CHECKING:
-    from bot.alerts import AlertNotice
+    from bot.alerts import AlertNotice, AlertView
     from bot.history import HistoryData
 
 MAX_BLOCKS = 50
@@ -219,7 +219,11 @@ def schedule_list_text(views: list[ScheduleView]) -> str:
     """One line a schedule; `render_text` cuts the whole to one section's 3,000 characters."""
     if not views:
         return "No quota schedules yet. Add one with `/quota-schedule add every 6h`."
-    lines = [schedule_line(v) for v in views]
+    return _fit_lines([schedule_line(v) for v in views])
+
+
+def _fit_lines(lines: list[str]) -> str:
+    """The lines within one section's 3,000 characters, cut at a line, saying how many were left out."""
     text = "\n".join(lines)
     if len(text) <= SECTION_TEXT_MAX:
         return text
@@ -229,6 +233,32 @@ def schedule_list_text(views: list[ScheduleView]) -> str:
             break
         shown.append(line)
     return "\n".join(shown) + f"\n…and {len(lines) - len(shown)} more."
+
+
+# --- /quota-alert answers -------------------------------------------------------------------------
+
+def _alert_account(view: "AlertView") -> str:
+    return f"account *{escape(view.account)}*" if view.account else "all accounts"
+
+
+def alert_added_text(view: "AlertView") -> str:
+    text = (f"Alert *#{view.id}* added: below `{escape(view.condition)}` for {_alert_account(view)}, "
+            f"posted in <#{view.channel}>.")
+    return text + (f"\n{escape(view.note)}" if view.note else "")
+
+
+def alert_line(view: "AlertView") -> str:
+    origin = "from QUOTA_ALERTS" if view.source == "config" else "from chat"
+    state = f" :warning: failing: {escape(view.failing)}" if view.failing else ""
+    return (f"*#{view.id}* below `{escape(view.condition)}` for {_alert_account(view)} in <#{view.channel}> "
+            f"({origin}), {view.state_text}{state}")
+
+
+def alert_list_text(views: list["AlertView"]) -> str:
+    """One line an alert, within one section's 3,000 characters (cut like `schedule_list_text`)."""
+    if not views:
+        return "No quota alerts yet. Add one with `/quota-alert add 20%`."
+    return _fit_lines([alert_line(v) for v in views])
 
 
 def render_history(data: "HistoryData", file_id: str | None) -> tuple[list[dict[str, Any]], str]:
