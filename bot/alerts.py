@@ -16,6 +16,7 @@ database. Nothing here imports a chat library: posts go through the adapters' ``
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -68,6 +69,7 @@ class Condition:
         return "a run-out before the renewal"
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_condition(text: str) -> Condition:
     raw = " ".join(str(text).split()).lower()
     if raw in ("runout", "run-out", "run out"):
@@ -152,8 +154,8 @@ class AlertView:
     def state_text(self) -> str:
         if self.state == "armed":
             return "armed"
-        if self.fired_at is None:
-            return "firing"
+        if self.state == "pending" or self.fired_at is None:
+            return "firing"  # claimed, not posted yet (a rate-limit wait, or a restart in between)
         return f"fired at {self.fired_at.strftime('%Y-%m-%d %H:%M UTC')}"
 
 
@@ -305,7 +307,7 @@ class Alerts:
         return removed
 
     def _view(self, row: AlertRow, note: str = "") -> AlertView:
-        fired = datetime.fromtimestamp(row.fired_at, timezone.utc) if row.fired_at and row.state != "armed" else None
+        fired = datetime.fromtimestamp(row.fired_at, timezone.utc) if row.fired_at and row.state == "fired" else None
         return AlertView(row.id, row.platform, row.channel, row.account, row.condition, row.source, row.state, fired,
                          row.failing, note)
 
@@ -314,6 +316,8 @@ class Alerts:
         """The latest figures of an account ('' = the pool: the sum of the accounts that have a reading)."""
         services = getattr(self.pool, "services", {})
         names = [account] if account else list(services)
+        if not account and any(services[n].last_report is None and services[n].last_error is None for n in names):
+            return None  # the pool is judged once every account has answered (a reading or an error)
         reports = [services[n].last_report for n in names if n in services and services[n].last_report is not None]
         counted = [r for r in reports if r.remaining is not None]
         if not counted:
@@ -346,8 +350,11 @@ class Alerts:
             f = scope.forecast
             return bool(f is not None and getattr(f, "enough", False) and f.lasts_to_renewal is not False)
         line = condition.threshold(scope.total)
-        margin = (scope.total or 0) * MARGIN_PERCENT / 100
-        return line is not None and scope.remaining is not None and scope.remaining >= line + margin
+        if line is None or scope.remaining is None:
+            return False
+        # 5 % of the total; without a total (a plan that gives none), 5 % of the line itself, at least 6 min
+        margin = scope.total * MARGIN_PERCENT / 100 if scope.total else max(line * MARGIN_PERCENT / 100, 0.1)
+        return scope.remaining >= line + margin
 
     async def evaluate(self) -> int:
         """Check every alert against the latest readings; post the crossed ones. Returns how many fired."""
@@ -378,12 +385,16 @@ class Alerts:
                 log.info("alert #%d re-armed", alert_id)
         if not fire:
             return 0
-        claimed = await self.store.claim_alerts([(row.id, now, scopes[row.account].renewal, notice.to_json())  # type: ignore[union-attr]
+        def rearm_at(account: str) -> float | None:  # the renewal re-arms only if it is still ahead
+            renewal = scopes[account].renewal  # type: ignore[union-attr]
+            return renewal if renewal is not None and renewal > now else None
+
+        claimed = await self.store.claim_alerts([(row.id, now, rearm_at(row.account), notice.to_json())
                                                  for row, notice in fire])
         runs = []
         for row, notice in fire:
             if row.id in claimed:
-                row = _replace(row, state="pending", fired_at=now, fired_renewal=scopes[row.account].renewal,  # type: ignore[union-attr]
+                row = _replace(row, state="pending", fired_at=now, fired_renewal=rearm_at(row.account),
                                message=notice.to_json())
                 self._rows[row.id] = row
                 runs.append((row, notice))
