@@ -89,17 +89,46 @@ async def build_core(settings: Settings, webhook: Any = None) -> Core:
     return Core(settings, pool, accounts, simulator)
 
 
-def attach_history(settings: Settings, core: Core, store: Any) -> Any:
-    """Every reading is stored and every answer carries its forecast (bot.history)."""
+async def attach_history(settings: Settings, core: Core, store: Any) -> Any:
+    """Every reading is stored and every answer carries its forecast (bot.history); each provider's
+    learned job durations are read back and every new one is kept (bot.providers.timing)."""
     from bot.history import History
 
     core.pool.subscribe(lambda account, report: store.record_reading(report, account=account))
+    for name, service in core.pool.services.items():
+        timing = getattr(service.provider, "timing", None)
+        if timing is None or service.simulated:
+            continue
+        kind = str(getattr(service.provider, "name", "?"))
+        try:
+            timing.load(await store.job_durations(name, kind))
+        except Exception:
+            log.exception("account %s: the learned job durations could not be read", name)
+        timing.on_sample = _keeper(store, name, kind)
     history = History(store, core.pool, sample_every=settings.sample_every(core.pool.simulated),
                       keep_days=settings.quota_history_days, tz=ZoneInfo(settings.quota_timezone))
     core.pool.annotate = history.annotate
     core.pool.history = history  # what the adapters' history commands read
     core.history = history
     return history
+
+
+def _keeper(store: Any, account: str, kind: str) -> Any:
+    """A job duration goes to the store in the background (never in the way of the answer)."""
+    pending: set[asyncio.Task[Any]] = set()
+
+    async def keep(seconds: float) -> None:
+        try:
+            await store.record_job_duration(account, kind, seconds)
+        except Exception as exc:
+            log.warning("account %s: a job duration was not stored (%s)", account, type(exc).__name__)
+
+    def on_sample(seconds: float) -> None:
+        task = asyncio.get_running_loop().create_task(keep(seconds))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    return on_sample
 
 
 # platform → (the setting that turns it on, its package)
@@ -129,6 +158,7 @@ def chat_adapters(settings: Settings, service: QuotaService, schedules: Any = No
 class Runtime:
     core: Core
     adapters: list[Any]
+    store: Any = None
     started: float = field(default_factory=time.time)
 
     def health(self) -> dict[str, Any]:
@@ -154,7 +184,24 @@ class Runtime:
         }
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response(self.health())
+        """200 with ``status: ok``, or ``status: degraded`` and the reason while the database does not
+        answer (still 200: the bot answers /quota from the provider, so a platform must not kill it)."""
+        health = self.health()
+        problem = None
+        if self.store is not None:
+            try:
+                problem = await asyncio.wait_for(self.store.healthy(), 5)
+            except Exception as exc:
+                problem = f"the database did not answer ({type(exc).__name__})"
+        health["database"] = self.store.describe() if self.store is not None else None
+        if problem:
+            health.update(status="degraded", reason=problem)
+        return web.json_response(health)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        from bot import metrics
+
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
 async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[Any, Any] | None = None,
@@ -197,7 +244,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
         except SettingsError as exc:
             raise StartupError(str(exc)) from None
         stack.push_async_callback(core.close)
-        history = attach_history(settings, core, store)
+        history = await attach_history(settings, core, store)
         await history.start()
         stack.push_async_callback(history.stop)
         from bot import chart
@@ -224,10 +271,11 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
 
             stdin, stdout = console_io or (None, None)
             adapters.append(ConsoleAdapter(core.service, stdin, stdout))
-        runtime = Runtime(core, adapters)
+        runtime = Runtime(core, adapters, store=store)
 
         app = web.Application()
         app.router.add_get("/healthz", runtime.healthz)
+        app.router.add_get("/metrics", runtime.metrics)
         if hub is not None:
             hub.mount(app)
         for adapter in adapters:

@@ -156,6 +156,8 @@ class QuotaPool:
     def __init__(self, services: dict[str, QuotaService], *, pooled: bool = True,
                  annotate: Callable[[Any, str | None], Awaitable[Any]] | None = None) -> None:
         self.services = services
+        for name, service in services.items():
+            service.account = name  # its label in the metrics
         self.pooled = pooled
         self.annotate = annotate  # bot.history: the forecast put on every answer
         self.history: Any = None  # bot.history.History, for the history commands (set with a store)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
+from . import metrics
 from .schedules import PLATFORMS
 from .scheduler import Clock, PostPolicy, SystemClock, deliver
 from .store import AlertRow, Store
@@ -432,6 +433,7 @@ class Alerts:
                 if poster is None:
                     return row.id, f"{row.platform} is not configured"
                 failure = await deliver(poster, row.channel, notice, self.policy, self.clock, f"alert #{row.id}")
+                metrics.ALERTS.labels(row.platform, "failed" if failure is not None else "posted").inc()
                 if failure is not None:
                     log.warning("alert #%d (%s:%s) is failing: %s", row.id, row.platform, row.channel, failure)
                 elif row.failing is not None:

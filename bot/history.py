@@ -202,7 +202,7 @@ class History:
         now = self.clock.now().timestamp()
         due_in = self.sample_every
         for name, service in self.pool.services.items():
-            latest = await self.store.latest_reading_at(name)
+            latest = await self.store.latest_reading_at(name, service.simulated)  # the demo's past does not count
             age = now - latest if latest is not None else float("inf")
             if age < self.sample_every:
                 due_in = min(due_in, self.sample_every - age)

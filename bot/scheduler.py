@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Protocol
 from zoneinfo import ZoneInfo
 
+from . import metrics
 from .errors import PostError, QuotaError
 from .schedules import PLATFORMS, ConfigItem, ScheduleError, ScheduleView, When, parse_when
 from .service import QuotaService
@@ -340,6 +341,9 @@ class Scheduler:
         # skipped runs are claimed (a restart never posts them) and recorded as skipped at once
         passed = [(a.row.id, at.timestamp(), result) for a, at, result in skipped
                   if (a.row.id, at.timestamp()) in claimed]
+        for armed, at, _ in skipped:
+            if (armed.row.id, at.timestamp()) in claimed:
+                metrics.SCHEDULED_POSTS.labels(armed.row.platform, "skipped").inc()
         if passed:
             try:
                 await self.store.finish(passed)
@@ -380,6 +384,7 @@ class Scheduler:
         if poster is None:
             return await self._failing(armed, f"{row.platform} is not configured")
         failure = await deliver(poster, row.channel, outcome, self.policy, self.clock, f"schedule #{row.id}")
+        metrics.SCHEDULED_POSTS.labels(row.platform, "failed" if failure is not None else "posted").inc()
         if failure is not None:
             return await self._failing(armed, failure)
         if armed.row.failing is not None:

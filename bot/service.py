@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Awaitable, Callable
 
+from . import metrics
 from .errors import QuotaError, UnknownAccount
 from .report import QuotaReport
 from .upstream import Provider
@@ -54,37 +55,51 @@ class QuotaService:
         self._listeners.append(listener)
 
     names: tuple[str, ...] = ()  # one account: no names to choose from (see bot.accounts for several)
+    account = "default"  # its name in the metrics (bot.accounts names the file's accounts)
 
     async def get_report(self, account: str | None = None) -> QuotaReport:
         if account is not None:
             raise UnknownAccount(account, ())
         if self._cached is not None and self._clock() - self._cached[0] < self.cache_seconds:
             self.cache_hits += 1
+            metrics.CACHE.labels(self.account, "hit").inc()
             return self._cached[1]
         if self._inflight is None:
             self.asks += 1
+            metrics.CACHE.labels(self.account, "ask").inc()
             self._inflight = asyncio.get_running_loop().create_task(self._read(), name="quota-reading")
         else:
             self.shared += 1
+            metrics.CACHE.labels(self.account, "shared").inc()
         # shield: one caller giving up (e.g. a cancelled handler) must not cancel the others' reading
         return await asyncio.shield(self._inflight)
 
     async def _read(self) -> QuotaReport:
         started = self._clock()
+        provider = str(getattr(self.provider, "name", "?")) if not self.simulated else "simulated"
         try:
             report = await self.provider.fetch()
         except QuotaError as exc:
+            metrics.READINGS.labels(self.account, provider, exc.code).inc()
             self.last_error = exc
             log.warning("quota reading failed after %.1fs: %s: %s", self._clock() - started, exc.code,
                         exc.detail or exc.user_message)
             raise
         except Exception:
+            metrics.READINGS.labels(self.account, provider, "unexpected").inc()
             log.exception("quota reading failed unexpectedly")
             raise
         finally:
             self._inflight = None
+            stats = getattr(self.provider, "last_stats", None) or {}
+            if "seconds" in stats:
+                metrics.READING_SECONDS.labels(self.account, provider).observe(stats["seconds"])
+                metrics.POLLS.labels(self.account, provider).observe(stats.get("polls", 0))
         self._cached = (self._clock(), report)
         self.last_error = None
+        metrics.READINGS.labels(self.account, provider, "ok").inc()
+        if report.remaining is not None:
+            metrics.REMAINING.labels(self.account).set(report.remaining.hours)
         for listener in list(self._listeners):
             try:
                 result = listener(report)

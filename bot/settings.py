@@ -50,6 +50,22 @@ def parse_duration(value: Any) -> float:
     return float(match.group(1)) * _DURATION_UNIT[(match.group(2) or "s").lower()]
 
 
+class _DatabaseUrl(str):
+    """DATABASE_URL as given (``str()``, f-strings and comparisons see it whole), whose repr, and so the
+    settings' repr, shows ``***`` for a password: ``postgresql://bot:***@host:5432/db``."""
+
+    def __repr__(self) -> str:
+        text = str(self)
+        scheme, sep, rest = text.partition("://")
+        if sep:
+            cut = min([i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0] or [len(rest)])
+            login, at, host = rest[:cut].rpartition("@")
+            if at and ":" in login:
+                login = login.split(":", 1)[0] + ":***"
+            text = f"{scheme}{sep}{login}{at}{host}{rest[cut:]}"
+        return repr(re.sub(r"([?&](?:password|sslpassword)=)[^&#]*", r"\1***", text, flags=re.I))
+
+
 def _comma_list(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -162,9 +178,14 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database(cls, value: str) -> str:
-        if not value.startswith("sqlite:///") or len(value) <= len("sqlite:///"):
-            raise ValueError("must be a SQLite URL such as sqlite:///quota-bot.sqlite3 (or sqlite:////abs/path.db)")
-        return value
+        """``sqlite:///path`` or a PostgreSQL URL (``postgresql://`` or the platforms' ``postgres://``),
+        checked here so a malformed one stops start-up naming DATABASE_URL (the value, which may hold a
+        password, is never repeated). The value keeps its text; only its repr hides the password."""
+        from .stores.url import kind
+
+        value = value.strip()
+        kind(value)  # ValueError: one line, e.g. "the PostgreSQL URL's sslmode must be one of …"
+        return _DatabaseUrl(value)
 
     @field_validator("discord_guild_ids", mode="before")
     @classmethod
@@ -290,8 +311,14 @@ class Settings(BaseSettings):
         return self.slack_app_token is not None
 
     @property
-    def database_path(self) -> str:
-        return self.database_url[len("sqlite:///"):]
+    def database_kind(self) -> Literal["sqlite", "postgresql"]:
+        """Which store DATABASE_URL selects: ``sqlite`` (``sqlite:///…``) or ``postgresql``."""
+        return "sqlite" if self.database_url.startswith("sqlite:///") else "postgresql"
+
+    @property
+    def database_path(self) -> str | None:
+        """The SQLite file of DATABASE_URL; None when it is a PostgreSQL URL."""
+        return self.database_url[len("sqlite:///"):] if self.database_kind == "sqlite" else None
 
 
 def load_settings(env_file: str | None = ".env", **overrides: Any) -> Settings:

@@ -19,6 +19,8 @@ from typing import Any, Iterable
 
 from aiohttp import web
 
+from . import metrics
+
 log = logging.getLogger(__name__)
 
 MAX_BODY = 256 * 1024
@@ -98,6 +100,7 @@ class WebhookHub:
             return self._refuse(404, "no ask in flight matches this callback")
         target.queue.put_nowait(body)
         self.accepted += 1
+        metrics.CALLBACKS.labels("accepted").inc()
         log.info("upstream callback accepted for an ask in flight")
         return web.json_response({"ok": True}, status=202)
 
@@ -113,5 +116,6 @@ class WebhookHub:
 
     def _refuse(self, status: int, reason: str) -> web.Response:
         self.refused += 1
+        metrics.CALLBACKS.labels("refused").inc()
         log.info("upstream callback refused (%d): %s", status, reason)
         return web.json_response({"ok": False, "error": reason}, status=status)

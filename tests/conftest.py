@@ -73,3 +73,58 @@ def _no_secret_in_logs(caplog):
     text = caplog.text
     leaked = [name for name, value in ALL_TEST_SECRETS.items() if value in text]
     assert not leaked, f"secret(s) {leaked} appeared in log output"
+
+
+# --- stores: SQLite and a real PostgreSQL server (tests/pg.py) ----------------------------------------
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throwaway PostgreSQL server for the whole session (tests/pg.py): ``url(dbname)``,
+    ``create_database()``, ``psql(sql, dbname)``, ``stop()``/``start()`` for fault tests. Without
+    PostgreSQL's binaries the tests that use it fail (never skip), saying what to install."""
+    from tests.pg import PostgresNotFound, PostgresServer
+
+    try:
+        server = PostgresServer.start_new()
+    except PostgresNotFound as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """The URL of a fresh, empty database on ``pg_server`` (as its superuser, sslmode=disable)."""
+    return pg_server.url(pg_server.create_database())
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path):
+    """DATABASE_URL of a fresh database, once per store: a new SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/q.sqlite3"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+async def open_stores(store_url):
+    """``await open_stores()`` opens a store on ``store_url`` (each call another instance on the same
+    database, as replicas would); ``open_stores(url)`` another URL. All are closed at the end."""
+    from bot.store import open_store
+
+    opened = []
+
+    async def factory(url: str | None = None):
+        store = await open_store(url or store_url)
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def store(open_stores):
+    """A store on a fresh database, once per kind (``store_url``'s params)."""
+    return await open_stores()

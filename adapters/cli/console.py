@@ -94,7 +94,8 @@ class ConsoleAdapter:
         try:
             data = await history.data(days, account)
             png = await render_png_async(chart_spec(data, tz=history.tz))
-            path = os.path.join(os.path.dirname(os.path.abspath(history.store.path)), "quota-history.png")
+            folder = os.path.dirname(os.path.abspath(getattr(history.store, "path", None) or "quota-history.png"))
+            path = os.path.join(folder, "quota-history.png")  # next to the SQLite file, else here
             await asyncio.get_running_loop().run_in_executor(None, _write, path, png)
         except Exception as exc:
             log.exception("console /quota history failed")

@@ -126,7 +126,7 @@ async def _with_history(settings: Settings, core: Any) -> Any:
     except StoreError as exc:
         log.warning("no history: %s", exc)
         return None
-    history = attach_history(settings, core, store)
+    history = await attach_history(settings, core, store)
     await history.seed_demo()
     return store
 

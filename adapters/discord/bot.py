@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import time
 from typing import Any
 
 import aiohttp
@@ -17,6 +18,7 @@ import discord
 import yarl
 from discord import app_commands
 
+from bot import metrics
 from bot.alerts import AlertError, AlertNotice
 from bot.chart import render_png_async
 from bot.errors import PostError, QuotaError, UnknownAccount
@@ -190,12 +192,14 @@ class DiscordAdapter:
     # --- commands -------------------------------------------------------------------------------
     def _register(self, tree: app_commands.CommandTree) -> None:
         async def answer_quota(interaction: discord.Interaction, public: bool, account: str | None) -> None:
-            await interaction.response.defer(ephemeral=not public, thinking=True)
+            await self._defer(interaction, ephemeral=not public)
+            outcome = "ok"
             try:
                 embed = render_reading(await self.service.get_report(account))
             except Exception as exc:
-                embed = self._error_embed(exc, "/quota")
+                embed, outcome = self._error_embed(exc, "/quota"), "error"
             await interaction.edit_original_response(embed=embed)
+            metrics.COMMANDS.labels("discord", "quota", outcome).inc()
 
         names = tuple(getattr(self.service, "names", ()))
         if not names:  # one account: no option to choose one
@@ -217,7 +221,7 @@ class DiscordAdapter:
                 return [app_commands.Choice(name=n, value=n) for n in names if typed in n][:25]
 
         async def answer_history(interaction: discord.Interaction, days: int, public: bool, account: str | None) -> None:
-            await interaction.response.defer(ephemeral=not public, thinking=True)
+            await self._defer(interaction, ephemeral=not public)
             history = getattr(self.service, "history", None)
             try:
                 if history is None:
@@ -228,7 +232,9 @@ class DiscordAdapter:
                 png = await render_png_async(chart_spec(data, tz=history.tz))
             except Exception as exc:
                 await interaction.edit_original_response(embed=self._error_embed(exc, "/quota-history"))
+                metrics.COMMANDS.labels("discord", "quota-history", "error").inc()
                 return
+            metrics.COMMANDS.labels("discord", "quota-history", "ok").inc()
             await interaction.edit_original_response(
                 embed=render_history(data), attachments=[discord.File(io.BytesIO(png), filename=CHART_FILENAME)])
 
@@ -350,13 +356,23 @@ class DiscordAdapter:
 
         tree.add_command(group)
 
+    @staticmethod
+    async def _defer(interaction: discord.Interaction, *, ephemeral: bool) -> None:
+        """Acknowledge at once (the deferral), timed from the handler's start for the ack histogram."""
+        started = time.monotonic()
+        await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+        metrics.ACK_SECONDS.labels("discord").observe(time.monotonic() - started)
+
     async def _may_manage(self, interaction: discord.Interaction, what: str = "schedules") -> bool:
         """Defer (ephemeral), then check Manage Server again: the default permission is only a hint.
         ``what``: ``schedules`` or ``alerts``, the manager that must be there."""
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await self._defer(interaction, ephemeral=True)
+        command = f"quota-{what[:-1]}"
         if not interaction.permissions.manage_guild:
             await interaction.edit_original_response(embed=render_notice(MANAGE_HINT.format(what=what), ok=False))
+            metrics.COMMANDS.labels("discord", command, "refused").inc()
             return False
+        metrics.COMMANDS.labels("discord", command, "ok").inc()
         manager = self.schedules if what == "schedules" else getattr(self.service, "alerts", None)
         if manager is None:
             text = NOT_AVAILABLE.format(What=what.capitalize())

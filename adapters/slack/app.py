@@ -48,6 +48,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot import metrics
 from bot.alerts import EXAMPLES, AlertError, AlertNotice, parse_condition
 from bot.chart import render_png_async
 from bot.errors import PostError, QuotaError, UnknownAccount
@@ -171,6 +172,7 @@ class SlackAdapter:
         """`POST /slack/events`. Whatever arrives (a scanner, a broken proxy), the answer is a 4xx, never
         a 500: too large 413; no, malformed or wrong signature 401 (counted by the same warning); not
         UTF-8 400; not form-encoded 415 (Slack sends slash commands and ssl_check as forms)."""
+        started = time.monotonic()
         if (request.content_length or 0) > MAX_BODY:
             return _refuse(413, "request body too large")
         try:
@@ -198,6 +200,7 @@ class SlackAdapter:
             self._deferred.put_nowait((body, request.query_string, headers))
             if self._dispatcher is None:
                 self._dispatcher = asyncio.create_task(self._dispatch_deferred())
+            metrics.ACK_SECONDS.labels("slack").observe(time.monotonic() - started)
             return web.Response(status=200)
         bolt_response = await self.app.async_dispatch(AsyncBoltRequest(body=body, query=request.query_string,
                                                                        headers=headers))
@@ -287,7 +290,7 @@ class SlackAdapter:
     async def _quota(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         words = (command.get("text") or "").strip()
         tokens = words.lower().split()
-        await ack()  # in HTTP mode the ack has already gone out (see `_http`): answers go to the response_url
+        await self._ack(ack)  # in HTTP mode the ack has already gone out (see `_http`): answers go to the response_url
         public = "public" in tokens
         rest = [t for t in tokens if t != "public"]
         names = tuple(getattr(self.service, "names", ()))
@@ -330,8 +333,10 @@ class SlackAdapter:
             data = await history.data(days, account)
             png = await render_png_async(chart_spec(data, tz=history.tz))
         except Exception as exc:
+            metrics.COMMANDS.labels("slack", "quota-history", "error").inc()
             await self._answer_error(respond, exc, "/quota history")
             return
+        metrics.COMMANDS.labels("slack", "quota-history", "ok").inc()
         title = f"Midjourney fast time, last {days} days"
         file_id = await upload_png(self.client, png, filename=f"quota-history-{days}d.png", title=title,
                                    session=self._session)
@@ -351,12 +356,21 @@ class SlackAdapter:
         return QUOTA_USAGE + (" `/quota <account>` shows one account (`/quota <account> public` to the channel); "
                               f"accounts: {', '.join(f'`{n}`' for n in names)}.")
 
+    async def _ack(self, ack: Any) -> None:
+        """``ack()``; in Socket Mode timed for the ack histogram (HTTP mode acked in `_http`, and timed there)."""
+        started = time.monotonic()
+        await ack()
+        if self.socket_mode:
+            metrics.ACK_SECONDS.labels("slack").observe(time.monotonic() - started)
+
     async def _answer_quota(self, respond: Any, *, public: bool, account: str | None = None) -> None:
         try:
             blocks, text = render_reading(await self.service.get_report(account))
         except Exception as exc:
+            metrics.COMMANDS.labels("slack", "quota", "error").inc()
             await self._answer_error(respond, exc, "/quota")
             return
+        metrics.COMMANDS.labels("slack", "quota", "ok").inc()
         await self._send(respond, "/quota", blocks=blocks, text=text,
                     response_type="in_channel" if public else "ephemeral")
 
@@ -417,7 +431,7 @@ class SlackAdapter:
     async def _schedule(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         words = (command.get("text") or "").split()
         action = words[0].lower() if words else "help"
-        await ack()  # as in `_quota`: every answer goes to the response_url
+        await self._ack(ack)  # as in `_quota`: every answer goes to the response_url
         if action not in ("add", "list", "remove"):
             prefix = "" if action in HELP_WORDS else f"I did not understand `{_clip(action)}`. "
             self._background(self._answer_text(respond, "/quota-schedule", prefix + SCHEDULE_USAGE), "/quota-schedule")
@@ -430,6 +444,7 @@ class SlackAdapter:
                 text = "Schedules are not available on this bot."
             elif (allowed := await self._is_admin(command.get("user_id", ""))) is not True:
                 text = NOT_ALLOWED.format(what="schedules") if allowed is False else allowed
+                metrics.COMMANDS.labels("slack", "quota-schedule", "refused").inc()
             elif action == "add":
                 when = " ".join(args)
                 if not when:
@@ -457,7 +472,7 @@ class SlackAdapter:
     async def _alert(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         words = (command.get("text") or "").split()
         action = words[0].lower() if words else "help"
-        await ack()  # as in `_quota`: every answer goes to the response_url
+        await self._ack(ack)  # as in `_quota`: every answer goes to the response_url
         if action not in ("add", "list", "remove"):
             prefix = "" if action in HELP_WORDS else f"I did not understand `{_clip(action)}`. "
             self._background(self._answer_text(respond, "/quota-alert", prefix + ALERT_USAGE), "/quota-alert")
@@ -471,6 +486,7 @@ class SlackAdapter:
                 text = "Alerts are not available on this bot."
             elif (allowed := await self._is_admin(command.get("user_id", ""), "alert")) is not True:
                 text = NOT_ALLOWED.format(what="alerts") if allowed is False else allowed
+                metrics.COMMANDS.labels("slack", "quota-alert", "refused").inc()
             elif action == "add":
                 if not args:
                     text = f"Say below what, e.g. `/quota-alert add 20%` or `/quota-alert add 5h` ({EXAMPLES})."

@@ -1,0 +1,236 @@
+"""What every store shares: its rows, its one-line error, its lock handle, and the way a reading is
+kept whole so another replica can rebuild the report.
+
+Both stores (``bot.stores.sqlite.SQLiteStore``, ``bot.stores.postgres.PostgresStore``) answer the same
+interface, spelt out once in ``StoreInterface``; the service, scheduler and adapters never ask which
+one they have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Iterable, Protocol
+
+from ..report import Amount, QuotaReport
+
+log = logging.getLogger("bot.store")
+
+# job_durations keeps this many of the newest per (account, provider); job_durations() reads at most it
+KEEP_JOB_DURATIONS = 500
+# pg_notify refuses payloads of 8000 bytes or more; the SQLite store holds to the same limit
+MAX_PAYLOAD_BYTES = 7999
+
+
+class StoreError(Exception):
+    """The database cannot be used; ``str()`` is one line naming DATABASE_URL (or the file) and why.
+    It never holds a password."""
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    id: int
+    platform: str
+    channel: str
+    when_text: str
+    timezone: str
+    source: str
+    anchor: float
+    created_by: str
+    created_at: float
+    failing: str | None
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    id: int
+    platform: str
+    channel: str
+    account: str  # '' = the pool of every account
+    condition: str
+    source: str
+    created_by: str
+    created_at: float
+    state: str  # armed | pending | fired
+    fired_at: float | None
+    fired_renewal: float | None
+    message: str | None
+    failing: str | None
+
+
+class LockHandle:
+    """A named lock held by this process (``Store.try_lock``). ``held`` turns false once released, or
+    when the connection that holds it (PostgreSQL) is gone; ``release()`` may be called more than once.
+    ``async with handle:`` releases it on the way out."""
+
+    def __init__(self, name: str, release: Callable[[], Awaitable[None]],
+                 alive: Callable[[], bool] = lambda: True) -> None:
+        self.name = name
+        self._release = release
+        self._alive = alive
+        self._released = False
+
+    @property
+    def held(self) -> bool:
+        return not self._released and self._alive()
+
+    async def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        await self._release()
+
+    async def __aenter__(self) -> "LockHandle":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.release()
+
+    def __repr__(self) -> str:
+        return f"<LockHandle {self.name!r} {'held' if self.held else 'released'}>"
+
+
+class Listener:
+    """One ``listen(channel, callback)``; ``close()`` stops the callback (idempotent)."""
+
+    def __init__(self, channel: str, close: Callable[[], Awaitable[None]]) -> None:
+        self.channel = channel
+        self._close = close
+        self.closed = False
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            await self._close()
+
+
+class StoreInterface(Protocol):
+    """What every store answers (the SQLite ``Store`` and ``PostgresStore``)."""
+
+    def describe(self) -> str: ...
+    async def close(self) -> None: ...
+    async def healthy(self) -> str | None: ...
+    async def revision(self) -> int: ...
+    # readings
+    async def record_reading(self, report: QuotaReport, account: str = "default") -> None: ...
+    async def readings(self, limit: int = 100, account: str | None = None) -> list[dict]: ...
+    async def latest_report(self, account: str, simulated: bool, max_age: float) -> QuotaReport | None: ...
+    async def history(self, account: str, since: float, simulated: bool) -> list[tuple[float, float, float | None, float | None]]: ...
+    async def latest_reading_at(self, account: str, simulated: bool | None = None) -> float | None: ...
+    async def has_readings(self, account: str, simulated: bool) -> bool: ...
+    async def record_history(self, account: str, rows: Iterable[tuple[float, float, float, float | None]], simulated: bool) -> None: ...
+    async def prune_readings(self, before: float) -> int: ...
+    async def record_job_duration(self, account: str, provider: str, seconds: float) -> None: ...
+    async def job_durations(self, account: str, provider: str, limit: int = 200) -> list[float]: ...
+    # alerts
+    async def alerts(self, platform: str | None = None) -> list[AlertRow]: ...
+    async def add_alerts(self, rows: list[tuple[str, str, str, str, str, str]]) -> list[AlertRow]: ...
+    async def remove_alert(self, alert_id: int, platform: str | None = None) -> bool: ...
+    async def claim_alerts(self, claims: list[tuple[int, float, float | None, str]]) -> set[int]: ...
+    async def alerts_posted(self, results: list[tuple[int, str | None]]) -> None: ...
+    async def rearm_alerts(self, ids: list[int]) -> None: ...
+    # schedules and runs
+    async def add_schedule(self, platform: str, channel: str, when_text: str, timezone: str, source: str,
+                           anchor: float, created_by: str = "") -> ScheduleRow: ...
+    async def add_schedules(self, rows: list[tuple[str, str, str, str, str, float]]) -> None: ...
+    async def schedules(self, platform: str | None = None) -> list[ScheduleRow]: ...
+    async def remove_schedule(self, schedule_id: int, platform: str | None = None) -> bool: ...
+    async def set_timezone(self, schedule_id: int, timezone: str) -> None: ...
+    async def set_failing(self, schedule_id: int, reason: str | None) -> None: ...
+    async def claim(self, runs: Iterable[tuple[int, float]]) -> set[tuple[int, float]]: ...
+    async def finish(self, results: Iterable[tuple[int, float, str]]) -> None: ...
+    async def last_claimed(self) -> dict[int, float]: ...
+    async def runs(self, schedule_id: int) -> list[tuple[float, float | None, str | None]]: ...
+    # replicas
+    async def try_lock(self, name: str) -> LockHandle | None: ...
+    async def notify(self, channel: str, payload: str = "") -> None: ...
+    async def listen(self, channel: str, callback: Callable[[str], Any]) -> Listener: ...
+
+
+# --- a reading, whole ------------------------------------------------------------------------------
+
+def reading_values(report: QuotaReport) -> dict[str, Any]:
+    """The columns of one reading (migration 4 added fields, plan_status, message_id, responded_at and
+    total_derived, so that ``report_from_row`` rebuilds the report another replica took)."""
+    unit = (report.remaining or report.total).unit if (report.remaining or report.total) else None
+    return {
+        "read_at": report.read_at.timestamp(),
+        "remaining": report.remaining.value if report.remaining else None,
+        "total": report.total.value if report.total else None,
+        "percent": report.percent,
+        "unit": unit,
+        "job_mode": report.job_mode,
+        "plan": report.plan,
+        "renewal": report.renewal.timestamp() if report.renewal else None,
+        "simulated": bool(report.simulated),
+        "fields": json.dumps([[k, v] for k, v in report.fields], ensure_ascii=False),
+        "plan_status": report.plan_status,
+        "message_id": report.message_id,
+        "responded_at": report.responded_at.timestamp() if report.responded_at else None,
+        "total_derived": bool(report.total_derived),
+    }
+
+
+REPORT_COLUMNS = ("read_at, remaining, total, percent, unit, job_mode, plan, renewal, simulated, fields, plan_status,"
+                  " message_id, responded_at, total_derived")
+
+
+def report_from_row(row: Any) -> QuotaReport:
+    """The ``QuotaReport`` of a row selected with ``REPORT_COLUMNS`` (in that order)."""
+    (read_at, remaining, total, percent, unit, job_mode, plan, renewal, simulated, fields, plan_status,
+     message_id, responded_at, total_derived) = tuple(row)
+    unit = unit or "hours"
+    return QuotaReport(
+        remaining=None if remaining is None else Amount(remaining, unit),
+        total=None if total is None else Amount(total, unit),
+        percent=percent,
+        job_mode=job_mode,
+        plan=plan,
+        plan_status=plan_status,
+        renewal=_when(renewal),
+        fields=tuple((str(k), str(v)) for k, v in json.loads(fields or "[]")),
+        read_at=_when(read_at) or datetime.now(timezone.utc),
+        simulated=bool(simulated),
+        message_id=message_id,
+        responded_at=_when(responded_at),
+        total_derived=bool(total_derived),
+    )
+
+
+def _when(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+# --- in-process callbacks and notifications ------------------------------------------------------
+
+def check_notification(channel: str, payload: str) -> None:
+    if not isinstance(channel, str) or not channel or len(channel.encode()) > 63:
+        raise ValueError("a notification channel is a name of 1 to 63 bytes")
+    if not isinstance(payload, str) or len(payload.encode()) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"a notification payload is a string of at most {MAX_PAYLOAD_BYTES} bytes")
+
+
+_callback_tasks: set[asyncio.Task] = set()
+
+
+def deliver(callback: Callable[[str], Any], channel: str, payload: str) -> None:
+    """Call ``callback(payload)``; a coroutine it returns runs as a task. Errors are logged, never raised
+    (one faulty listener does not silence the others)."""
+    try:
+        result = callback(payload)
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            _callback_tasks.add(task)
+            task.add_done_callback(_finished)
+    except Exception:
+        log.exception("a listener of channel %r failed", channel)
+
+
+def _finished(task: asyncio.Task) -> None:
+    _callback_tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a listener failed", exc_info=task.exception())
