@@ -152,7 +152,11 @@ async def main(readings: int, seed: int) -> int:
     from bench import bench_providers
 
     providers = await bench_providers.main(20, seed) == 0
-    return 0 if met and pooled and providers else 1
+    print("\n== webhook fast path and learned timing (bench.bench_fastpath)")
+    from bench import bench_fastpath
+
+    fast = await bench_fastpath.main(30, seed) == 0
+    return 0 if met and pooled and providers and fast else 1
 
 
 if __name__ == "__main__":

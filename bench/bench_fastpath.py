@@ -1,0 +1,194 @@
+"""The two levers beside today's polling (issue: webhook fast path, learned poll timing): added latency
+(from the provider having the result to the caller getting it) and polls per reading, for TheNextLeg
+protocol (jobs 1–15 s, and jobs of 4–6 s) and useapi.net's timings (15–60 s), with and without progress
+hints, beside the naive fixed-interval poller. Run from bench_core; prints, it is not a test.
+
+    python -m bench.bench_fastpath [--readings 30] [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import socket
+import statistics
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from bot.providers.timing import LearnedTiming
+from bot.providers.useapi import UseapiProvider
+from bot.service import QuotaService
+from bot.simulator import UpstreamSimulator
+from bot.upstream import NextLegProvider
+from bot.webhook import WebhookHub
+from tests.fakes.providers import UseapiFake
+
+TOKEN = "bench-token"
+
+
+async def _hub() -> tuple[WebhookHub, web.AppRunner]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    hub = WebhookHub(f"http://127.0.0.1:{port}")
+    app = web.Application()
+    hub.mount(app)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return hub, runner
+
+
+def _draws(seed: int, n: int, low: float, high: float) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.uniform(low, high) for _ in range(n)]
+
+
+async def _nextleg(sim: UpstreamSimulator, start: float, **options: Any) -> tuple[float, int]:
+    await asyncio.sleep(start)
+    provider = NextLegProvider(base_url=sim.base_url, token=TOKEN, poll_timeout=120, **options)
+    service = QuotaService(provider)
+    try:
+        report = await service.get_report()
+        returned = time.monotonic()
+    finally:
+        await service.close()
+    return returned - sim.jobs[report.message_id].done_at, provider.last_stats["polls"]
+
+
+async def _naive(sim: UpstreamSimulator, http: aiohttp.ClientSession, start: float, every: float) -> tuple[float, int]:
+    await asyncio.sleep(start)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with http.get(f"{sim.base_url}/v2/info", json={"ref": ""}, headers=headers) as resp:
+        message_id = (await resp.json())["messageId"]
+    polls = 0
+    while True:
+        await asyncio.sleep(every)
+        polls += 1
+        async with http.get(f"{sim.base_url}/v2/message/{message_id}", headers=headers) as resp:
+            if (await resp.json()).get("progress") == 100:
+                return time.monotonic() - sim.jobs[message_id].done_at, polls
+
+
+def _row(name: str, results: list[tuple[float, int]]) -> dict[str, Any]:
+    latencies = sorted(r[0] for r in results)
+    row = {"name": name, "p50": statistics.median(latencies),
+           "p95": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
+           "polls": statistics.mean(r[1] for r in results)}
+    return row
+
+
+def _trained(draws: list[float]) -> LearnedTiming:
+    timing = LearnedTiming()
+    timing.load(draws)  # what the store would hold after that many readings of this account
+    return timing
+
+
+async def nextleg_rows(readings: int, seed: int, low: float, high: float, hub: WebhookHub) -> list[dict[str, Any]]:
+    draws = _draws(seed, readings, low, high)
+    history = _draws(seed + 1, 30, low, high)  # 30 earlier jobs of the same account
+    starts = [random.Random(seed + i).uniform(0, 5) for i in range(readings)]
+    kinds = {"naive": True, "webhook": True, "learned": False, "learned+hints": True, "backoff": False,
+             "naive_blind": False}
+    sims = {k: UpstreamSimulator(complete_after=(lambda it=iter(draws): next(it)), report_progress=progress)
+            for k, progress in kinds.items()}
+    for sim in sims.values():
+        await sim.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            results = await asyncio.gather(
+                asyncio.gather(*(_naive(sims["naive"], http, t, 5.0) for t in starts)),
+                asyncio.gather(*(_nextleg(sims["webhook"], t, webhook=hub) for t in starts)),
+                asyncio.gather(*(_nextleg(sims["learned"], t, timing=_trained(history)) for t in starts)),
+                asyncio.gather(*(_nextleg(sims["learned+hints"], t, timing=_trained(history)) for t in starts)),
+                asyncio.gather(*(_nextleg(sims["backoff"], t) for t in starts)),
+                asyncio.gather(*(_naive(sims["naive_blind"], http, t, 5.0) for t in starts)),
+            )
+    finally:
+        for sim in sims.values():
+            await sim.stop()
+    label = f"TheNextLeg, jobs {low:g}–{high:g} s"
+    return [_row(f"{label}: naive, poll every 5 s", results[0]),
+            _row(f"{label}: webhook (+ safety-net polls)", results[1]),
+            _row(f"{label}: learned timing, no hints", results[2]),
+            _row(f"{label}: learned timing + progress hints", results[3]),
+            _row(f"{label}: today's backoff, no hints", results[4])]
+
+
+async def useapi_rows(readings: int, seed: int, hub: WebhookHub) -> list[dict[str, Any]]:
+    draws = _draws(seed, readings, 15, 60)
+    history = _draws(seed + 1, 30, 15, 60)
+    starts = [random.Random(seed + i).uniform(0, 5) for i in range(readings)]
+    fakes = {k: UseapiFake(require_token=TOKEN, complete_after=(lambda it=iter(draws): next(it)), callback=True)
+             for k in ("webhook", "learned", "today")}
+    for fake in fakes.values():
+        await fake.start()
+
+    async def ours(kind: str, start: float, **options: Any) -> tuple[float, int]:
+        await asyncio.sleep(start)
+        provider = UseapiProvider(base_url=fakes[kind].base_url, token=TOKEN, poll_timeout=180, **options)
+        service = QuotaService(provider)
+        try:
+            report = await service.get_report()
+            returned = time.monotonic()
+        finally:
+            await service.close()
+        return returned - fakes[kind].jobs[report.message_id].done_at, provider.last_stats["polls"]
+
+    try:
+        results = await asyncio.gather(
+            asyncio.gather(*(ours("webhook", t, webhook=hub) for t in starts)),
+            asyncio.gather(*(ours("learned", t, timing=_trained(history)) for t in starts)),
+            asyncio.gather(*(ours("today", t) for t in starts)))
+    finally:
+        for fake in fakes.values():
+            await fake.stop()
+    return [_row("useapi.net, jobs 15–60 s: webhook (replyUrl)", results[0]),
+            _row("useapi.net, jobs 15–60 s: learned timing (10 s floor)", results[1]),
+            _row("useapi.net, jobs 15–60 s: today's rhythm (13 s, then 10.5 s)", results[2])]
+
+
+async def main(readings: int, seed: int) -> int:
+    hub, runner = await _hub()
+    try:
+        groups = await asyncio.gather(nextleg_rows(readings, seed, 1, 15, hub), nextleg_rows(readings, seed, 4, 6, hub),
+                                      useapi_rows(readings, seed, hub))
+    finally:
+        await runner.cleanup()
+    print(f"{readings} readings per row (seed {seed}); added latency = from the provider having the result to the "
+          "caller getting it\n")
+    print(f"| {'client':<62} | {'p50 added':>10} | {'p95 added':>10} | {'polls':>6} |")
+    print(f"|{'-' * 64}|{'-' * 12}|{'-' * 12}|{'-' * 8}|")
+    for group in groups:
+        for row in group:
+            print(f"| {row['name']:<62} | {row['p50']:>8.3f} s | {row['p95']:>8.3f} s | {row['polls']:>6.2f} |")
+    print()
+    met = True
+    for group in groups[:2]:
+        naive, webhook, learned = group[0], group[1], group[2]
+        ok_hook = webhook["p50"] <= 0.05
+        ratio = learned["p50"] / naive["p50"]
+        ok_learned = ratio <= 1 / 3 and learned["polls"] <= naive["polls"]
+        print(f"{naive['name'].split(':')[0]}: webhook p50 {webhook['p50'] * 1000:.0f} ms (target ≤ 50 ms) → "
+              f"{'met' if ok_hook else 'NOT MET'}; learned timing {ratio:.2f}× the naive poller's added latency with "
+              f"{learned['polls']:.2f} vs {naive['polls']:.2f} polls (target ≤ 0.33×, ≤ polls) → "
+              f"{'met' if ok_learned else 'NOT MET'}")
+        met &= ok_hook and ok_learned
+    webhook = groups[2][0]
+    print(f"useapi.net: webhook p50 {webhook['p50'] * 1000:.0f} ms (target ≤ 50 ms) → "
+          f"{'met' if webhook['p50'] <= 0.05 else 'NOT MET'}")
+    met &= webhook["p50"] <= 0.05
+    print("targets met" if met else "TARGETS NOT MET")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readings", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    raise SystemExit(asyncio.run(main(args.readings, args.seed)))
