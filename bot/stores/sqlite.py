@@ -375,14 +375,17 @@ class Store:
     async def claim_alerts(self, claims: list[tuple[int, float, float | None, str]]) -> set[int]:
         """(id, fired_at, renewal, message): armed → pending in one transaction; returns the ids this call
         claimed (another process, or an earlier run, may have claimed one first)."""
-        claimed: set[int] = set()
-        async with self._tx() as db:
-            for alert_id, at, renewal, message in claims:
-                cursor = await db.execute(
-                    "UPDATE alerts SET state = 'pending', fired_at = ?, fired_renewal = ?, message = ?"
-                    " WHERE id = ? AND state = 'armed'", (at, renewal, message, alert_id))
-                if cursor.rowcount:
-                    claimed.add(alert_id)
+        if not claims:
+            return set()
+        async with self._tx() as db:  # two round trips to the database thread, whatever the number
+            marks = ",".join("?" * len(claims))
+            cursor = await db.execute(f"SELECT id FROM alerts WHERE state = 'armed' AND id IN ({marks})",
+                                      [c[0] for c in claims])
+            claimed = {row[0] for row in await cursor.fetchall()}
+            await db.executemany(
+                "UPDATE alerts SET state = 'pending', fired_at = ?, fired_renewal = ?, message = ?"
+                " WHERE id = ? AND state = 'armed'",
+                [(at, renewal, message, alert_id) for alert_id, at, renewal, message in claims if alert_id in claimed])
         return claimed
 
     async def alerts_posted(self, results: list[tuple[int, str | None]]) -> None:
