@@ -377,7 +377,8 @@ class Store:
         claimed (another process, or an earlier run, may have claimed one first)."""
         if not claims:
             return set()
-        async with self._tx() as db:  # two round trips to the database thread, whatever the number
+        async with self._tx() as db:  # a few round trips to the database thread, whatever the number
+            await db.execute("BEGIN IMMEDIATE")  # the write lock before the read: another process waits
             marks = ",".join("?" * len(claims))
             cursor = await db.execute(f"SELECT id FROM alerts WHERE state = 'armed' AND id IN ({marks})",
                                       [c[0] for c in claims])
