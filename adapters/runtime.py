@@ -32,6 +32,7 @@ SHUTDOWN_SECONDS = 8.0
 ALERT_SAMPLE_EVERY = 3600.0
 CALLBACK_PROVIDERS = ("nextleg", "useapi")  # they accept a callback URL (webhookOverride, replyUrl)  # alerts need readings: background readings at least this often
 LISTEN_BACKLOG = 1024
+ALERT_RELOAD_EVERY = 30.0  # alert states changed by other replicas are read at least this often
 
 
 class StartupError(Exception):
@@ -94,7 +95,7 @@ async def attach_history(settings: Settings, core: Core, store: Any) -> Any:
     learned job durations are read back and every new one is kept (bot.providers.timing)."""
     from bot.history import History
 
-    core.pool.subscribe(lambda account, report: store.record_reading(report, account=account))
+    core.pool.subscribe(_recorder(store))
     for name, service in core.pool.services.items():
         timing = getattr(service.provider, "timing", None)
         if timing is None or service.simulated:
@@ -111,6 +112,19 @@ async def attach_history(settings: Settings, core: Core, store: Any) -> Any:
     core.pool.history = history  # what the adapters' history commands read
     core.history = history
     return history
+
+
+def _recorder(store: Any) -> Any:
+    """Every reading is stored; while the database is away it is dropped with one line (the answer and
+    the other replicas do not wait for it)."""
+    async def record(account: str, report: Any) -> None:
+        try:
+            await store.record_reading(report, account=account)
+        except Exception as exc:
+            log.warning("account %s: the reading was not stored (%s: %s)", account, type(exc).__name__,
+                        " ".join(str(exc).split())[:200])
+
+    return record
 
 
 def _keeper(store: Any, account: str, kind: str) -> Any:
@@ -181,6 +195,8 @@ class Runtime:
             "last_reading_at": first["last_reading_at"],
             "last_error": first["last_error"],
             "accounts": accounts,
+            **{f"{a.name}_gateway": "held" if a.gateway_held else "standby"
+               for a in self.adapters if getattr(a, "gateway_lease", None) is not None},
         }
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -244,6 +260,15 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
         except SettingsError as exc:
             raise StartupError(str(exc)) from None
         stack.push_async_callback(core.close)
+        # replicas (bot.replicas): readings shared through the store, one upstream ask per account at a time
+        # (wired before anything can read: the history's sampler reads at once)
+        from bot.replicas import ChangeWatcher, Lease, SharedReadings
+
+        shared = SharedReadings(store)
+        await shared.start()
+        stack.push_async_callback(shared.stop)
+        for service in core.pool.services.values():
+            service.shared_readings = shared
         history = await attach_history(settings, core, store)
         await history.start()
         stack.push_async_callback(history.stop)
@@ -265,6 +290,9 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
         alerts = Alerts(store, core.pool, posters, history=history, mentions=mentions)
         core.pool.alerts = alerts  # what the adapters' /quota-alert commands manage
         adapters = chat_adapters(settings, core.service, scheduler)
+        for adapter in adapters:
+            if adapter.name == "discord":  # one replica at a time holds the gateway connection
+                adapter.gateway_lease = Lease(store, "discord-gateway")
         posters.update((a.name, a) for a in adapters)
         if not adapters:
             from adapters.cli.console import ConsoleAdapter
@@ -301,6 +329,10 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
                 raise StartupError(f"{adapter.name} could not start: {exc}") from None
             stack.push_async_callback(_stop_adapter, adapter)
 
+        # schedules and alerts added or removed on another replica (or changed states of alerts): the
+        # revision is read before the rows are loaded, so a change made while this replica starts counts
+        watcher = ChangeWatcher(store)
+        await watcher.baseline()
         try:
             await scheduler.sync_config(items)
         except ScheduleError as exc:
@@ -312,6 +344,10 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
         stack.push_async_callback(alerts.stop)
         if alerts.count:
             history.ensure_sampling(ALERT_SAMPLE_EVERY)
+        watcher.watch(scheduler.reload)
+        watcher.watch(alerts.reload, at_least_every=ALERT_RELOAD_EVERY)
+        await watcher.start()
+        stack.push_async_callback(watcher.stop)
 
         log.info("quota-bot %s ready: provider=%s, chat=%s, http://%s:%d/healthz", __version__,
                  ",".join(sorted({a.config.kind for a in core.accounts})), ",".join(a.name for a in adapters),

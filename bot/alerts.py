@@ -11,6 +11,14 @@ its message kept) → fired. A restart posts what was pending once and never fir
 Every fresh reading is checked (commands, schedules, background samples); the check runs in the
 background, never in the way of an answer, and in memory: only the alerts that change state touch the
 database. Nothing here imports a chat library: posts go through the adapters' ``post``.
+
+Replicas (several processes on one database): the claim (armed → pending) decides which replica posts an
+alert. A claimed alert's stored message names its owner, a token of the ``Alerts`` that claimed it, which
+holds the store's lock ``alerts-owner:<token>`` while it runs; a pending alert is posted by another
+replica (at its start, or when it reloads) only when that lock is free, i.e. its owner stopped before
+posting it. ``reload()`` re-reads the rows when another replica added or removed an alert, and now and
+then for the states the other replicas changed. A check that fails (the database away) is tried again
+a few seconds later.
 """
 
 from __future__ import annotations
@@ -22,19 +30,22 @@ import logging
 import math
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 from . import metrics
 from .schedules import PLATFORMS
-from .scheduler import Clock, PostPolicy, SystemClock, deliver
+from .scheduler import Clock, PostPolicy, SystemClock, deliver, persist
 from .store import AlertRow, Store
 
 log = logging.getLogger(__name__)
 
 MARGIN_PERCENT = 5.0  # re-arm above the threshold plus this share of the total
 RUNOUT_DAYS = 1.0  # `runout`: the forecast runs out at least this long before the renewal
+RETRY_CHECK = 5.0  # a check that failed (the database away) runs again after this many seconds
+OWNER_LOCK = "alerts-owner:{}"
 EXAMPLES = "e.g. 20%, 5h, 90m or runout"
 _AMOUNT = re.compile(r"^(\d+(?:\.\d+)?)\s*(%|h|hr|hrs|hours?|m|min|mins|minutes?)$")
 
@@ -215,27 +226,89 @@ class Alerts:
         self._deliveries: set[asyncio.Task[None]] = set()
         self.evaluations = 0
         self.last_evaluation_ms = 0.0
+        self.owner = uuid.uuid4().hex[:16]  # written into each claim, see the module's doc
+        self._owner_lease: Any = None
+        self._retry: asyncio.Task[None] | None = None
+        self._recovering: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         """Load the alerts, post what a previous run claimed but did not post, start the checker."""
+        from .replicas import Lease
+
+        self._owner_lease = Lease(self.store, OWNER_LOCK.format(self.owner))
+        await self._owner_lease.take()  # a fresh name: free (unless the database is away: taken later)
+        self._keeper = asyncio.get_running_loop().create_task(self._owner_lease.keep(), name="alerts-owner")
         self._rows = {row.id: row for row in await self.store.alerts()}
-        pending = [row for row in self._rows.values() if row.state == "pending" and row.message]
-        if pending:
-            log.info("%d alert(s) were claimed but not posted before the last stop: posting them now", len(pending))
-            await self._deliver([(row, AlertNotice.from_json(row.message or "{}")) for row in pending])
+        await self._recover(legacy=True)
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="alert-checker")
         self.pool.subscribe(lambda account, report: self.kick())
         log.info("alerts started: %d alert(s)", len(self._rows))
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-            self._worker = None
+        for task in (self._worker, self._retry, self._recovering, self._keeper):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._worker = self._retry = self._recovering = self._keeper = None
         for task in list(self._deliveries):
             task.cancel()
         await asyncio.gather(*self._deliveries, return_exceptions=True)
+        if self._owner_lease is not None:
+            await self._owner_lease.release()
+
+    async def reload(self) -> None:
+        """Re-read the alerts (another replica added or removed one, or changed a state): the rows in
+        memory become the stored ones; pending alerts whose owner stopped are posted."""
+        rows = {row.id: row for row in await self.store.alerts()}
+        added = set(rows) - set(self._rows)
+        removed = set(self._rows) - set(rows)
+        self._rows = rows
+        for alert_id in sorted(added):
+            row = rows[alert_id]
+            log.info("alert #%d (%s:%s%s=%s) added on another replica", alert_id, row.platform, row.channel,
+                     f"@{row.account}" if row.account else "", row.condition)
+        for alert_id in sorted(removed):
+            log.info("alert #%d removed on another replica", alert_id)
+        if rows and self.history is not None:
+            self.history.ensure_sampling(3600.0)  # alerts need readings even when nobody types /quota
+        if self._recovering is None or self._recovering.done():
+            if any(row.state == "pending" for row in rows.values()):
+                self._recovering = asyncio.get_running_loop().create_task(self._recover(), name="alert-recovery")
+
+    async def _recover(self, legacy: bool = False) -> None:
+        """Post the pending alerts whose owner stopped before posting them (its lock is free); with
+        ``legacy`` (at start) also those claimed before claims named their owner."""
+        groups: dict[str | None, list[AlertRow]] = {}
+        for row in self._rows.values():
+            if row.state == "pending" and row.message:
+                owner = _owner(row.message)
+                if owner != self.owner and (owner is not None or legacy):
+                    groups.setdefault(owner, []).append(row)
+        for owner, rows in groups.items():
+            lock = None
+            if owner is not None:
+                try:
+                    lock = await self.store.try_lock(OWNER_LOCK.format(owner))
+                except Exception as exc:
+                    log.info("alerts: cannot tell whether the replica that claimed %d alert(s) still runs (%s)",
+                             len(rows), exc)
+                    continue
+                if lock is None:
+                    continue  # its owner runs: it posts them
+            try:
+                if lock is not None:  # the state may have moved while the lock was taken
+                    fresh = {row.id: row for row in await self.store.alerts()}
+                    rows = [fresh[row.id] for row in rows if row.id in fresh and fresh[row.id].state == "pending"
+                            and fresh[row.id].message and _owner(fresh[row.id].message or "") == owner]
+                if rows:
+                    log.info("%d alert(s) were claimed but not posted before %s stopped: posting them now", len(rows),
+                             "the last stop" if owner is None else "the replica that claimed them")
+                    await self._deliver([(row, AlertNotice.from_json(row.message or "{}")) for row in rows])
+            finally:
+                if lock is not None:
+                    await lock.release()
 
     @property
     def count(self) -> int:
@@ -251,12 +324,27 @@ class Alerts:
             self._kick.clear()
             try:
                 await self.evaluate()
-            except Exception:
-                log.exception("checking the alerts failed")
+            except Exception as exc:
+                log.warning("checking the alerts failed (%s: %s); trying again in %g s", type(exc).__name__,
+                            " ".join(str(exc).split())[:200], RETRY_CHECK)
+                log.debug("checking the alerts failed", exc_info=True)
+                if self._retry is None or self._retry.done():
+                    self._retry = asyncio.get_running_loop().create_task(self._kick_later(), name="alert-retry")
+
+    async def _kick_later(self) -> None:
+        await self.clock.sleep(RETRY_CHECK)
+        self.kick()
 
     # --- configuration and chat -----------------------------------------------------------------
     async def sync_config(self, items: Iterable[AlertItem]) -> None:
-        """Keep the configured alerts in step with QUOTA_ALERTS (their state kept while unchanged)."""
+        """Keep the configured alerts in step with QUOTA_ALERTS (their state kept while unchanged).
+        Replicas starting together take turns (``bot.replicas.exclusive``), so an item is added once."""
+        from .replicas import exclusive
+
+        async with exclusive(self.store, "config:alerts"):
+            await self._sync_config(items)
+
+    async def _sync_config(self, items: Iterable[AlertItem]) -> None:
         wanted = {(i.platform, i.channel, i.account, c.text): i for i in items for c in i.conditions}
         for row in await self.store.alerts():
             if row.source != "config":
@@ -390,20 +478,36 @@ class Alerts:
             renewal = scopes[account].renewal  # type: ignore[union-attr]
             return renewal if renewal is not None and renewal > now else None
 
-        claimed = await self.store.claim_alerts([(row.id, now, rearm_at(row.account), notice.to_json())
+        claimed = await self.store.claim_alerts([(row.id, now, rearm_at(row.account), self._message(notice))
                                                  for row, notice in fire])
         runs = []
         for row, notice in fire:
             if row.id in claimed:
                 row = _replace(row, state="pending", fired_at=now, fired_renewal=rearm_at(row.account),
-                               message=notice.to_json())
+                               message=self._message(notice))
                 self._rows[row.id] = row
                 runs.append((row, notice))
+        if len(runs) < len(fire):  # another replica claimed some first: take the stored states
+            try:
+                stored = {row.id: row for row in await self.store.alerts()}
+                for row, _ in fire:
+                    if row.id not in claimed and row.id in stored:
+                        self._rows[row.id] = stored[row.id]
+                    elif row.id not in stored:
+                        self._rows.pop(row.id, None)
+            except Exception as exc:  # noqa: BLE001 - the next reload reads them
+                log.debug("alerts: re-reading the states failed (%s)", exc)
         if runs:
             task = asyncio.get_running_loop().create_task(self._deliver(runs))
             self._deliveries.add(task)
             task.add_done_callback(self._deliveries.discard)
         return len(runs)
+
+    def _message(self, notice: AlertNotice) -> str:
+        """The stored message of a claim: the notice, and the owner that posts it."""
+        data = json.loads(notice.to_json())
+        data["owner"] = self.owner
+        return json.dumps(data)
 
     def _notice(self, row: AlertRow, condition: Condition, scope: _Scope) -> AlertNotice:
         left = _hours(scope.remaining)
@@ -443,14 +547,23 @@ class Alerts:
                 return row.id, failure
 
         results = await asyncio.gather(*(one(row, notice) for row, notice in runs))
-        try:
-            await self.store.alerts_posted(results)
-        except Exception:
-            log.exception("could not record %d alert post(s)", len(results))
+        # a post that went out must be recorded (pending would be posted again by the next start): the
+        # database away, it is tried again for a while
+        if not await persist(lambda: self.store.alerts_posted(results), f"{len(results)} alert post(s)", self.clock,
+                             patience=600.0):
             return
         for alert_id, failure in results:
             if alert_id in self._rows:
                 self._rows[alert_id] = _replace(self._rows[alert_id], state="fired", failing=failure)
+
+
+def _owner(message: str) -> str | None:
+    """The owner named in a claim's stored message (None: claimed before claims named one)."""
+    try:
+        owner = json.loads(message).get("owner")
+    except (ValueError, AttributeError):
+        return None
+    return str(owner) if owner else None
 
 
 def _replace(row: AlertRow, **changes: Any) -> AlertRow:

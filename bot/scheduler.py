@@ -11,6 +11,14 @@ run that falls due meanwhile is skipped, never queued: it is claimed in the stor
 posts it), recorded as ``skipped: …`` and logged once. Without this a reading slower than a
 schedule's interval made every run that fell due while it waited post at once when it arrived.
 Schedules that are not busy are unaffected and still share the one reading.
+
+Replicas (several processes on one database): each arms every schedule, and the claim in the store
+decides which one posts a run. ``reload()`` re-reads the schedules when another replica added or
+removed one (``bot.replicas.ChangeWatcher``). While the database cannot be reached, a due run's claim
+is tried again until the grace window has passed (then the run is skipped with a log line): a run is
+posted late rather than lost, and never twice. The run in progress meanwhile makes the schedule busy,
+so the other runs that fall due during the outage are skipped, as above (logged; their claim, which only
+records them, is not retried).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import heapq
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
 from zoneinfo import ZoneInfo
 
 from . import metrics
@@ -107,8 +115,11 @@ class _InProgress:
 
     due: datetime
     reading: bool = True  # waiting on the reading; False once it arrived and the run is posting
+    claiming: bool = True  # waiting on its claim (the database); False once claimed
 
     def skip_reason(self) -> str:
+        if self.claiming:
+            return "the previous run still waits for the database"
         return ("the previous run still waits on a reading" if self.reading
                 else "the previous run is still posting")
 
@@ -143,6 +154,36 @@ async def deliver(poster: Poster, channel: str, outcome: Any, policy: PostPolicy
         except Exception as exc:
             log.exception("%s: posting failed unexpectedly", what)
             return f"unexpected error ({type(exc).__name__})"
+
+
+async def persist(write: Callable[[], Awaitable[Any]], what: str, clock: Clock, *, patience: float = 120.0) -> bool:
+    """Run the store write ``write()``; while the database cannot be reached, try again (1 s, 2 s, … 10 s
+    apart) for up to ``patience`` seconds. Returns whether it was written; logs a failure once, and a
+    give-up."""
+    delay, waited, logged = 1.0, 0.0, False
+    while True:
+        try:
+            await write()
+            if logged:
+                log.info("%s: written after the database came back", what)
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if waited >= patience:
+                log.error("%s: not written, the database did not answer for %.0f s (%s)", what, waited, _why(exc))
+                return False
+            if not logged:
+                log.warning("%s: the database cannot be written (%s); trying again", what, _why(exc))
+                logged = True
+            await clock.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 10.0)
+
+
+def _why(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
 
 
 class Scheduler:
@@ -190,7 +231,14 @@ class Scheduler:
 
     # --- configuration --------------------------------------------------------------------------
     async def sync_config(self, items: Iterable[ConfigItem]) -> None:
-        """Keep the configured schedules in step with QUOTA_SCHEDULES: add new, keep unchanged, drop removed."""
+        """Keep the configured schedules in step with QUOTA_SCHEDULES: add new, keep unchanged, drop removed.
+        Replicas starting together take turns (``bot.replicas.exclusive``), so an item is added once."""
+        from .replicas import exclusive
+
+        async with exclusive(self.store, "config:schedules"):
+            await self._sync_config(items)
+
+    async def _sync_config(self, items: Iterable[ConfigItem]) -> None:
         wanted = {(i.platform, i.channel, i.when.text): i for i in items}
         for row in await self.store.schedules():
             if row.source != "config":
@@ -210,6 +258,34 @@ class Scheduler:
         for item in wanted.values():
             log.info("schedule added from QUOTA_SCHEDULES: %s:%s=%s", item.platform, item.channel, item.when.text)
         self._wake.set()
+
+    async def reload(self) -> None:
+        """Re-read the schedules (another replica added, removed or changed one): arm the new ones, drop
+        the removed ones, re-arm those whose timezone changed; the others keep their next run."""
+        rows = {row.id: row for row in await self.store.schedules()}
+        changed = False
+        for sid in [sid for sid in self._armed if sid not in rows]:
+            armed = self._armed.pop(sid)
+            changed = True
+            log.info("schedule #%d (%s:%s=%s) removed on another replica", sid, armed.row.platform, armed.row.channel,
+                     armed.row.when_text)
+        for row in rows.values():
+            armed = self._armed.get(row.id)
+            if armed is not None and (armed.row.when_text, armed.row.timezone) == (row.when_text, row.timezone):
+                armed.row = row  # e.g. its failing reason, set by the replica that posted
+                continue
+            try:
+                when = parse_when(row.when_text)
+            except ScheduleError as exc:
+                log.error("schedule #%d is not usable and is skipped: %s", row.id, exc.user_message)
+                self._armed.pop(row.id, None)
+                continue
+            self._arm(row, when, wake=False)
+            changed = True
+            log.info("schedule #%d (%s:%s=%s) %s", row.id, row.platform, row.channel, row.when_text,
+                     "armed: added on another replica" if armed is None else f"re-armed in {row.timezone}")
+        if changed:
+            self._wake.set()
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -332,11 +408,11 @@ class Scheduler:
 
     async def _post_batch(self, due: list[tuple[_Armed, datetime]], skipped: list[tuple[_Armed, datetime, str]],
                           marks: Mapping[int, _InProgress]) -> None:
-        try:
-            claimed = await self.store.claim([(a.row.id, at.timestamp()) for a, at in due]
-                                             + [(a.row.id, at.timestamp()) for a, at, _ in skipped])
-        except Exception:
-            log.exception("could not claim %d scheduled run(s); they are skipped", len(due) + len(skipped))
+        claimed = await self._claim([(a.row.id, at.timestamp()) for a, at in due]
+                                    + [(a.row.id, at.timestamp()) for a, at, _ in skipped], retry=bool(due))
+        for sid, mark in marks.items():
+            mark.claiming = False
+        if claimed is None:
             return
         # skipped runs are claimed (a restart never posts them) and recorded as skipped at once
         passed = [(a.row.id, at.timestamp(), result) for a, at, result in skipped
@@ -345,10 +421,8 @@ class Scheduler:
             if (armed.row.id, at.timestamp()) in claimed:
                 metrics.SCHEDULED_POSTS.labels(armed.row.platform, "skipped").inc()
         if passed:
-            try:
-                await self.store.finish(passed)
-            except Exception:
-                log.exception("could not record %d skipped scheduled run(s)", len(passed))
+            await persist(lambda: self.store.finish(passed), f"the result of {len(passed)} skipped scheduled run(s)",
+                          self.clock)
         runs = [(a, at) for a, at in due if (a.row.id, at.timestamp()) in claimed]
         self._release({a.row.id: marks[a.row.id] for a, at in due if (a.row.id, at.timestamp()) not in claimed})
         if not runs:
@@ -373,10 +447,41 @@ class Scheduler:
                 self._release({armed.row.id: marks[armed.row.id]})
 
         results = await asyncio.gather(*(one(a, at) for a, at in runs))
-        try:
-            await self.store.finish(results)
-        except Exception:
-            log.exception("could not record the results of %d scheduled post(s)", len(results))
+        await persist(lambda: self.store.finish(results), f"the result of {len(results)} scheduled post(s)", self.clock)
+
+    async def _claim(self, runs: list[tuple[int, float]], retry: bool = True) -> set[tuple[int, float]] | None:
+        """Claim the runs in the store (the claim decides which replica posts a run). While the database
+        cannot be reached, try again (1 s, then every 2 s) until the oldest run is older than the
+        grace window; then None: the runs are skipped, with a log line. Without ``retry`` (only skipped
+        runs, whose claim just records them) one try."""
+        if not runs:
+            return set()
+        oldest = min(due for _, due in runs)
+        delay, logged = 1.0, False
+        while True:
+            try:
+                claimed = await self.store.claim(runs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                left = oldest + self.grace - self.clock.now().timestamp()
+                if not retry:
+                    log.info("could not record %d skipped scheduled run(s) (%s)", len(runs), _why(exc))
+                    return None
+                if left <= 0:
+                    log.error("could not claim %d scheduled run(s) within QUOTA_SCHEDULE_GRACE (%.0f s): %s; they "
+                              "are skipped", len(runs), self.grace, _why(exc))
+                    return None
+                if not logged:
+                    log.warning("could not claim %d scheduled run(s) (%s); trying again until the database "
+                                "answers (for up to %.0f s)", len(runs), _why(exc), left)
+                    logged = True
+                await self.clock.sleep(min(delay, left))
+                delay = min(delay * 2, 2.0)  # a refused connection costs nothing: be quick once it is back
+                continue
+            if logged:
+                log.info("claimed %d of %d scheduled run(s) after the database came back", len(claimed), len(runs))
+            return claimed
 
     async def _post_one(self, armed: _Armed, outcome: Any) -> str:
         row = armed.row
@@ -393,8 +498,11 @@ class Scheduler:
         return "posted" if not isinstance(outcome, QuotaError) else f"posted error: {outcome.code}"
 
     async def _set_failing(self, armed: _Armed, reason: str | None) -> None:
-        await self.store.set_failing(armed.row.id, reason)
         armed.row = ScheduleRow(**{**armed.row.__dict__, "failing": reason})
+        try:
+            await self.store.set_failing(armed.row.id, reason)
+        except Exception as exc:  # shown by /quota-schedule list only: not worth holding the run for
+            log.warning("schedule #%d: its failing state was not stored (%s)", armed.row.id, _why(exc))
 
     async def _failing(self, armed: _Armed, reason: str) -> str:
         log.warning("schedule #%d (%s:%s) is failing: %s", armed.row.id, armed.row.platform, armed.row.channel, reason)

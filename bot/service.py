@@ -3,6 +3,10 @@
 Concurrent callers share one upstream request (single flight); a finished reading is reused for
 ``cache_seconds`` (0: only in-flight requests are shared). The provider's limiter keeps asks at
 least 3 s apart. Errors are the typed ``QuotaError``s of ``bot.errors``; each carries its sentence.
+
+With ``shared`` (``bot.replicas.SharedReadings``, set by the runtime) the single-flight read goes
+through the database first, so replicas share readings: a fresh stored reading is used as it is (not
+recorded again), and only one replica at a time asks the upstream for the account.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ import asyncio
 import inspect
 import logging
 import time
-from typing import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
 
 from . import metrics
 from .errors import QuotaError, UnknownAccount
@@ -41,6 +46,8 @@ class QuotaService:
         self.asks = 0  # upstream readings started (not HTTP requests)
         self.cache_hits = 0
         self.shared = 0
+        # bot.replicas.SharedReadings: readings shared with the other replicas through the store
+        self.shared_readings: Any = None
 
     @property
     def simulated(self) -> bool:
@@ -75,6 +82,22 @@ class QuotaService:
         return await asyncio.shield(self._inflight)
 
     async def _read(self) -> QuotaReport:
+        try:
+            if self.shared_readings is not None:
+                return await self.shared_readings.read(self)
+            return await self.ask()
+        finally:
+            self._done_reading()
+
+    def _done_reading(self) -> None:
+        """The reading in flight is over for new callers (``ask``: once the upstream answered, before the
+        reading is recorded, as with ``cache_seconds=0`` only readings in flight are shared)."""
+        if self._inflight is asyncio.current_task():
+            self._inflight = None
+
+    async def ask(self) -> QuotaReport:
+        """One reading from the upstream: cached, counted, and handed to every subscriber (the store
+        records it) before it is returned."""
         started = self._clock()
         provider = str(getattr(self.provider, "name", "?")) if not self.simulated else "simulated"
         try:
@@ -90,7 +113,7 @@ class QuotaService:
             log.exception("quota reading failed unexpectedly")
             raise
         finally:
-            self._inflight = None
+            self._done_reading()
             stats = getattr(self.provider, "last_stats", None) or {}
             if "seconds" in stats:
                 metrics.READING_SECONDS.labels(self.account, provider).observe(stats["seconds"])
@@ -107,6 +130,17 @@ class QuotaService:
                     await result
             except Exception:
                 log.exception("a reading listener failed")
+        return report
+
+    def use_stored(self, report: QuotaReport) -> QuotaReport:
+        """Take a reading another replica stored (nothing asked, nothing recorded again): it is cached
+        for what is left of ``cache_seconds`` after its age."""
+        taken = report.responded_at or report.read_at
+        age = max(0.0, (datetime.now(timezone.utc) - taken).total_seconds())
+        self._cached = (self._clock() - age, report)
+        self.last_error = None
+        if report.remaining is not None:
+            metrics.REMAINING.labels(self.account).set(report.remaining.hours)
         return report
 
     async def close(self) -> None:

@@ -3,6 +3,13 @@
 Defer first, work later: the handler defers before anything that can wait, then edits the original
 response with the embed. Commands are synced once, in ``setup_hook`` (never in ``on_ready``, which
 runs again on every reconnect). No privileged intent is needed: ``Intents.none()``.
+
+Replicas: with ``gateway_lease`` (``bot.replicas.Lease`` on the store's lock ``discord-gateway``, set by
+the runtime) every replica logs in, so REST works everywhere (scheduled and alert posts go out from any
+replica), but only the lease's holder connects the gateway, and it registers the commands (once per
+process, when it first holds the lease). The others try every 5 s; when the holder dies its database
+connection closes, the lock is free and one of them connects. A holder that loses the lock to another
+replica (after a database restart) closes its gateway connection and stands by.
 """
 
 from __future__ import annotations
@@ -98,7 +105,8 @@ class _Client(discord.Client):
         self.tree = app_commands.CommandTree(self)
 
     async def setup_hook(self) -> None:  # runs once per login, not per reconnect
-        await self.adapter.sync_commands()
+        if self.adapter.gateway_lease is None:  # else the lease's holder registers them (see the module's doc)
+            await self.adapter.sync_commands()
 
     async def on_ready(self) -> None:
         log.info("Discord gateway ready as %s", self.user)
@@ -116,6 +124,8 @@ class DiscordAdapter:
         self.client = _Client(self)
         self._task: asyncio.Task[None] | None = None
         self.synced = 0
+        self.gateway_lease: Any = None  # bot.replicas.Lease: connect the gateway only while holding it
+        self.gateway_held = False
         self._register(self.client.tree)
 
     def __repr__(self) -> str:
@@ -140,7 +150,8 @@ class DiscordAdapter:
         except BaseException:
             await self.client.close()
             raise
-        self._task = asyncio.get_running_loop().create_task(self._connect(), name="discord-gateway")
+        work = self._connect() if self.gateway_lease is None else self._lead()
+        self._task = asyncio.get_running_loop().create_task(work, name="discord-gateway")
 
     async def _connect(self) -> None:
         try:
@@ -149,6 +160,48 @@ class DiscordAdapter:
             raise
         except Exception:
             log.exception("Discord gateway connection ended; /quota is unavailable in Discord until restart")
+
+    async def _lead(self) -> None:
+        """Connect the gateway while holding the lease; stand by while another replica holds it."""
+        lease = self.gateway_lease
+        try:
+            while not self.client.is_closed():
+                waited = await lease.acquire()
+                if self.client.is_closed():
+                    return
+                if waited:  # taken over: give a holder that just lost the lock a moment to close its connection
+                    await asyncio.sleep(2 * lease.check)
+                log.info("Discord: this replica holds the gateway connection")
+                self.gateway_held = True
+                if not self.synced:
+                    await self.sync_commands()
+                connection = asyncio.ensure_future(self._connect())
+                lost = asyncio.ensure_future(lease.kept())
+                try:
+                    done, _ = await asyncio.wait({connection, lost}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    lost.cancel()
+                    if not connection.done():
+                        connection.cancel()
+                    await asyncio.gather(connection, lost, return_exceptions=True)
+                    self.gateway_held = False
+                if connection in done:  # closed by stop(), or ended with an error (logged)
+                    return
+                await self._close_gateway()
+                log.warning("Discord: another replica holds the gateway connection now; this one stands by")
+        finally:
+            self.gateway_held = False
+            await lease.release()
+
+    async def _close_gateway(self) -> None:
+        """Close the gateway connection, keeping the login (REST) for posts."""
+        ws = getattr(self.client, "ws", None)
+        if ws is not None:
+            try:
+                await ws.close(code=1000)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.client.ws = None  # type: ignore[assignment]
 
     async def stop(self) -> None:
         # discord.py's READY handler may still wait for guilds (2 s); stopped now, it would fail after close
@@ -162,6 +215,8 @@ class DiscordAdapter:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
+        if self.gateway_lease is not None:  # after the connection closed: the next holder never overlaps it
+            await self.gateway_lease.release()
 
     async def sync_commands(self) -> None:
         """Register the commands once per start: in each DISCORD_GUILD_IDS guild, or globally.
