@@ -82,7 +82,7 @@ class Cluster:
         return env
 
     async def start(self, n: int, **settings: str) -> list[Replica]:
-        """Start ``n`` replicas at once (as a deploy does) and wait until each answers /healthz."""
+        """Start ``n`` replicas at once (as a deploy does) and wait until each is ready (its log says so)."""
         started = []
         for _ in range(n):
             name = f"r{len(self.replicas) + 1}"
@@ -106,10 +106,12 @@ class Cluster:
                 raise AssertionError(f"{replica.name} exited with {replica.proc.returncode}:\n{replica.text()[-3000:]}")
             try:
                 await self.healthz(replica)
-                return
+                if " ready: provider=" in replica.text():  # /healthz answers before the adapters start
+                    return
             except (aiohttp.ClientError, OSError):
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"{replica.name} did not answer /healthz within {timeout} s:\n{replica.text()[-3000:]}")
+                pass
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{replica.name} was not ready within {timeout} s:\n{replica.text()[-3000:]}")
 
     async def healthz(self, replica: Replica) -> dict[str, Any]:
         async with self.http.get(f"http://127.0.0.1:{replica.port}/healthz",
@@ -508,3 +510,25 @@ async def test_a_pending_alert_is_posted_by_another_replica_only_once_its_owner_
     if b._recovering is not None:
         await b._recovering
     assert len(poster.posts) == 1
+
+
+async def test_a_change_made_while_a_replica_starts_is_reloaded(open_stores):
+    from bot.replicas import ChangeWatcher
+
+    store, other = await open_stores(), await open_stores()
+    watcher = ChangeWatcher(store, every=0.05)
+    reloads: list[int] = []
+
+    async def reload() -> None:
+        reloads.append(await store.revision())
+
+    watcher.watch(reload)
+    await watcher.baseline()  # before this replica loads its schedules …
+    await other.add_schedule("slack", "C01", "every 1h", "UTC", "chat", time.time())  # … one is added elsewhere
+    await watcher.start()
+    try:
+        await eventually(lambda: reloads, message="the change was not reloaded")
+        await asyncio.sleep(0.2)
+        assert len(reloads) == 1  # once per change
+    finally:
+        await watcher.stop()
