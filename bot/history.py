@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from typing import Any
 
+from .errors import QuotaError
 from .forecast import Forecast, Sample, combine, forecast, pace_line
 from .report import PoolReport, QuotaReport, forecast_json
 from .simulator import demo_history
@@ -281,3 +282,24 @@ def summary_line(data: HistoryData) -> str:
 
 def _hours(value: float | None) -> str:
     return "?" if value is None else f"{value:.1f} h".replace(".0 h", " h")
+
+
+class NoHistory(QuotaError):
+    code = "no_history"
+    user_message = "History is not available on this bot (no database)."
+
+
+async def history_chart(service: Any, days: int, account: str | None) -> tuple[HistoryData, bytes]:
+    """What every history command answers: the data and its chart (drawn off the loop). Raises the
+    typed errors every chat turns into its one line: no history, or an unknown account."""
+    from .chart import render_png_async
+    from .errors import UnknownAccount
+
+    history = getattr(service, "history", None)
+    if history is None:
+        raise NoHistory("no store")
+    names = tuple(getattr(service, "names", ()))
+    if account is not None and account not in names:
+        raise UnknownAccount(account, names)
+    data = await history.data(days, account)
+    return data, await render_png_async(chart_spec(data, tz=history.tz))

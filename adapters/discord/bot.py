@@ -27,9 +27,8 @@ from discord import app_commands
 
 from bot import metrics
 from bot.alerts import AlertError, AlertNotice
-from bot.chart import render_png_async
-from bot.errors import PostError, QuotaError, UnknownAccount
-from bot.history import chart_spec
+from bot.errors import PostError, QuotaError
+from bot.history import history_chart
 from bot.report import PoolReport, QuotaReport
 from bot.schedules import ScheduleError, ScheduleManager
 from bot.service import QuotaService
@@ -277,14 +276,8 @@ class DiscordAdapter:
 
         async def answer_history(interaction: discord.Interaction, days: int, public: bool, account: str | None) -> None:
             await self._defer(interaction, ephemeral=not public)
-            history = getattr(self.service, "history", None)
             try:
-                if history is None:
-                    raise QuotaError("no history", user_message="History is not available on this bot (no database).")
-                if account is not None and account not in getattr(self.service, "names", ()):
-                    raise UnknownAccount(account, getattr(self.service, "names", ()))
-                data = await history.data(days, account)
-                png = await render_png_async(chart_spec(data, tz=history.tz))
+                data, png = await history_chart(self.service, days, account)
             except Exception as exc:
                 await interaction.edit_original_response(embed=self._error_embed(exc, "/quota-history"))
                 metrics.COMMANDS.labels("discord", "quota-history", "error").inc()

@@ -50,9 +50,8 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import metrics
 from bot.alerts import EXAMPLES, AlertError, AlertNotice, parse_condition
-from bot.chart import render_png_async
-from bot.errors import PostError, QuotaError, UnknownAccount
-from bot.history import chart_spec
+from bot.errors import PostError, QuotaError
+from bot.history import history_chart
 from bot.report import PoolReport, QuotaReport
 from bot.schedules import ScheduleError, ScheduleManager
 from bot.service import QuotaService
@@ -324,14 +323,8 @@ class SlackAdapter:
         self._background(self._answer_history(respond, days, public, account), "/quota history")
 
     async def _answer_history(self, respond: Any, days: int, public: bool, account: str | None) -> None:
-        history = getattr(self.service, "history", None)
         try:
-            if history is None:
-                raise QuotaError("no history", user_message="History is not available on this bot (no database).")
-            if account is not None and account not in getattr(self.service, "names", ()):
-                raise UnknownAccount(account, getattr(self.service, "names", ()))
-            data = await history.data(days, account)
-            png = await render_png_async(chart_spec(data, tz=history.tz))
+            data, png = await history_chart(self.service, days, account)
         except Exception as exc:
             metrics.COMMANDS.labels("slack", "quota-history", "error").inc()
             await self._answer_error(respond, exc, "/quota history")
