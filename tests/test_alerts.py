@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -30,6 +28,7 @@ from bot.store import Store
 from tests.conftest import FAST_POLL, TEST_TOKEN
 from tests.fakes.posters import RecordingPoster, eventually
 from tests.secrets import ALL_TEST_SECRETS
+from tests.fakes.cli import clean_env, run_cli
 
 UTC = timezone.utc
 DAY = 86400.0
@@ -477,23 +476,7 @@ def test_a_malformed_mention_is_one_line(value, message):
     assert parse_mentions(" discord:123 , slack:S0123ABC ") == {"discord": "123", "slack": "S0123ABC"}
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT", "PYTHONPATH")}
-    env.update(extra)
-    return env
-
-
-async def _cli(*args: str, env: dict[str, str], cwd, timeout: float = 30) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args, cwd=cwd, env=env,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(b""), timeout)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    return proc.returncode, out.decode(), err.decode()
+_env, _cli = clean_env, run_cli  # tests/fakes/cli.py, shared with the other CLI tests
 
 
 @pytest.mark.parametrize("setting, line", [

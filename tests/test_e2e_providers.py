@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +31,7 @@ from tests.fakes.discord import FakeDiscord
 from tests.fakes.providers import FakeAccount, LinkrFake, MjproxyFake, UseapiFake, useapi_error
 from tests.fakes.slack import FakeSlack, form, sign
 from tests.secrets import ALL_TEST_SECRETS
+from tests.fakes.cli import clean_env, run_cli
 
 USEAPI_TOKEN = ALL_TEST_SECRETS["USEAPI_API_TOKEN"]
 LINKR_KEY = ALL_TEST_SECRETS["LINKR_API_KEY"]
@@ -66,24 +65,7 @@ def _embed(call) -> dict:
     return embeds[0]
 
 
-def _env(**extra: str) -> dict[str, str]:
-    """A clean environment for the subprocess: none of the test process's settings leak in."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT", "PYTHONPATH")}
-    env.update(extra)
-    return env
-
-
-async def _cli(*args: str, env: dict[str, str], cwd, timeout: float = 40) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args, cwd=cwd, env=env,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(b""), timeout)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    return proc.returncode, out.decode(), err.decode()
+_env, _cli = clean_env, run_cli  # tests/fakes/cli.py, shared with the other CLI tests
 
 
 def _no_secret_in(*texts: str) -> None:

@@ -14,10 +14,8 @@ import asyncio
 import io
 import json
 import logging
-import os
 import re
 import struct
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -40,6 +38,7 @@ from tests.fakes.discord import APP_ID, FakeDiscord
 from tests.fakes.posters import eventually
 from tests.fakes.slack import FakeSlack
 from tests.secrets import ALL_TEST_SECRETS
+from tests.fakes.cli import clean_env, run_cli
 
 DISCORD_TOKEN = ALL_TEST_SECRETS["DISCORD_BOT_TOKEN"]
 SLACK_BOT = ALL_TEST_SECRETS["SLACK_BOT_TOKEN"]
@@ -209,23 +208,7 @@ async def run_bot(chats, upstream):
 
 # --- the CLI as a subprocess -----------------------------------------------------------------------
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT", "PYTHONPATH")}
-    env.update(extra)
-    return env
-
-
-async def _cli(*args: str, env: dict[str, str], cwd, timeout: float = 40) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args, cwd=cwd, env=env,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(b""), timeout)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    return proc.returncode, out.decode(), err.decode()
+_env, _cli = clean_env, run_cli  # tests/fakes/cli.py, shared with the other CLI tests
 
 
 def _real_env(upstream, db: str) -> dict[str, str]:
