@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from bot.replicas import LEASE_RETRY
 from bot.settings import SettingsError, load_settings
 from bot.store import SCHEMA_VERSION, PostgresStore, StoreError, open_store
 from bot.stores.postgres import MIGRATIONS as PG_MIGRATIONS
@@ -246,6 +247,25 @@ async def test_a_lock_is_let_go_when_its_process_dies(pg_url):
             child.kill()
         child.stdout.close()
         child.wait()
+
+
+async def test_lock_connections_ask_the_server_for_tcp_keepalives(pg_url):
+    """A replica whose host vanishes never closes its connections: the server must find out by itself
+    (keepalive probes) to free that replica's locks within 30 s. The lock and LISTEN connections ask
+    for probes after 8 s idle, every 4 s, 3 misses; the pool's connections keep the server's defaults."""
+    store = await open_store(pg_url)
+    try:
+        conn = await store._connect()  # what try_lock and listen open
+        try:
+            shown = [await conn.fetchval(f"SHOW {name}") for name in
+                     ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")]
+        finally:
+            await conn.close()
+        assert shown == ["8", "4", "3"], shown
+        idle, interval, count = (int(v) for v in shown)
+        assert idle + interval * count + LEASE_RETRY < 30  # a standby then tries within LEASE_RETRY: < 30 s
+    finally:
+        await store.close()
 
 
 # --- the helper itself ---------------------------------------------------------------------------

@@ -39,6 +39,9 @@ log = logging.getLogger("bot.store")
 POOL_MIN, POOL_MAX = 1, 5  # a bot's load: a few queries a minute, bursts when a schedule fires
 COMMAND_TIMEOUT = 30.0  # seconds one statement may take before it fails (instead of hanging a handler)
 HEALTH_TIMEOUT = 5.0
+# the lock and LISTEN connections: the server probes an idle one after 8 s, every 4 s, gives up after 3
+# misses (20 s), so a vanished replica's advisory locks are free again within 20 s (see _connect)
+LOCK_KEEPALIVES = (("tcp_keepalives_idle", 8), ("tcp_keepalives_interval", 4), ("tcp_keepalives_count", 3))
 MIGRATE_LOCK = 0x71756F7461  # "quota": above int4, so never equal to a try_lock's hashtext(name)
 VERSION_TABLE = "quota_bot_schema"
 
@@ -477,11 +480,20 @@ class PostgresStore:
 
     # --- replicas ---------------------------------------------------------------------------------
     async def _connect(self) -> asyncpg.Connection:
-        """A connection of its own, outside the pool (locks and LISTEN live as long as it does)."""
+        """A connection of its own, outside the pool (locks and LISTEN live as long as it does). The
+        server is asked to probe it with TCP keepalives (``LOCK_KEEPALIVES``): when this replica's host
+        vanishes without closing it, the server drops it, and the locks it held, within ~20 s rather than
+        the system's default of two hours, so another replica can take the role over within 30 s."""
         try:
-            return await asyncpg.connect(**self._target.connect_kwargs())
+            conn = await asyncpg.connect(**self._target.connect_kwargs())
         except Exception as exc:  # noqa: BLE001
             raise connect_error(exc, self._target) from None
+        try:
+            await conn.execute("; ".join(f"SET {name} = {value}" for name, value in LOCK_KEEPALIVES))
+        except Exception as exc:  # noqa: BLE001 - a pooler or a server that refuses: the defaults stay
+            log.info("TCP keepalives could not be set on a lock connection to %s (%s); a vanished replica's "
+                     "roles are taken over only when the server notices", self._target.where, type(exc).__name__)
+        return conn
 
     async def try_lock(self, name: str) -> LockHandle | None:
         """The session advisory lock ``hashtext(name)`` on a connection of its own, or None when another
