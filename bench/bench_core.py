@@ -155,7 +155,7 @@ async def main(readings: int, seed: int) -> int:
     print("\n== webhook fast path and learned timing (bench.bench_fastpath)")
     from bench import bench_fastpath
 
-    fast = await bench_fastpath.main(30, seed) == 0
+    fast = await bench_fastpath.main(60, seed) == 0
     return 0 if met and pooled and providers and fast else 1
 
 
