@@ -150,12 +150,14 @@ class UpstreamSimulator:
         callback: bool = True,
         callback_delay: float = 0.0,
         hide_from_polls: bool = False,
+        timestamps: bool = True,
     ) -> None:
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.complete_after = complete_after
         self.content = content
         self.nested = nested
         self.firestore_times = firestore_times
+        self.timestamps = timestamps  # False: a sloppy clone whose results carry no createdAt/responseAt
         self.expire_after = expire_after
         self.queue_time = queue_time  # seconds a job reports progress 0 (queued) before it runs
         self.report_progress = report_progress  # False: progress stays 0 until done (no hint)
@@ -319,14 +321,10 @@ class UpstreamSimulator:
 
     def _result(self, job: Job) -> dict[str, Any]:
         now = time.monotonic()
-        return {
-            "originatingMessageId": job.id,
-            "type": "info",
-            "ref": job.ref,
-            "createdAt": self._stamp(job.created - now),
-            "responseAt": self._stamp(job.done_at - now),
-            "content": job.content,
-        }
+        result = {"originatingMessageId": job.id, "type": "info", "ref": job.ref, "content": job.content}
+        if self.timestamps:
+            result.update(createdAt=self._stamp(job.created - now), responseAt=self._stamp(job.done_at - now))
+        return result
 
     def _progress(self, value: int) -> int | str:
         return str(value) if self.progress_as_string else value

@@ -140,6 +140,22 @@ async def test_learned_timing_puts_the_first_poll_near_the_jobs_usual_length(ups
     assert timing.count == 21  # it learned from this job too
 
 
+async def test_a_server_without_job_timestamps_teaches_nothing(upstream, make_provider):
+    """Without createdAt/responseAt the only figure is the time to the poll that saw the result (the
+    poll's time, not the job's): learning it would push every plan later, reading by reading."""
+    timing = LearnedTiming()
+    timing.load([2.0] * 20)
+    upstream.complete_after, upstream.report_progress, upstream.timestamps = 1.0, False, False
+    provider = make_provider(poll=PollPolicy(initial=0.5, factor=1.5, cap=1.0, jitter=0), timing=timing,
+                             poll_timeout=15.0)
+    report = await provider.fetch()
+    assert report.remaining is not None and upstream.polls  # answered, by polling
+    assert timing.count == 20
+    upstream.timestamps = True
+    await provider.fetch()
+    assert timing.count == 21  # the same server with timestamps: learned
+
+
 def test_learned_plan_needs_enough_samples_and_rises():
     timing = LearnedTiming()
     timing.load([5.0] * 7)

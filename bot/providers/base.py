@@ -239,10 +239,14 @@ class HttpProvider:
         return None
 
     def _learn(self, started: float, upstream_seconds: float | None) -> None:
-        """Record a finished job's duration: the provider's own figure when it is sane, else ours."""
+        """Record a finished job's duration from the provider's own timestamps, when it gives sane ones.
+        Without them nothing is recorded: the time from the ask to the poll that saw the result is the
+        poll's time, not the job's, and planning from it would move every plan later, reading by reading."""
         observed = time.monotonic() - started
-        value = upstream_seconds if upstream_seconds is not None and 0 < upstream_seconds <= observed + 5 else observed
-        self.timing.add(value)
+        if upstream_seconds is not None and 0 < upstream_seconds <= observed + 5:
+            self.timing.add(upstream_seconds)
+        else:
+            log.debug("%s: no usable job timestamps (%r); the job's length is not learned", self.label, upstream_seconds)
 
     # --- one request, retried within the deadline ------------------------------------------------
     def error_for(self, status: int, data: Any, where: str, headers: Any) -> QuotaError | _Retryable | None:

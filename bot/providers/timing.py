@@ -1,7 +1,8 @@
 """Learned poll timing: how long this account's jobs take, and when to poll from it.
 
-The provider records each job's duration (from the provider's own timestamps when it gives them, else
-from the ask to the result seen). With enough samples, ``plan()`` chooses the poll times that make the
+The provider records each job's duration from the provider's own timestamps (TheNextLeg's
+``createdAt``/``responseAt``, useapi's ``created``/``updated``; without them nothing is learned, since the
+time to the poll that saw the result is the poll's, not the job's). With enough samples, ``plan()`` chooses the poll times that make the
 wait after the result is ready as short as possible on average *while spending no more polls than a
 fixed-interval poller would* on the same jobs (the budget: ``every`` seconds between polls). It is an
 exact optimisation over the recorded durations (dynamic programming over candidate poll times, one
