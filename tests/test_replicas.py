@@ -40,6 +40,7 @@ from tests.secrets import ALL_TEST_SECRETS
 
 DISCORD_TOKEN = ALL_TEST_SECRETS["DISCORD_BOT_TOKEN"]
 SLACK_BOT = ALL_TEST_SECRETS["SLACK_BOT_TOKEN"]
+SLACK_APP = ALL_TEST_SECRETS["SLACK_APP_TOKEN"]
 SLACK_SECRET = ALL_TEST_SECRETS["SLACK_SIGNING_SECRET"]
 SCHEDULED = "C0SCHED01"  # the channel QUOTA_SCHEDULES posts into
 ANSWER = "12.06 h of 15 h left"  # what the fake upstream's default reading says
@@ -165,7 +166,7 @@ class Cluster:
 async def cluster(tmp_path, pg_url):
     upstream = UpstreamSimulator(complete_after=0.2, require_token=TEST_TOKEN)
     await upstream.start()
-    slack = await FakeSlack(SLACK_BOT).start()
+    slack = await FakeSlack(SLACK_BOT, SLACK_APP).start()
     discord = await FakeDiscord(DISCORD_TOKEN).start()
     rig = Cluster(tmp_path, pg_url, upstream, slack, discord)
     try:
@@ -262,6 +263,21 @@ async def test_three_replicas_post_each_run_once_share_one_reading_and_hand_over
     assert len(dues) >= 5, dues
     assert len(cluster.upstream.asks) == 1  # the cache (60 s) was shared by every post and answer
     print(f"gateway taken over {took_over:.1f} s after the kill; {len(dues)} runs posted once each")
+
+
+async def test_slack_socket_mode_runs_in_every_replica_and_each_answers_the_events_it_is_given(cluster):
+    """Socket Mode in three replicas: each opens its connection; Slack gives each event to one of them,
+    and whichever gets it acks and answers (one upstream ask between them)."""
+    cluster.upstream.complete_after = 1.0
+    await cluster.start(3, SLACK_APP_TOKEN=SLACK_APP, QUOTA_CACHE_SECONDS="60")
+    await cluster.slack.wait(lambda: True if len(cluster.slack.sockets) == 3 else None, timeout=20)
+    sent = [await cluster.slack.envelope(socket=i) for i in range(3) for _ in range(4)]
+    for envelope_id, rid in sent:
+        await cluster.slack.wait_ack(envelope_id, timeout=10)
+        assert ANSWER in json.dumps((await cluster.slack.wait_response(rid, 20)).body)
+    assert len(cluster.slack.acks) == 12 and len(cluster.upstream.asks) == 1
+    assert all(len(cluster.slack.responses[rid]) == 1 for _, rid in sent)  # each answered once
+    assert len(cluster.slack.sockets) == 3 and cluster.slack.connections == 3
 
 
 async def test_a_schedule_added_on_one_replica_is_posted_by_the_others(cluster):

@@ -267,12 +267,15 @@ class FakeSlack:
             "response_url": f"{self.base}/response/{rid}", "trigger_id": f"trigger-{rid}",
         }, rid
 
-    async def envelope(self, command: str = "/quota", text: str = "", user_id: str = USER_ID) -> tuple[str, str]:
-        """Send a slash_commands envelope over Socket Mode; returns (envelope id, response id)."""
+    async def envelope(self, command: str = "/quota", text: str = "", user_id: str = USER_ID,
+                       socket: int = -1) -> tuple[str, str]:
+        """Send a slash_commands envelope over Socket Mode (on the newest connection, or on
+        ``sockets[socket]``: Slack gives each event to one of an app's connections); returns (envelope
+        id, response id)."""
         payload, rid = self.command_payload(command, text, user_id)
         envelope_id = f"env-{rid}"
         self.sent_at[envelope_id] = self.sent_at[rid] = time.monotonic()
-        await self.sockets[-1].send_str(json.dumps({"envelope_id": envelope_id, "type": "slash_commands",
+        await self.sockets[socket].send_str(json.dumps({"envelope_id": envelope_id, "type": "slash_commands",
                                                     "payload": payload, "accepts_response_payload": True}))
         return envelope_id, rid
 
