@@ -46,6 +46,7 @@ MARGIN_PERCENT = 5.0  # re-arm above the threshold plus this share of the total
 RUNOUT_DAYS = 1.0  # `runout`: the forecast runs out at least this long before the renewal
 RETRY_CHECK = 5.0  # a check that failed (the database away) runs again after this many seconds
 OWNER_LOCK = "alerts-owner:{}"
+LEGACY_OWNER = "claimed-before-owners"  # the lock of the claims an older version made (no owner named)
 EXAMPLES = "e.g. 20%, 5h, 90m or runout"
 _AMOUNT = re.compile(r"^(\d+(?:\.\d+)?)\s*(%|h|hr|hrs|hours?|m|min|mins|minutes?)$")
 
@@ -287,28 +288,27 @@ class Alerts:
                 if owner != self.owner and (owner is not None or legacy):
                     groups.setdefault(owner, []).append(row)
         for owner, rows in groups.items():
-            lock = None
-            if owner is not None:
-                try:
-                    lock = await self.store.try_lock(OWNER_LOCK.format(owner))
-                except Exception as exc:
-                    log.info("alerts: cannot tell whether the replica that claimed %d alert(s) still runs (%s)",
-                             len(rows), exc)
-                    continue
-                if lock is None:
-                    continue  # its owner runs: it posts them
+            # an owner's lock is free once it stopped; the unnamed owner's (claims of an older version)
+            # is held by the replica posting them, so replicas starting together post them once
             try:
-                if lock is not None:  # the state may have moved while the lock was taken
-                    fresh = {row.id: row for row in await self.store.alerts()}
-                    rows = [fresh[row.id] for row in rows if row.id in fresh and fresh[row.id].state == "pending"
-                            and fresh[row.id].message and _owner(fresh[row.id].message or "") == owner]
+                lock = await self.store.try_lock(OWNER_LOCK.format(owner or LEGACY_OWNER))
+            except Exception as exc:
+                log.info("alerts: cannot tell whether the replica that claimed %d alert(s) still runs (%s)",
+                         len(rows), exc)
+                continue
+            if lock is None:
+                continue  # its owner runs (or another replica posts the older claims): it posts them
+            try:
+                # the state may have moved while the lock was taken
+                fresh = {row.id: row for row in await self.store.alerts()}
+                rows = [fresh[row.id] for row in rows if row.id in fresh and fresh[row.id].state == "pending"
+                        and fresh[row.id].message and _owner(fresh[row.id].message or "") == owner]
                 if rows:
                     log.info("%d alert(s) were claimed but not posted before %s stopped: posting them now", len(rows),
                              "the last stop" if owner is None else "the replica that claimed them")
                     await self._deliver([(row, AlertNotice.from_json(row.message or "{}")) for row in rows])
             finally:
-                if lock is not None:
-                    await lock.release()
+                await lock.release()
 
     @property
     def count(self) -> int:

@@ -528,6 +528,39 @@ async def test_a_pending_alert_is_posted_by_another_replica_only_once_its_owner_
     assert len(poster.posts) == 1
 
 
+async def test_an_alert_claimed_by_an_older_version_is_posted_once_by_replicas_starting_together(alert_replicas):
+    """A pending claim without an owner (made before claims named theirs, e.g. a rolling deploy from
+    that version): each new replica posts such claims at its start; only one of them may."""
+    import json as _json
+
+    from bot.alerts import parse_config
+    from tests.fakes.posters import RecordingPoster
+
+    blocked = BlockingPoster()
+    old = await alert_replicas(blocked)
+    await old.sync_config(parse_config("slack:C01=10%"))
+    await old.start()
+    await old.pool.get_report()
+    await asyncio.wait_for(blocked.entered.wait(), 5)
+    await old.stop()
+    [row] = await old.store.alerts()
+    message = _json.loads(row.message)
+    del message["owner"]  # the claim as the older version stored it
+    await old.store.alerts_posted([(row.id, None)])  # pending → fired → armed → claimed again, ownerless
+    await old.store.rearm_alerts([row.id])
+    assert await old.store.claim_alerts([(row.id, row.fired_at, row.fired_renewal, _json.dumps(message))]) == {row.id}
+
+    posters = [RecordingPoster() for _ in range(3)]
+    replicas = [await alert_replicas(p) for p in posters]
+    await asyncio.gather(*(r.start() for r in replicas))
+    await eventually(lambda: not any(r._deliveries for r in replicas) and sum(len(p.posts) for p in posters))
+    [row] = await old.store.alerts()
+    assert row.state == "fired"
+    await asyncio.gather(*(r.reload() for r in replicas))
+    await asyncio.gather(*(r._recovering for r in replicas if r._recovering is not None))
+    assert sum(len(p.posts) for p in posters) == 1, [p.posts for p in posters]
+
+
 async def test_a_change_made_while_a_replica_starts_is_reloaded(open_stores):
     from bot.replicas import ChangeWatcher
 
