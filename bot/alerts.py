@@ -185,10 +185,11 @@ class AlertNotice:
     mention: str | None = None  # a role (Discord) or user group (Slack) id to mention, from QUOTA_ALERT_MENTION
     simulated: bool = False
 
-    def to_json(self) -> str:
+    def to_json(self, **extra: Any) -> str:
         return json.dumps({"alert_id": self.alert_id, "headline": self.headline, "pace": self.pace,
                            "renewal": self.renewal.timestamp() if self.renewal else None, "account": self.account,
-                           "condition": self.condition, "mention": self.mention, "simulated": self.simulated})
+                           "condition": self.condition, "mention": self.mention, "simulated": self.simulated,
+                           **extra})
 
     @classmethod
     def from_json(cls, text: str) -> "AlertNotice":
@@ -478,13 +479,12 @@ class Alerts:
             renewal = scopes[account].renewal  # type: ignore[union-attr]
             return renewal if renewal is not None and renewal > now else None
 
-        claimed = await self.store.claim_alerts([(row.id, now, rearm_at(row.account), self._message(notice))
-                                                 for row, notice in fire])
+        claims = [(row.id, now, rearm_at(row.account), self._message(notice)) for row, notice in fire]
+        claimed = await self.store.claim_alerts(claims)
         runs = []
-        for row, notice in fire:
+        for (row, notice), (_, _, renewal, message) in zip(fire, claims):
             if row.id in claimed:
-                row = _replace(row, state="pending", fired_at=now, fired_renewal=rearm_at(row.account),
-                               message=self._message(notice))
+                row = _replace(row, state="pending", fired_at=now, fired_renewal=renewal, message=message)
                 self._rows[row.id] = row
                 runs.append((row, notice))
         if len(runs) < len(fire):  # another replica claimed some first: take the stored states
@@ -505,9 +505,7 @@ class Alerts:
 
     def _message(self, notice: AlertNotice) -> str:
         """The stored message of a claim: the notice, and the owner that posts it."""
-        data = json.loads(notice.to_json())
-        data["owner"] = self.owner
-        return json.dumps(data)
+        return notice.to_json(owner=self.owner)
 
     def _notice(self, row: AlertRow, condition: Condition, scope: _Scope) -> AlertNotice:
         left = _hours(scope.remaining)
