@@ -158,11 +158,11 @@ async def test_a_server_without_job_timestamps_teaches_nothing(upstream, make_pr
 
 def test_learned_plan_needs_enough_samples_and_rises():
     timing = LearnedTiming()
-    timing.load([5.0] * 7)
+    timing.load([5.0] * 19)
     assert timing.plan() is None
     timing.add(5.0)
     plan = timing.plan()
     assert plan is not None and plan[0] >= 5.0 and all(b > a for a, b in zip(plan, plan[1:]))
     for bad in (-1, 0, float("nan"), 1e9):
         timing.add(bad)
-    assert timing.count == 8
+    assert timing.count == 20

@@ -19,7 +19,7 @@ import math
 from collections import deque
 from typing import Callable, Iterable
 
-MIN_SAMPLES = 8
+MIN_SAMPLES = 20  # fewer: a plan fitted to a handful of jobs overshoots the poll budget on the next ones
 MARGIN = 0.1  # seconds after a recorded duration: the result is ready just before the poll, not just after
 CANDIDATES = 32  # at most this many candidate poll times after recorded jobs (order statistics) ...
 GRID = 16  # ... and this many more between them, so a plan costs a few ms
