@@ -250,6 +250,9 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
         except StoreError as exc:
             raise StartupError(str(exc)) from None
         stack.push_async_callback(store.close)
+        refused = await store.can_write()  # a read-only login or replica: no schedule or claim could be kept
+        if refused:
+            raise StartupError(f"DATABASE_URL: {refused}")
         hub = None
         if settings.quota_public_url:
             from bot.webhook import WebhookHub

@@ -57,9 +57,18 @@ def test_both_stores_have_the_same_public_methods_with_the_same_signatures():
     sqlite_api, pg_api = public(Store), public(PostgresStore)
     assert sqlite_api.keys() == pg_api.keys()
     assert {"latest_report", "revision", "record_job_duration", "job_durations", "try_lock", "notify", "listen",
-            "healthy"} <= sqlite_api.keys()
+            "healthy", "can_write"} <= sqlite_api.keys()
     different = [n for n in sqlite_api if n != "open" and sqlite_api[n] != pg_api[n]]
     assert not different, f"signatures differ: {different}"
+
+
+async def test_can_write_leaves_nothing_behind(store):
+    before = await store.revision()
+    assert await store.can_write() is None
+    assert await store.can_write() is None  # the first one's transaction was ended
+    assert await store.revision() == before
+    await store.add_schedules([("slack", "C01", "every 1h", "UTC", "chat", 0.0)])  # and writing goes on
+    assert await store.revision() == before + 1
 
 
 async def test_a_store_survives_a_restart_with_schedules_and_readings(open_stores, service):

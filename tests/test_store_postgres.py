@@ -182,6 +182,25 @@ async def test_query_options_reach_the_server(pg_server, pg_url):
         await store.close()
 
 
+async def test_check_says_the_store_can_write_and_a_read_only_login_fails_in_one_line(pg_server, pg_url, tmp_path):
+    from tests.fakes.cli import clean_env, run_cli
+
+    store = await open_store(pg_url)  # migrated: the database a running bot leaves behind
+    assert await store.can_write() is None
+    await store.close()
+    code, out, err = await run_cli("check", cwd=tmp_path, env=clean_env(DATABASE_URL=pg_url))
+    assert code == 0 and "[ok  ] database PostgreSQL 127.0.0.1:" in out and ": can write; 0 schedule(s)" in out, out + err
+    # a login whose transactions are read-only (as on a read replica): one line, and check fails
+    read_only = pg_url + "&options=-c%20default_transaction_read_only%3Don"
+    code, out, err = await run_cli("check", cwd=tmp_path, env=clean_env(DATABASE_URL=read_only))
+    [line] = [line for line in out.splitlines() if "DATABASE_URL" in line]
+    assert code == 1 and line.startswith("[FAIL] DATABASE_URL: cannot write to PostgreSQL 127.0.0.1:"), out + err
+    assert "read-only transaction" in line, line
+    # and `run` does not start on it: the same line, on stderr
+    code, out, err = await run_cli("run", cwd=tmp_path, env=clean_env(DATABASE_URL=read_only, PORT="0"))
+    assert code != 0 and line.removeprefix("[FAIL] ") in err, out + err
+
+
 # --- the server goes away and comes back --------------------------------------------------------
 
 async def test_a_restarted_server_degrades_health_drops_locks_and_listening_resumes(pg_server, pg_url):

@@ -246,11 +246,17 @@ async def _check(settings: Settings) -> int:
     stored_alerts: list[Any] = []
     try:
         store = await open_store(settings.database_url)
-        count = len(await store.schedules())
-        stored_alerts = [a for a in await store.alerts() if a.source == "chat"]
-        await store.close()
-        say(True, f"database {store.describe()}: {count} schedule(s), "
-                  f"{len(stored_alerts)} alert(s) from chat stored")
+        try:
+            count = len(await store.schedules())
+            stored_alerts = [a for a in await store.alerts() if a.source == "chat"]
+            refused = await store.can_write()
+        finally:
+            await store.close()
+        if refused:
+            say(False, f"DATABASE_URL: {refused}")
+        else:
+            say(True, f"database {store.describe()}: can write; {count} schedule(s), "
+                      f"{len(stored_alerts)} alert(s) from chat stored")
     except StoreError as exc:
         say(False, str(exc))
     try:

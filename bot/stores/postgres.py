@@ -252,6 +252,19 @@ class PostgresStore:
             return f"the PostgreSQL server at {self._target.where} cannot be used ({_reason(exc, self._target)})"
         return None
 
+    async def can_write(self) -> str | None:
+        """None when this login may write the bot's tables (a change made and rolled back); else one line
+        why (a read-only login or a read replica, say)."""
+        try:
+            async with self._pool.acquire() as conn:
+                async with conn.transaction():
+                    await conn.execute("UPDATE counters SET value = value WHERE name = 'revision'")
+                    raise _RolledBack()
+        except _RolledBack:
+            return None
+        except Exception as exc:  # noqa: BLE001 - any failure is the answer
+            return f"cannot write to {self.describe()}: {_reason(exc, self._target)}"
+
     async def revision(self) -> int:
         """A counter bumped with every schedule or alert added or removed (in the same transaction)."""
         return int(await self._pool.fetchval("SELECT value FROM counters WHERE name = 'revision'") or 0)
@@ -598,6 +611,10 @@ class PostgresStore:
                           _reason(exc, self._target), delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+class _RolledBack(Exception):
+    """Ends can_write's transaction with a rollback."""
 
 
 async def _has_version_table(conn: asyncpg.Connection) -> bool:

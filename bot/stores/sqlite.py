@@ -231,6 +231,19 @@ class Store:
             return f"the SQLite database {shown} does not answer ({_one_line(exc)})"
         return None
 
+    async def can_write(self) -> str | None:
+        """None when the file can be written (a change made and rolled back); else one line why."""
+        async with self._write:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                await self._db.execute("UPDATE counters SET value = value WHERE name = 'revision'")
+            except Exception as exc:  # noqa: BLE001 - any failure is the answer
+                return f"cannot write to the SQLite database {os.path.abspath(self.path)}: {_one_line(exc)}"
+            finally:
+                if self._db.in_transaction:
+                    await self._db.rollback()
+        return None
+
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction (sqlite3 opens it at the first write; commit ends it)."""
