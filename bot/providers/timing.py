@@ -82,9 +82,9 @@ def best_plan(durations: list[float], every: float, *, gap: float = 0.25, first:
     points.add(last)
     # and a grid between them: with a floor between polls, the best plan may need a poll that is not
     # just after a recorded job (to leave room for the next one)
-    low = max(done[0] + margin, first)
-    spacing = max(gap / 4, (last - low) / GRID)
-    points.update(low + k * spacing for k in range(int((last - low) / spacing) + 1))
+    earliest = max(done[0] + margin, first)
+    spacing = max(gap / 4, (last - earliest) / GRID, 0.01)
+    points.update(earliest + k * spacing for k in range(int((last - earliest) / spacing) + 1))
     cand = sorted(points)
     m = len(cand)
     before = [bisect.bisect_right(done, c) for c in cand]  # jobs done by each candidate
@@ -124,23 +124,12 @@ def best_plan(durations: list[float], every: float, *, gap: float = 0.25, first:
             low = middle
     # a price per poll finds the best plans on the convex frontier only: where the fixed-interval
     # poller itself does better on these jobs (a spread as wide as its interval), poll like it
-    start, step = max(every, first), max(every, gap)
-    fixed = [start + step * k for k in range(max(0, math.ceil((done[-1] - start) / step)) + 1)]
+    start, stride = max(every, first), max(every, gap)
+    fixed = [start + stride * k for k in range(max(0, math.ceil((done[-1] - start) / stride)) + 1)]
     fixed_wait, fixed_polls = evaluate(fixed, done)
     if fixed_polls <= budget + 1e-9 and fixed_wait < evaluate(chosen[0], done)[0]:
         return fixed
     return chosen[0]
-
-
-def mean_polls(plan: list[float], durations: list[float]) -> float:
-    """The mean number of polls of ``plan`` up to each job's end (inf if one ends after it)."""
-    total = 0
-    for d in durations:
-        at = bisect.bisect_left(plan, d)
-        if at == len(plan):
-            return math.inf
-        total += at + 1
-    return total / len(durations)
 
 
 def evaluate(plan: list[float], durations: list[float]) -> tuple[float, float]:
