@@ -1,15 +1,16 @@
 """Learned poll timing: how long this account's jobs take, and when to poll from it.
 
 The provider records each job's duration from the provider's own timestamps (TheNextLeg's
-``createdAt``/``responseAt``, useapi's ``created``/``updated``; without them nothing is learned, since the
-time to the poll that saw the result is the poll's, not the job's). With enough samples, ``plan()`` chooses the poll times that make the
-wait after the result is ready as short as possible on average *while spending no more polls than a
-fixed-interval poller would* on the same jobs (the budget: ``every`` seconds between polls). It is an
-exact optimisation over the recorded durations (dynamic programming over candidate poll times, one
-just after each recorded duration, with a price per poll found by bisection), so for jobs of a
-consistent length one poll usually lands just after the result, and for a wide spread it places the
-polls where the jobs end most often. Until there are enough samples (and after the planned polls) the
-provider's usual backoff applies; progress hints still win.
+``createdAt``/``responseAt``, useapi's ``created``/``updated``; without them nothing is learned: the time
+to the poll that saw the result is the poll's, not the job's). With enough samples, ``plan()`` chooses
+the poll times that make the wait after the result is ready as short as possible on average *while
+spending no more polls than a fixed-interval poller would* on the same jobs (the budget: ``every``
+seconds between polls). It optimises over the recorded durations (dynamic programming over candidate
+poll times, one just after each recorded duration and a grid between them, with a price per poll found
+by bisection), and keeps the fixed poller's own plan where that does better on them. So for jobs of a
+steady length one poll usually lands just after the result, and for a wide spread the polls go where
+the jobs end most often. Until there are enough samples (and after the planned polls) the provider's
+usual backoff applies; progress hints still win.
 """
 
 from __future__ import annotations
