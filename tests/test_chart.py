@@ -4,6 +4,7 @@ rendering off the event loop, and the console sparkline."""
 from __future__ import annotations
 
 import asyncio
+import math
 import struct
 import subprocess
 import sys
@@ -99,9 +100,18 @@ def test_importing_the_module_does_not_import_matplotlib():
 
 
 async def test_render_png_async_does_not_block_the_loop():
+    """The renders run in another process: this process spends almost no CPU on them, and the loop keeps
+    ticking meanwhile. Judged on CPU time, not on the largest gap between ticks: on a busy 2-core host
+    (the suite runs on two workers) the scheduler alone can hold a ready loop back for 100 ms and more."""
     spec = ChartSpec([_series("a", days=90), _series("b", days=90, total=30, per_hour=0.01)],
                      start=NOW - 90 * DAY, now=NOW, thresholds=[("low", 5.0)])
     render_png(spec)  # matplotlib loaded: measure rendering, not the one-off import
+    one_render_cpu = math.inf
+    for _ in range(2):
+        cpu = time.process_time()
+        render_png(spec)
+        one_render_cpu = min(one_render_cpu, time.process_time() - cpu)
+    _check(await render_png_async(spec))  # the worker process started and warm
     gaps: list[float] = []
     stop = asyncio.Event()
 
@@ -115,15 +125,18 @@ async def test_render_png_async_does_not_block_the_loop():
 
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0.03)
+    cpu = time.process_time()
     started = time.perf_counter()
     results = await asyncio.gather(*(render_png_async(spec) for _ in range(3)))
     elapsed = time.perf_counter() - started
+    spent = time.process_time() - cpu
     stop.set()
     await task
     for data in results:
         _check(data)
     assert elapsed > 0.05 and len(gaps) >= 5, (elapsed, len(gaps))  # the ticker did run during the renders
-    assert max(gaps) < 0.1, max(gaps)
+    # three renders in this process would cost about 3 * one_render_cpu here; in the worker, a fraction of one
+    assert spent < one_render_cpu, (spent, one_render_cpu)
 
 
 def test_sparkline_shapes():
