@@ -67,7 +67,7 @@ class NextLegProvider(HttpProvider):
         # the rhythm: with a webhook, slow polls as a safety net; else the learned plan (when there are
         # enough samples), then the backoff; a progress hint always wins
         backoff = (SAFETY_NET if pushed is not None else self._poll).delays(self._rng)
-        plan = iter(self.timing.plan() or ()) if pushed is None else iter(())
+        plan = iter(await self.timing.plan_async() or ()) if pushed is None else iter(())
         delay = _next_delay(plan, asked_at, backoff)
         empty_at_100 = 0
         while True:

@@ -224,7 +224,8 @@ class UseapiProvider(HttpProvider):
         if pushed is not None:  # with a callback, polls are only a safety net
             backoff, plan = SAFETY_NET.delays(self._rng), iter(())
         else:
-            backoff, plan = self._poll.delays(self._rng), iter(_spaced(self.timing.plan(floor, gap=floor, first=floor) or (), floor))
+            learned = await self.timing.plan_async(floor, gap=floor, first=floor)
+            backoff, plan = self._poll.delays(self._rng), iter(_spaced(learned or (), floor))
         job: Any = receipt
         last: str | None = None
         empty_done = 0
