@@ -74,7 +74,7 @@ class LearnedTiming:
         return self._planned(key)
 
     async def plan_async(self, every: float = 5.0, *, gap: float = 0.25, first: float = 0.0) -> list[float] | None:
-        """``plan()`` for the event loop: a new plan (10–25 ms of Python for 200 samples, once per new
+        """``plan()`` for the event loop: a new plan (about 25 ms of Python for 200 samples, once per new
         sample) is worked out in a thread, so the loop gets its turns meanwhile (the GIL is handed over
         every few ms). The samples are copied here, on the loop, where ``add`` runs."""
         key = (self._version, every, gap, first)
