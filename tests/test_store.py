@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from bot.report import parse_result
+from bot.stores import sqlite as sqlite_store
 from bot.store import (MIGRATIONS, SCHEMA_VERSION, AlertRow, LockHandle, PostgresStore, ScheduleRow, Store,
                        StoreError, open_store)
 
@@ -387,6 +388,44 @@ async def test_old_schema_is_migrated_in_place(tmp_path):
     store = await Store.open(str(path))
     await store.add_schedule("discord", "1", "every 1h", "UTC", "config", 0.0)
     await store.close()
+
+
+async def test_processes_racing_to_create_the_file_all_open_it(tmp_path):
+    # SQLite answers "database is locked" at once (no busy wait) to the loser of the race to switch a new
+    # file to WAL; before the open retried, about one round in ten failed, so 40 rounds would catch it
+    for round_ in range(40):
+        path = str(tmp_path / f"q{round_}.sqlite3")
+        stores = await asyncio.gather(*(Store.open(path) for _ in range(3)), return_exceptions=True)
+        failures = [s for s in stores if isinstance(s, BaseException)]
+        for store in stores:
+            if not isinstance(store, BaseException):
+                await store.close()
+        assert not failures, f"round {round_}: {failures[0]}"
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_a_file_another_process_keeps_locked_is_one_clear_line_after_waiting(tmp_path, monkeypatch):
+    path = tmp_path / "q.sqlite3"
+    sqlite3.connect(path).close()  # a file in SQLite's default (rollback) mode, as a first version left it
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT", 0.2)
+    monkeypatch.setattr(sqlite_store, "OPEN_LOCKED_FOR", 0.5)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError) as caught:
+            await Store.open(str(path))
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert str(caught.value) == (f"DATABASE_URL: {path} cannot be used (database is locked); "
+                                 "it was left untouched")
+    assert 0.5 <= waited < 5.0
+    # once the other process lets go, the file opens as usual
+    await (await Store.open(str(path))).close()
 
 
 @pytest.mark.parametrize("content", [b"this is not a database at all" * 10, b"SQLite format 3\x00" + b"\x00garbage" * 200])

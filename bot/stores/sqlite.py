@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import sqlite3
 import time
 from contextlib import asynccontextmanager
@@ -120,6 +121,10 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+# how long one statement waits for another process's lock (SQLite's busy timeout), and how long opening the
+# file keeps trying when SQLite gives up at once instead (two processes racing to switch a new file to WAL)
+BUSY_TIMEOUT = 5.0
+OPEN_LOCKED_FOR = 15.0
 
 # in-process replica primitives, shared by the stores of one file: (real path, name) → …
 _LOCKS: dict[tuple[str, str], LockHandle] = {}
@@ -157,7 +162,7 @@ class Store:
                     raise StoreError(f"DATABASE_URL: {shown} is not a SQLite database; it was left untouched "
                                      "(move it away or point DATABASE_URL elsewhere)")
         try:
-            db = await aiosqlite.connect(path)
+            db = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT)
         except sqlite3.Error as exc:
             raise StoreError(f"DATABASE_URL: cannot open {shown}: {exc}") from None
         store = cls(db, path)
@@ -169,6 +174,21 @@ class Store:
         return store
 
     async def _prepare(self, shown: str) -> None:
+        # Two processes opening a new file at the same moment race to switch it to WAL, and SQLite answers
+        # the loser "database is locked" at once, without waiting out its busy timeout (it would deadlock
+        # otherwise). Every step below is safe to repeat, so a lock met while opening is waited out here.
+        deadline = time.monotonic() + OPEN_LOCKED_FOR
+        while True:
+            try:
+                return await self._prepare_once(shown)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise StoreError(f"DATABASE_URL: {shown} cannot be used ({exc}); it was left untouched") \
+                        from None
+                log.debug("database %s is locked by another process while opening; trying again", shown)
+                await asyncio.sleep(random.uniform(0.01, 0.1))
+
+    async def _prepare_once(self, shown: str) -> None:
         try:
             check = await (await self._db.execute("PRAGMA quick_check")).fetchone()
             if not check or check[0] != "ok":
@@ -197,6 +217,10 @@ class Store:
                     raise
                 if now < number:
                     log.info("database %s migrated to schema %d", shown, number)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc):
+                raise
+            raise StoreError(f"DATABASE_URL: {shown} cannot be used ({exc}); it was left untouched") from None
         except sqlite3.DatabaseError as exc:
             reason = "not a database" if "not a database" in str(exc) else str(exc)
             raise StoreError(f"DATABASE_URL: {shown} cannot be used ({reason}); it was left untouched") from None
