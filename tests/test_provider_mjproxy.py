@@ -244,7 +244,7 @@ async def test_a_sync_past_the_deadline_times_out_and_is_not_asked_again(make):
     started = time.monotonic()
     with pytest.raises(TimedOut):
         await provider.fetch()
-    assert time.monotonic() - started < 1.2
+    assert time.monotonic() - started < 2.4  # the sync lasts 3 s
     # the proxy is still running that sync: the next reading reads the stored account, no second sync
     report = await provider.fetch()
     assert [m for m, _ in _routes(fake)] == ["POST", "GET"]

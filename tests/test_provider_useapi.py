@@ -242,7 +242,7 @@ async def test_429_until_the_deadline_says_rate_limited(make_fake, make_provider
     started = time.monotonic()
     with pytest.raises(RateLimited) as info:
         await make_provider(fake, poll_timeout=0.5).fetch()
-    assert time.monotonic() - started < 1.0 and 2 <= len(fake.asks) <= 7
+    assert time.monotonic() - started < 2.0 and 2 <= len(fake.asks) <= 7  # 50 refusals would last 5 s
     assert info.value.user_message.startswith("useapi.net is rate limiting")
 
 
@@ -288,7 +288,7 @@ async def test_a_job_that_never_ends_times_out_at_the_deadline(make_fake, make_p
     started = time.monotonic()
     with pytest.raises(TimedOut) as info:
         await make_provider(fake, poll_timeout=0.6).fetch()
-    assert 0.5 <= time.monotonic() - started < 1.0
+    assert 0.5 <= time.monotonic() - started < 2.0
     assert len(fake.polls) >= 5 and "last status 'created'" in info.value.detail  # the fake starts it after 1 s
 
 

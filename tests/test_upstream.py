@@ -186,7 +186,7 @@ async def test_never_completes_hits_the_deadline(upstream, make_provider):
     with pytest.raises(TimedOut) as caught:
         await make_provider(poll_timeout=1.0).fetch()
     elapsed = time.monotonic() - started
-    assert 0.7 <= elapsed < 1.6
+    assert 0.7 <= elapsed < 2.5
     assert "timed out" in caught.value.user_message.lower() and "1 s" in caught.value.user_message
     polls = len(upstream.polls)
     await asyncio.sleep(0.3)
@@ -207,7 +207,7 @@ async def test_request_hanging_past_the_deadline_times_out(upstream, make_provid
     started = time.monotonic()
     with pytest.raises(TimedOut):
         await make_provider(poll_timeout=0.7).fetch()
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3.0  # the request hangs for 5 s
 
 
 async def test_default_poll_policy_starts_fast_and_caps():
@@ -308,11 +308,12 @@ async def test_a_timeout_after_the_bot_held_the_ask_back_says_so(upstream, make_
 
 
 async def test_queued_asks_each_wait_at_most_one_interval_per_ask_ahead():
-    limiter = AskLimiter(0.2)
+    limiter = AskLimiter(0.5)
     waits = await asyncio.gather(*(limiter.wait() for _ in range(4)))
-    assert waits[0] < 0.05
+    assert waits[0] < 0.2
     for position, waited in enumerate(waits):
-        assert waited <= 0.2 * position + 0.1, waits
+        # one interval per ask ahead; a wait of one interval more would be 0.5 s past it
+        assert 0.5 * position - 0.05 <= waited <= 0.5 * position + 0.25, waits
 
 
 @pytest.mark.parametrize("pending", [{"progress": 42, "response": {}}, {"progress": 42, "response": None},
