@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import math
 import random
-import socket
 import statistics
 import time
 from typing import Any
@@ -34,20 +33,19 @@ from bot.simulator import UpstreamSimulator
 from bot.upstream import NextLegProvider
 from bot.webhook import WebhookHub
 from tests.fakes.providers import UseapiFake
+from tests.ports import bound_socket
 
 TOKEN = "bench-token"
 
 
 async def _hub() -> tuple[WebhookHub, web.AppRunner]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    hub = WebhookHub(f"http://127.0.0.1:{port}")
+    sock = bound_socket()
+    hub = WebhookHub(f"http://127.0.0.1:{sock.getsockname()[1]}")
     app = web.Application()
     hub.mount(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.SockSite(runner, sock).start()
     return hub, runner
 
 

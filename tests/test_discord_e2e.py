@@ -13,6 +13,7 @@ from bot.errors import PostError
 from bot.settings import load_settings
 from bot.simulator import Scripted
 from tests.fakes.discord import APP_ID, GUILD_ID, FakeDiscord
+from tests.ports import refusing_port
 from tests.secrets import ALL_TEST_SECRETS
 
 TOKEN = ALL_TEST_SECRETS["DISCORD_BOT_TOKEN"]
@@ -255,14 +256,10 @@ async def test_scheduled_error_outcome_posts_its_sentence(discord_fake, start_di
 
 
 async def test_unreachable_discord_api_is_one_clear_line(make_service):
-    import socket
-
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    settings = load_settings(None, discord_bot_token=TOKEN, discord_api_base_url=f"http://127.0.0.1:{port}/api/v10")
-    adapter = DiscordAdapter(settings, make_service())
-    with pytest.raises(RuntimeError) as caught:
-        await adapter.start()
+    with refusing_port() as port:
+        settings = load_settings(None, discord_bot_token=TOKEN, discord_api_base_url=f"http://127.0.0.1:{port}/api/v10")
+        adapter = DiscordAdapter(settings, make_service())
+        with pytest.raises(RuntimeError) as caught:
+            await adapter.start()
     assert str(caught.value).startswith("DISCORD_API_BASE_URL: cannot reach the Discord API")
     assert TOKEN not in str(caught.value)

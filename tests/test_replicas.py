@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -35,7 +36,6 @@ from tests.conftest import TEST_TOKEN
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.posters import eventually
 from tests.fakes.slack import ADMIN_ID, CHANNEL_ID, FakeSlack, form, sign
-from tests.pg import free_port
 from tests.secrets import ALL_TEST_SECRETS
 
 DISCORD_TOKEN = ALL_TEST_SECRETS["DISCORD_BOT_TOKEN"]
@@ -44,6 +44,7 @@ SLACK_APP = ALL_TEST_SECRETS["SLACK_APP_TOKEN"]
 SLACK_SECRET = ALL_TEST_SECRETS["SLACK_SIGNING_SECRET"]
 SCHEDULED = "C0SCHED01"  # the channel QUOTA_SCHEDULES posts into
 ANSWER = "12.06 h of 15 h left"  # what the fake upstream's default reading says
+READY = re.compile(r" ready: provider=.*http://127\.0\.0\.1:(\d+)/healthz")  # the replica's log line
 EPOCH = time.time() - time.monotonic()  # the fakes record time.monotonic(); the store, Unix time
 
 
@@ -87,14 +88,15 @@ class Cluster:
         started = []
         for _ in range(n):
             name = f"r{len(self.replicas) + 1}"
-            port = free_port()
             log = self.tmp / f"{name}.log"
             with open(log, "wb") as out:
+                # PORT=0: the replica takes a port of its own and its ready line names it (a port picked
+                # here and handed over could be taken meanwhile by another test's server)
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "bot", "run", cwd=self.tmp, env=self.env(port, **settings),
+                    sys.executable, "-m", "bot", "run", cwd=self.tmp, env=self.env(0, **settings),
                     stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
                     start_new_session=True)
-            replica = Replica(name, port, proc, log)
+            replica = Replica(name, 0, proc, log)
             self.replicas.append(replica)
             started.append(replica)
         await asyncio.gather(*(self._ready(r) for r in started))
@@ -105,12 +107,11 @@ class Cluster:
         while time.monotonic() < deadline:
             if replica.proc.returncode is not None:
                 raise AssertionError(f"{replica.name} exited with {replica.proc.returncode}:\n{replica.text()[-3000:]}")
-            try:
+            ready = READY.search(replica.text())  # the line comes once the adapters have started
+            if ready:
+                replica.port = int(ready.group(1))
                 await self.healthz(replica)
-                if " ready: provider=" in replica.text():  # /healthz answers before the adapters start
-                    return
-            except (aiohttp.ClientError, OSError):
-                pass
+                return
             await asyncio.sleep(0.1)
         raise AssertionError(f"{replica.name} was not ready within {timeout} s:\n{replica.text()[-3000:]}")
 

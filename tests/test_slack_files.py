@@ -4,7 +4,6 @@ real slack-sdk against the fake Slack on 127.0.0.1."""
 from __future__ import annotations
 
 import logging
-import socket
 import struct
 import time
 import zlib
@@ -17,6 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack.app import ShortRateLimitRetryHandler
 from adapters.slack.files import image_block, upload_png
 from tests.fakes.slack import FakeSlack
+from tests.ports import refusing_port
 from tests.secrets import ALL_TEST_SECRETS
 
 BOT = ALL_TEST_SECRETS["SLACK_BOT_TOKEN"]
@@ -57,12 +57,6 @@ def _client(api_url: str, session: aiohttp.ClientSession | None = None) -> Async
         ShortRateLimitRetryHandler(max_retry_count=3),
         AsyncServerErrorRetryHandler(max_retry_count=2),
     ])
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _files_calls(fake: FakeSlack) -> list:
@@ -170,10 +164,11 @@ async def test_upload_url_4xx_is_not_retried(fake, client, caplog):
 
 
 async def test_unreachable_upload_url_is_none(fake, client, caplog):
-    fake.upload_base = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
-    started = time.monotonic()
-    assert await upload_png(client, PNG, filename="quota.png", title="t") is None
-    assert time.monotonic() - started < 5 and not fake.completions
+    with refusing_port() as port:
+        fake.upload_base = f"http://127.0.0.1:{port}"  # nothing listens there
+        started = time.monotonic()
+        assert await upload_png(client, PNG, filename="quota.png", title="t") is None
+        assert time.monotonic() - started < 5 and not fake.completions
     warnings = _warnings(caplog)
     assert len(warnings) == 1 and "the upload URL" in warnings[0] and "ClientConnectorError" in warnings[0]
     assert any("retrying once" in r.getMessage() for r in caplog.records)
@@ -181,8 +176,9 @@ async def test_unreachable_upload_url_is_none(fake, client, caplog):
 
 async def test_unreachable_web_api_is_none(caplog):
     async with aiohttp.ClientSession() as session:
-        client = _client(f"http://127.0.0.1:{_free_port()}/api/", session)
-        assert await upload_png(client, PNG, filename="quota.png", title="t") is None
+        with refusing_port() as port:
+            client = _client(f"http://127.0.0.1:{port}/api/", session)
+            assert await upload_png(client, PNG, filename="quota.png", title="t") is None
     warnings = _warnings(caplog)
     assert len(warnings) == 1 and "files.getUploadURLExternal" in warnings[0]
     assert "ClientConnectorError" in warnings[0]

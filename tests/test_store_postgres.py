@@ -18,7 +18,8 @@ from bot.settings import SettingsError, load_settings
 from bot.store import SCHEMA_VERSION, PostgresStore, StoreError, open_store
 from bot.stores.postgres import MIGRATIONS as PG_MIGRATIONS
 from bot.stores.url import SSLMODES, parse_postgres_url
-from tests.pg import PASSWORD, PASSWORD_USER, PostgresNotFound, find_bindir, free_port
+from tests.pg import PASSWORD, PASSWORD_USER, PostgresNotFound, find_bindir
+from tests.ports import refusing_port
 
 
 def _no_password_anywhere(password: str, caplog, *texts: str) -> None:
@@ -29,8 +30,7 @@ def _no_password_anywhere(password: str, caplog, *texts: str) -> None:
 # --- start-up errors, one line each, never the password -----------------------------------------
 
 async def test_an_unreachable_server_is_one_line_naming_host_and_port(caplog):
-    port = free_port()
-    with pytest.raises(StoreError) as caught:
+    with refusing_port() as port, pytest.raises(StoreError) as caught:
         await open_store(f"postgres://quota:{PASSWORD}@127.0.0.1:{port}/quota?connect_timeout=5")
     assert str(caught.value) == f"DATABASE_URL: cannot reach the PostgreSQL server at 127.0.0.1:{port} (connection refused)"
     _no_password_anywhere(PASSWORD, caplog, str(caught.value), repr(caught.value))

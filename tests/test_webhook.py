@@ -4,7 +4,6 @@ calls back before, after or instead of the polls; forged and replayed callbacks 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import aiohttp
@@ -15,20 +14,19 @@ from bot.providers.timing import LearnedTiming
 from bot.upstream import AskLimiter, PollPolicy
 from bot.webhook import WebhookHub
 from tests.conftest import TEST_TOKEN
+from tests.ports import bound_socket
 
 
 @pytest.fixture
 async def hub_server():
     """A WebhookHub mounted on its own aiohttp server (as `quota-bot run` mounts it on the shared one)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    hub = WebhookHub(f"http://127.0.0.1:{port}/")
+    sock = bound_socket()
+    hub = WebhookHub(f"http://127.0.0.1:{sock.getsockname()[1]}/")
     app = web.Application()
     hub.mount(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.SockSite(runner, sock).start()
     yield hub
     await runner.cleanup()
 
