@@ -429,6 +429,8 @@ async def test_accounts_file_pools_in_chats_schedules_and_the_cli(pool, run_bot,
     assert embed["description"] == "There is no account 'nope'. Accounts: basic, slow, broken."
 
     # autocomplete while typing `account:` answers the matching names (callback type 8), asking nobody
+    # (the CLI processes ask the same fakes: on a busy machine they may still be starting, so they end first)
+    await asyncio.wait(clis, timeout=60)
     asks = (len(pool["basic"].asks), len(pool["slow"].asks), len(pool["broken"].asks))
     for typed, names in (("sl", ["slow"]), ("b", ["basic", "broken"]), ("", ["basic", "slow", "broken"])):
         interaction = await bot.discord.autocomplete("quota", [{"type": 3, "name": "account", "value": typed,
