@@ -217,10 +217,8 @@ class Store:
                     raise
                 if now < number:
                     log.info("database %s migrated to schema %d", shown, number)
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc):
-                raise
-            raise StoreError(f"DATABASE_URL: {shown} cannot be used ({exc}); it was left untouched") from None
+        except sqlite3.OperationalError:
+            raise  # _prepare waits out a lock, and words the others
         except sqlite3.DatabaseError as exc:
             reason = "not a database" if "not a database" in str(exc) else str(exc)
             raise StoreError(f"DATABASE_URL: {shown} cannot be used ({reason}); it was left untouched") from None
