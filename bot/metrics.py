@@ -2,7 +2,8 @@
 
 One registry per process. Labels name accounts (the operator's own names), providers, platforms,
 commands and outcomes: never a token, a user id or a channel. Counters move as the bot works; the
-gauge of the fast time left lets an operator alert in their own monitoring.
+gauge of the fast time left lets an operator alert in their own monitoring. Every name passes
+``promtool check metrics`` (times in seconds, counters ending in ``_total``): tests/test_metrics_lint.py.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ POLLS = Histogram("quota_bot_polls_per_reading", "Polls one reading needed", ["a
                   registry=REGISTRY, buckets=(0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30))
 CACHE = Counter("quota_bot_cache", "Answers by how they were served: hit (a cached reading), shared (waited "
                 "on a reading in flight) or ask (started a reading)", ["account", "kind"], registry=REGISTRY)
-REMAINING = Gauge("quota_bot_fast_time_remaining_hours", "Fast time left at the last reading, in hours",
+# Prometheus' base unit for time is the second (promtool check metrics refuses hours): use set_remaining
+REMAINING = Gauge("quota_bot_fast_time_remaining_seconds", "Fast time left at the last reading, in seconds",
                   ["account"], registry=REGISTRY)
 COMMANDS = Counter("quota_bot_commands", "Chat commands answered, by platform, command and outcome",
                    ["platform", "command", "outcome"], registry=REGISTRY)
@@ -35,6 +37,11 @@ ALERTS = Counter("quota_bot_alerts", "Alert posts by outcome (posted, failed)", 
                  registry=REGISTRY)
 CALLBACKS = Counter("quota_bot_upstream_callbacks", "Provider callbacks to the webhook, accepted or refused",
                     ["outcome"], registry=REGISTRY)
+
+
+def set_remaining(account: str, hours: float) -> None:
+    """The fast time left at ``account``'s last reading, given in hours (as readings carry it)."""
+    REMAINING.labels(account).set(hours * 3600.0)
 
 
 def exposition() -> bytes:

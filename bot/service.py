@@ -122,7 +122,7 @@ class QuotaService:
         self.last_error = None
         metrics.READINGS.labels(self.account, provider, "ok").inc()
         if report.remaining is not None:
-            metrics.REMAINING.labels(self.account).set(report.remaining.hours)
+            metrics.set_remaining(self.account, report.remaining.hours)
         for listener in list(self._listeners):
             try:
                 result = listener(report)
@@ -140,7 +140,7 @@ class QuotaService:
         self._cached = (self._clock() - age, report)
         self.last_error = None
         if report.remaining is not None:
-            metrics.REMAINING.labels(self.account).set(report.remaining.hours)
+            metrics.set_remaining(self.account, report.remaining.hours)
         return report
 
     async def close(self) -> None:

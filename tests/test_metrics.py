@@ -56,7 +56,7 @@ async def test_metrics_parse_and_move_as_commands_are_answered(tmp_path, upstrea
     assert delta("quota_bot_ack_seconds_count", platform="slack") == 3
     assert delta("quota_bot_polls_per_reading_count", account="default", provider="nextleg") == 1
     assert delta("quota_bot_reading_seconds_count", account="default", provider="nextleg") == 1
-    assert 0 < _value(after, "quota_bot_fast_time_remaining_hours", account="default") <= 15
+    assert 0 < _value(after, "quota_bot_fast_time_remaining_seconds", account="default") <= 15 * 3600
     for secret in ALL_TEST_SECRETS.values():
         assert secret not in text
     labels = {value for (_, pairs) in after for _, value in pairs}
