@@ -281,17 +281,33 @@ class UpstreamSimulator:
 
     async def _call_back(self, url: str, job: Job) -> None:
         """POST the result object to the ask's webhookOverride when the job is done (upstream.md, "Or be
-        told"), ``callback_delay`` seconds late; every try is recorded in ``callbacks``."""
+        told"), ``callback_delay`` seconds late; every try is recorded in ``callbacks``.
+
+        A try is recorded as it is sent (``sent_at``), before the bot can hold the reading it carries;
+        its ``status`` (or ``error``) and ``at`` are filled in when the bot's answer is back, which may be
+        after the bot has already used the reading: ``await callbacks_answered()`` before reading them."""
         import aiohttp
 
         await asyncio.sleep(max(0.0, job.done_at + self.callback_delay - time.monotonic()))
         body = self._result(job)
+        entry: dict[str, Any] = {"url": url, "job": job.id, "sent_at": time.monotonic()}
+        self.callbacks.append(entry)
         try:
             async with aiohttp.ClientSession() as http:
                 async with http.post(url, json=body, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                    self.callbacks.append({"url": url, "status": resp.status, "at": time.monotonic(), "job": job.id})
+                    entry.update(status=resp.status, at=time.monotonic())
         except Exception as exc:  # the bot is gone or unreachable: recorded, as a real upstream would log it
-            self.callbacks.append({"url": url, "error": type(exc).__name__, "at": time.monotonic(), "job": job.id})
+            entry.update(error=type(exc).__name__, at=time.monotonic())
+
+    async def callbacks_answered(self, timeout: float = 15.0) -> list[dict[str, Any]]:
+        """Wait (at most ``timeout`` s) until every callback due so far has been sent and answered (or
+        has failed), then return ``callbacks``."""
+        pending = set(self._callback_tasks)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=timeout)
+            if late:
+                raise TimeoutError(f"{len(late)} callback(s) still unanswered after {timeout} s")
+        return self.callbacks
 
     async def _message(self, request: web.Request) -> web.Response:
         rec = await self._record(request, self.polls)
