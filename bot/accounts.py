@@ -17,6 +17,7 @@ hides the others.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import os
 import re
@@ -31,7 +32,7 @@ from .errors import QuotaError, UnknownAccount
 from .providers import KINDS, ProviderConfig
 from .report import AccountReading, PoolReport, QuotaReport
 from .service import Listener, QuotaService
-from .settings import SettingsError, _http_url
+from .settings import SettingsError, _http_url, url_login
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 COMMON_KEYS = ("name", "provider", "token", "base_url")
 OWN_KEYS = {"nextleg": ("path_prefix", "info_method"), "useapi": ("channel",), "linkr": (),
             "mjproxy": ("account_id",), "simulated": ()}
+SENDS_AUTHORIZATION = ("nextleg", "useapi", "linkr")  # a login in their base_url would collide with it
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -106,13 +108,18 @@ def _account(entry: Any, number: int, variables: Mapping[str, str], fail: Callab
         raise fail(f"account '{name}': the name is a word of /quota itself ({', '.join(RESERVED)}); choose another")
     where = f"account '{name}'"
     provider = entry.get("provider")
+    # a misspelled key is named first (a misspelled 'provider' is not a missing provider)
+    allowed = COMMON_KEYS + OWN_KEYS[provider] if provider in KINDS else tuple(
+        dict.fromkeys(COMMON_KEYS + tuple(k for keys in OWN_KEYS.values() for k in keys)))
+    for key in entry:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            raise fail(f"{where}: unknown key '{key}'" + (f" for provider {provider}" if provider in KINDS else "")
+                       + (f" (did you mean '{close[0]}'?)" if close else "") + f" (keys: {', '.join(allowed)})")
     if provider not in KINDS:
         raise fail(f"{where}: provider must be one of {', '.join(KINDS)}"
                    + ("" if provider is None else f", not {str(provider)[:40]!r}"))
-    allowed = COMMON_KEYS + OWN_KEYS[provider]
     for key, value in entry.items():
-        if key not in allowed:
-            raise fail(f"{where}: unknown key '{key}' for provider {provider} (keys: {', '.join(allowed)})")
         if not isinstance(value, str):
             raise fail(f"{where}: {key} must be a string in quotes")
     values: dict[str, str] = {}
@@ -133,6 +140,9 @@ def _account(entry: Any, number: int, variables: Mapping[str, str], fail: Callab
             base_url = _http_url(base_url, "base_url")
         except ValueError as exc:
             raise fail(f"{where}: base_url {exc}") from None
+        if url_login(base_url) and provider in SENDS_AUTHORIZATION:
+            raise fail(f"{where}: base_url must not carry a user name or password (user:password@): "
+                       f"{provider} gets its own Authorization header; remove them from the URL")
     if provider == "mjproxy" and (base_url is None or not values.get("account_id")):
         raise fail(f"{where}: mjproxy needs base_url and account_id")
     method = values.get("info_method", "GET").upper()

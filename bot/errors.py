@@ -67,6 +67,17 @@ class BadResponse(QuotaError):
     user_message = "The Midjourney API sent an answer quota-bot could not read; it has been logged."
 
 
+class ReplyTooLarge(BadResponse):
+    """A provider reply over the size the bot reads (``bot.providers.base.MAX_REPLY_BYTES``)."""
+
+    code = "reply_too_large"
+
+    user_message = "The provider sent a reply too large to read; it has been logged."
+
+    def __init__(self, detail: str = "", *, provider: str = "") -> None:
+        super().__init__(f"{provider}: {detail}" if provider else detail)
+
+
 # Failure codes the upstream sends in ``content`` instead of the info object.
 ACCOUNT_CODES: dict[str, str] = {
     "NO_FAST_HOURS": "This Midjourney account has no fast time left.",
@@ -97,6 +108,30 @@ class AccountProblem(QuotaError):
 
 
 UNEXPECTED = "Something went wrong; it has been logged."
+ECHO_MAX = 100  # characters of something a user typed that a sentence repeats
+
+
+def shown(value: object, limit: int = ECHO_MAX) -> str:
+    """Something a user typed, as a sentence repeats it: on one line, cut to ``limit`` characters.
+    Cut here, in plain text, before an adapter escapes it, so no cut ever lands inside an escape."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def echo_parts(exc: BaseException) -> tuple[str, str | None, str]:
+    """(before, echo, after): the user's sentence split around the one thing it repeats of what the
+    user typed (the exception's ``echo``, quoted as ``'echo'`` in the sentence), so that each adapter
+    can show that part its own safe way (a Discord code span, Slack's escapes). Without an echo:
+    (sentence, None, "")."""
+    sentence = getattr(exc, "user_message", None) if not isinstance(exc, QuotaError) else exc.user_message
+    if not isinstance(sentence, str):
+        sentence = user_sentence(exc)
+    echo = getattr(exc, "echo", None)
+    if isinstance(echo, str) and echo:
+        before, quoted, after = sentence.partition(f"'{echo}'")
+        if quoted:
+            return before, echo, after
+    return sentence, None, ""
 
 
 def user_sentence(exc: BaseException) -> str:
@@ -137,5 +172,5 @@ class UnknownAccount(QuotaError):
     def __init__(self, name: str, names: tuple[str, ...] | list[str]) -> None:
         self.name, self.names = name, tuple(names)
         listed = ", ".join(self.names) if self.names else "none: this bot reads one account"
-        shown = " ".join(str(name).split())[:40]
-        super().__init__(f"unknown account {shown!r}", user_message=f"There is no account '{shown}'. Accounts: {listed}.")
+        self.echo = shown(name, 40)
+        super().__init__(f"unknown account {self.echo!r}", user_message=f"There is no account '{self.echo}'. Accounts: {listed}.")

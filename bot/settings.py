@@ -9,6 +9,7 @@ never the value of a secret.
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,6 +35,40 @@ def _http_url(value: str, name: str, *, ws: bool = False) -> str:
     if not isinstance(value, str) or not value.strip().lower().startswith(schemes):
         raise ValueError(f"must be a URL starting with {' or '.join(schemes)}")
     return value.strip()
+
+
+def url_login(url: str) -> bool:
+    """Whether the URL carries a user name or password (``https://user:pass@host/``)."""
+    try:
+        parts = urlsplit(url)
+        return bool(parts.username or parts.password)
+    except ValueError:
+        return "@" in url.partition("://")[2].partition("/")[0]
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may be shown (logs, /healthz, check, errors): without any user name or password."""
+    scheme, sep, rest = str(url).partition("://")
+    if not sep:
+        return str(url)
+    cut = min([i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0] or [len(rest)])
+    host = rest[:cut].rpartition("@")[2]
+    return f"{scheme}{sep}{host}{rest[cut:]}"
+
+
+class _LoginUrl(str):
+    """A URL with ``user:password@`` (midjourney-proxy behind basic auth, a public URL behind a proxy):
+    its text is whole for the client, its repr (and so the settings' repr) never shows the login."""
+
+    def __repr__(self) -> str:
+        return repr(redact_url(str(self)))
+
+
+# URL settings whose service gets its own Authorization header from the bot: a login in the URL would
+# collide with it (aiohttp refuses both), and would have to be shown to be debugged
+_OWN_AUTHORIZATION = {"nextleg_base_url": "TheNextLeg protocol", "useapi_base_url": "useapi.net",
+                      "linkr_base_url": "LinkrAPI", "discord_api_base_url": "Discord",
+                      "slack_api_url": "Slack", "discord_gateway_url": "Discord"}
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$", re.I)
@@ -64,6 +99,15 @@ class _DatabaseUrl(str):
                 login = login.split(":", 1)[0] + ":***"
             text = f"{scheme}{sep}{login}{at}{host}{rest[cut:]}"
         return repr(re.sub(r"([?&](?:password|sslpassword)=)[^&#]*", r"\1***", text, flags=re.I))
+
+
+def _login_checked(url: str, field: str) -> str:
+    if not url_login(url):
+        return url
+    if field in _OWN_AUTHORIZATION:
+        raise ValueError(f"must not carry a user name or password (user:password@): {_OWN_AUTHORIZATION[field]} "
+                         "gets its own Authorization header; remove them from the URL")
+    return _LoginUrl(url)
 
 
 def _comma_list(value: Any) -> tuple[str, ...]:
@@ -153,7 +197,7 @@ class Settings(BaseSettings):
                      "linkr_base_url", "mjproxy_base_url", "quota_public_url")
     @classmethod
     def _url(cls, value: str | None, info: Any) -> str | None:
-        return None if value is None else _http_url(value, info.field_name)
+        return None if value is None else _login_checked(_http_url(value, info.field_name), info.field_name)
 
     @field_validator("useapi_channel", "mjproxy_account_id")
     @classmethod
@@ -165,7 +209,7 @@ class Settings(BaseSettings):
     @field_validator("discord_gateway_url")
     @classmethod
     def _ws_url(cls, value: str | None, info: Any) -> str | None:
-        return None if value is None else _http_url(value, info.field_name, ws=True)
+        return None if value is None else _login_checked(_http_url(value, info.field_name, ws=True), info.field_name)
 
     @field_validator("nextleg_path_prefix")
     @classmethod

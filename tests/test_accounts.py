@@ -81,7 +81,14 @@ def test_the_environment_wins_over_dotenv(tmp_path):
     ('[[account]]\nname = "a"\nprovider = "thenextleg"', "account 'a': provider must be one of nextleg, useapi, "
                                                           "linkr, mjproxy, simulated, not 'thenextleg'"),
     ('[[account]]\nname = "a"\nprovider = "useapi"\ntoken = "x"\nchanel = "1"',
-     "account 'a': unknown key 'chanel' for provider useapi (keys: name, provider, token, base_url, channel)"),
+     "account 'a': unknown key 'chanel' for provider useapi (did you mean 'channel'?) (keys: name, provider, token, "
+     "base_url, channel)"),
+    # a misspelled 'provider' is named as the unknown key, not reported as a missing provider
+    ('[[account]]\nname = "a"\nprovdier = "useapi"\ntoken = "x"',
+     "account 'a': unknown key 'provdier' (did you mean 'provider'?)"),
+    # a login in the base URL of a provider that sends its own Authorization header
+    ('[[account]]\nname = "a"\nprovider = "useapi"\ntoken = "x"\nbase_url = "https://u:pw@api.useapi.net"',
+     "account 'a': base_url must not carry a user name or password (user:password@)"),
     ('[[account]]\nname = "a"\nprovider = "linkr"\ntoken = "x"\nchannel = "1"', "unknown key 'channel' for provider linkr"),
     ('[[account]]\nname = "a"\nprovider = "useapi"', "account 'a': token is required for useapi"),
     ('[[account]]\nname = "a"\nprovider = "useapi"\ntoken = "${NOT_SET_ANYWHERE}"',

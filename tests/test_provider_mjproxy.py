@@ -205,7 +205,7 @@ async def test_an_unknown_account_names_the_setting(make):
 
 
 async def test_5xx_is_retried_on_both_routes(make):
-    fake, provider = await make()
+    fake, provider = await make(poll_timeout=12.0)  # three retries, each at least 1 s apart
     fake.ask_script.append(garbage(502))
     fake.poll_script.extend([Scripted(503, "Service Unavailable"), Scripted(500, {"success": False})])
     report = await provider.fetch()

@@ -62,7 +62,9 @@ class ProviderConfig:
         """What ``quota-bot check`` and ``/healthz`` say about it (no secret)."""
         if self.kind == "simulated":
             return "simulated (the built-in simulator; figures are made up)"
-        where = self.base_url or _CLASSES[self.kind][2]
+        from ..settings import redact_url
+
+        where = redact_url(self.base_url or _CLASSES[self.kind][2] or "")
         extra = {"useapi": f", channel {self.channel}" if self.channel else "",
                  "mjproxy": f", account {self.account_id}",
                  "nextleg": f"{self.path_prefix}, info by {self.info_method}"}.get(self.kind, "")
@@ -73,8 +75,11 @@ def create_provider(config: ProviderConfig, **options: Any) -> Provider:
     """The provider for ``config``; ``options`` go to its constructor (poll_timeout, poll, limiter, …)."""
     module, name, default_url = _CLASSES[config.kind]
     cls = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    kwargs: dict[str, Any] = dict(base_url=config.base_url or default_url, token=config.token or "",
+    base_url, login = split_login(config.base_url or default_url or "")
+    kwargs: dict[str, Any] = dict(base_url=base_url, token=config.token or "",
                                   token_setting=config.token_setting or "the API token", **options)
+    if login is not None:  # only where the provider sends no Authorization of its own (settings checked)
+        kwargs.update(basic_auth=login)
     if config.kind == "nextleg":
         kwargs.update(path_prefix=config.path_prefix, info_method=config.info_method)
     elif config.kind == "useapi":
@@ -86,6 +91,17 @@ def create_provider(config: ProviderConfig, **options: Any) -> Provider:
         if config.account:
             kwargs.update(account_setting=f"account_id in account '{config.account}' of QUOTA_ACCOUNTS_FILE")
     return cls(**kwargs)
+
+
+def split_login(url: str) -> tuple[str, Any]:
+    """``(the URL without user:password@, aiohttp.BasicAuth or None)``."""
+    import aiohttp
+    import yarl
+
+    parsed = yarl.URL(url)
+    if not (parsed.user or parsed.password):
+        return url, None
+    return str(parsed.with_user(None)), aiohttp.BasicAuth(parsed.user or "", parsed.password or "")
 
 
 def config_from_settings(settings: Any) -> ProviderConfig:

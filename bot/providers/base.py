@@ -6,9 +6,13 @@ same way, so a provider module only says where to ask, how to wait and what its 
 
 - the limiter's turn is taken before the deadline starts (see ``AskLimiter``); the deadline is
   ``poll_timeout`` seconds from when the ask goes out;
-- 429/5xx/connection errors are retried within the deadline (``Retry-After`` honoured), 401/403 are
-  final, a body that is not JSON is a bad response; a provider's own error bodies are mapped by its
-  ``error_for`` hook before these rules;
+- 429/5xx/connection errors are retried within the deadline: every retry waits at least
+  ``RETRY_FLOOR`` (with jitter) whatever ``Retry-After`` says, and that pause is the account's (asks
+  and polls of every caller wait it out, through the limiter); the first retry of a reading is logged
+  at WARNING, the rest at DEBUG, and the count is in the reading's summary line;
+- 401/403 are final, a body that is not JSON (or nested too deep to read) is a bad response, a reply
+  over ``MAX_REPLY_BYTES`` is read no further and ends the reading; a provider's own error bodies are
+  mapped by its ``error_for`` hook before these rules;
 - credentials travel only in headers, never in a URL, a repr or a log line.
 """
 
@@ -28,13 +32,18 @@ import aiohttp
 import yarl
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
-from ..errors import BadResponse, BadToken, QuotaError, RateLimited, TimedOut, UpstreamUnavailable
+from ..errors import (BadResponse, BadToken, QuotaError, RateLimited, ReplyTooLarge, TimedOut,
+                      UpstreamUnavailable)
 from ..report import QuotaReport
 from .timing import LearnedTiming
 
 log = logging.getLogger("bot.upstream")
 
 DEFAULT_MIN_ASK_INTERVAL = 3.0  # TheNextLeg allows one request per 3 s per account
+RETRY_FLOOR = 1.0  # no retry goes out sooner, whatever Retry-After says (0, negative, a date in the past)
+RETRY_JITTER = 0.25  # fraction added on top of a retry's pause, so callers do not retry in step
+MAX_REPLY_BYTES = 1024 * 1024  # a provider reply is read up to this much, never further
+_CHUNK = 64 * 1024
 
 
 class Provider(Protocol):
@@ -105,18 +114,37 @@ class AskLimiter:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._last: float | None = None
+        self._not_before = 0.0  # the provider asked for a pause (429/503): nothing goes out before this
+
+    def hold(self, seconds: float) -> None:
+        """The provider asked the account to pause: no ask or poll of any caller goes out for
+        ``seconds`` (a later, longer pause wins; a shorter one never shortens it)."""
+        self._not_before = max(self._not_before, self._clock() + seconds)
+
+    async def pause(self, deadline: float | None = None) -> float:
+        """Wait out a pause the provider asked for (polls pass here; asks in ``wait``). Raises
+        ``_DeadlineReached`` when the pause would end after ``deadline``."""
+        left = self._not_before - self._clock()
+        if left <= 0:
+            return 0.0
+        if deadline is not None and self._clock() + left > deadline:
+            raise _DeadlineReached()
+        await asyncio.sleep(left)
+        return left
 
     async def wait(self, deadline: float | None = None) -> float:
         """Wait for this ask's turn; returns the seconds waited. Raises ``_DeadlineReached`` when a
         ``deadline`` is given and the turn would come after it."""
         began = self._clock()
         async with self._lock:
-            if self._last is not None:
-                pause = self._last + self.interval - self._clock()
-                if pause > 0:
-                    if deadline is not None and self._clock() + pause > deadline:
-                        raise _DeadlineReached()
-                    await asyncio.sleep(pause)
+            while True:  # the interval since the last ask, and any pause the provider asked for
+                turn = max(self._not_before, (self._last + self.interval) if self._last is not None else 0.0)
+                pause = turn - self._clock()
+                if pause <= 0:
+                    break
+                if deadline is not None and self._clock() + pause > deadline:
+                    raise _DeadlineReached()
+                await asyncio.sleep(pause)
             self._last = self._clock()
         return self._clock() - began
 
@@ -161,8 +189,10 @@ class HttpProvider:
     def __init__(self, *, base_url: str, token: str, poll_timeout: float = 90.0, poll: PollPolicy | None = None,
                  limiter: AskLimiter | None = None, request_timeout: float = 20.0, simulated: bool = False,
                  rng: random.Random | None = None, token_setting: str = "NEXTLEG_API_TOKEN",
-                 webhook: Any = None, timing: LearnedTiming | None = None) -> None:
+                 webhook: Any = None, timing: LearnedTiming | None = None,
+                 basic_auth: aiohttp.BasicAuth | None = None) -> None:
         self._base = base_url.rstrip("/")
+        self._basic_auth = basic_auth  # from user:password@ in a base URL (see providers.split_credentials)
         self._token = token
         self.poll_timeout = poll_timeout
         self._poll = poll or self.default_poll()
@@ -175,6 +205,7 @@ class HttpProvider:
         self.last_stats: dict[str, Any] = {}
         self._ask_rtt = 0.0
         self._polls = 0
+        self._retries = 0
         self.webhook = webhook  # bot.webhook.WebhookHub: the callback fast path, where the provider has one
         self.timing = timing or LearnedTiming()  # how long this account's jobs take (bot.providers.timing)
 
@@ -195,7 +226,7 @@ class HttpProvider:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(headers={**self.auth_headers(), "Content-Type": "application/json"},
-                                                  raise_for_status=False)
+                                                  raise_for_status=False, auth=self._basic_auth)
         return self._session
 
     # --- one reading ----------------------------------------------------------------------------
@@ -206,16 +237,21 @@ class HttpProvider:
         queued = await self._limiter.wait()
         started = time.monotonic()
         self._polls = 0
+        self._retries = 0
         try:
             report = await self._read(started + self.poll_timeout)
-            log.info("%s reading done: polls=%d in %.2fs", self.name, self._polls, time.monotonic() - started)
+            log.info("%s reading done: polls=%d retries=%d in %.2fs", self.name, self._polls, self._retries,
+                     time.monotonic() - started)
             return report
         except _DeadlineReached as exc:
             raise TimedOut(self.poll_timeout, f"{self.name}: no result after {self._polls} polls"
                            + (f" ({exc})" if str(exc) else ""), queued=queued,
                            interval=self._limiter.interval) from None
         finally:
-            self.last_stats = {"polls": self._polls, "seconds": time.monotonic() - started, "queued": queued}
+            if self._retries > 1:
+                log.info("%s: %d requests of this reading were retried", self.name, self._retries)
+            self.last_stats = {"polls": self._polls, "seconds": time.monotonic() - started, "queued": queued,
+                               "retries": self._retries}
 
     async def _read(self, deadline: float) -> QuotaReport:
         raise NotImplementedError
@@ -258,22 +294,27 @@ class HttpProvider:
                                             "ask the operator to check it.")
 
     async def _call(self, method: str, url: str, deadline: float, *, ask: bool = False, **kwargs: Any) -> Any:
-        """One request with retries for 429/5xx/connection errors, all within ``deadline``."""
+        """One request with retries for 429/5xx/connection errors, all within ``deadline``. Each retry
+        waits at least ``RETRY_FLOOR`` (plus jitter), or longer when the provider's ``Retry-After`` or
+        the backoff says so, and that pause holds every request of the account (``AskLimiter.hold``)."""
         last: list[_Retryable] = []
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, _Retryable) and exc.retry_after is not None:
-                return exc.retry_after
             backoff = min(self._poll.cap, self._poll.initial * self._poll.factor ** (state.attempt_number - 1))
-            return backoff * (1 + self._rng.uniform(0, self._poll.jitter))
+            asked = exc.retry_after if isinstance(exc, _Retryable) and exc.retry_after is not None else backoff
+            return max(RETRY_FLOOR, asked) * (1 + self._rng.uniform(0, RETRY_JITTER))
 
         def stop(state: RetryCallState) -> bool:
             return time.monotonic() + (state.upcoming_sleep or 0.0) >= deadline
 
+        def before_sleep(state: RetryCallState) -> None:
+            self._limiter.hold(state.upcoming_sleep or 0.0)
+
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(_Retryable), wait=wait, stop=stop, reraise=True
+                retry=retry_if_exception_type(_Retryable), wait=wait, stop=stop, reraise=True,
+                before_sleep=before_sleep,
             ):
                 with attempt:
                     try:
@@ -281,8 +322,11 @@ class HttpProvider:
                         return await self._once(method, url, deadline, ask=ask, limited=again, **kwargs)
                     except _Retryable as exc:
                         last[:] = [exc]
-                        log.warning(self.name + " %s %s: %s; will retry within the deadline", method,
-                                    _path(url), exc.error.detail or exc.error.code)
+                        self._retries += 1
+                        level = logging.WARNING if self._retries == 1 else logging.DEBUG
+                        log.log(level, "%s: %s; will retry within the deadline, at least %.0f s apart%s",
+                                self.name, exc.error.detail or f"{method} {_path(url)}: {exc.error.code}", RETRY_FLOOR,
+                                " (further retries of this reading are logged at DEBUG)" if self._retries == 1 else "")
                         raise
         except _Retryable as exc:  # out of time while retrying: the last failure says most
             raise exc.error from None
@@ -296,31 +340,35 @@ class HttpProvider:
                     **kwargs: Any) -> Any:
         if limited:
             await self._limiter.wait(deadline)
+        else:
+            await self._limiter.pause(deadline)  # a pause the provider asked for holds polls too
         sent = time.monotonic()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _DeadlineReached()
         timeout = aiohttp.ClientTimeout(total=min(self._request_timeout, remaining))
+        where_to = f"{method} {_path(url)}"
         try:
             async with self._client().request(method, url, timeout=timeout, **kwargs) as resp:
-                body = await resp.read()
                 status = resp.status
                 headers = resp.headers
+                body = await _read_capped(resp, f"{where_to} -> HTTP {status}", self.label)
             if ask:
                 self._ask_rtt = time.monotonic() - sent
         except asyncio.TimeoutError:
             if time.monotonic() >= deadline - 0.05:
                 raise _DeadlineReached() from None
-            raise _Retryable(UpstreamUnavailable(f"{method} {_path(url)}: request timed out")) from None
+            raise _Retryable(UpstreamUnavailable(f"{where_to}: request timed out")) from None
         except aiohttp.ClientError as exc:
-            raise _Retryable(UpstreamUnavailable(f"{method} {_path(url)}: {type(exc).__name__}")) from None
+            cause = unreachable_cause(exc)
+            host = yarl.URL(url).host or "?"
+            raise _Retryable(UpstreamUnavailable(
+                f"{where_to}: {host}: {cause} ({type(exc).__name__})",
+                user_message=f"{self.label} ({host}) cannot be reached right now: {cause}; try again in a few "
+                             "minutes.")) from None
 
-        where = f"{method} {_path(url)} -> HTTP {status}"
-        try:
-            data: Any = json.loads(body) if body.strip() else None
-            parsed = body.strip() != b""
-        except ValueError:
-            data, parsed = None, False
+        where = f"{where_to} -> HTTP {status}"
+        data, parsed = parse_json(body)
         mapped = self.error_for(status, data, where, headers)
         if mapped is not None:
             raise mapped
@@ -333,8 +381,65 @@ class HttpProvider:
         if status != 200 and not 200 <= status < 300:
             raise UpstreamUnavailable(f"{where}: {_snippet(body)}")
         if not parsed:
-            raise BadResponse(f"{where}: not JSON: {_snippet(body)}")
+            raise BadResponse(f"{where}: not JSON (or nested too deep to read): {_snippet(body)}")
         return data
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, where: str, label: str, cap: int = MAX_REPLY_BYTES) -> bytes:
+    """The reply's body, read chunk by chunk up to ``cap`` bytes. A larger reply (announced by its
+    Content-Length, or found while reading) is read no further, its connection is closed, and the
+    reading ends with ``ReplyTooLarge``."""
+    announced = resp.content_length
+    if announced is not None and announced > cap:
+        resp.close()
+        raise ReplyTooLarge(f"{where}: the reply announced {announced} bytes (the cap is {cap})", provider=label)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await resp.content.read(_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > cap:
+            resp.close()
+            raise ReplyTooLarge(f"{where}: the reply went past {cap} bytes and was not read further",
+                                provider=label)
+        chunks.append(chunk)
+
+
+def parse_json(body: bytes | str) -> tuple[Any, bool]:
+    """``(data, True)`` for a JSON body, ``(None, False)`` for an empty body, one that is not JSON, or
+    one nested too deep to read (``RecursionError``: a hostile body, never a crash)."""
+    if not body.strip():
+        return None, False
+    try:
+        return json.loads(body), True
+    except (ValueError, RecursionError):
+        return None, False
+
+
+def unreachable_cause(exc: BaseException) -> str:
+    """Why a connection failed, in words: refused, DNS, TLS, a timeout, or the server hanging up."""
+    import socket
+    import ssl
+
+    if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)) \
+            or isinstance(getattr(exc, "os_error", None), ssl.SSLError):
+        return "its TLS certificate or handshake failed"
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, socket.gaierror) or type(exc).__name__ == "ClientConnectorDNSError":
+        return "its name could not be resolved (DNS)"
+    if isinstance(os_error, ConnectionRefusedError):
+        return "the connection was refused"
+    if isinstance(os_error, (TimeoutError, asyncio.TimeoutError)):
+        return "the connection timed out"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the reply broke off"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"the connection failed ({os_error.strerror if os_error and os_error.strerror else type(exc).__name__})"
+    return f"the request failed ({type(exc).__name__})"
 
 
 def _next_delay(plan: Any, asked_at: float, backoff: Any) -> float:
