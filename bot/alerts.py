@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 from . import metrics
+from .errors import shown
 from .schedules import PLATFORMS
 from .scheduler import Clock, PostPolicy, SystemClock, deliver, persist
 from .store import AlertRow, Store
@@ -52,11 +53,13 @@ _AMOUNT = re.compile(r"^(\d+(?:\.\d+)?)\s*(%|h|hr|hrs|hours?|m|min|mins|minutes?
 
 
 class AlertError(Exception):
-    """A bad alert item or condition; ``user_message`` is one line with an example."""
+    """A bad alert item or condition; ``user_message`` is one line with an example. ``echo``: what the
+    user typed, as the sentence quotes it (``'echo'``), for adapters to show safely (``bot.errors.echo_parts``)."""
 
-    def __init__(self, user_message: str) -> None:
+    def __init__(self, user_message: str, *, echo: str | None = None) -> None:
         super().__init__(user_message)
         self.user_message = user_message
+        self.echo = echo
 
 
 @dataclass(frozen=True)
@@ -88,16 +91,17 @@ def parse_condition(text: str) -> Condition:
     if raw in ("runout", "run-out", "run out"):
         return Condition("runout", 0.0, "runout")
     match = _AMOUNT.match(raw)
+    echo = shown(text)
     if not match:
-        raise AlertError(f"'{text}' is not a condition: write a percentage, an amount or runout, {EXAMPLES}.")
+        raise AlertError(f"'{echo}' is not a condition: write a percentage, an amount or runout, {EXAMPLES}.", echo=echo)
     value, unit = float(match.group(1)), match.group(2)
     if unit == "%":
         if not 0 < value < 100:
-            raise AlertError(f"'{text}': a percentage must be between 0 and 100, {EXAMPLES}.")
+            raise AlertError(f"'{echo}': a percentage must be between 0 and 100, {EXAMPLES}.", echo=echo)
         return Condition("percent", value, f"{_num(value)}%")
     hours = value / 60 if unit.startswith("m") else value
     if hours <= 0 or hours > 10_000:
-        raise AlertError(f"'{text}': the amount must be more than 0, {EXAMPLES}.")
+        raise AlertError(f"'{echo}': the amount must be more than 0, {EXAMPLES}.", echo=echo)
     return Condition("hours", hours, f"{_num(value)}{'m' if unit.startswith('m') else 'h'}")
 
 
@@ -373,7 +377,8 @@ class Alerts:
         names = tuple(getattr(self.pool, "names", ()))
         if account and account not in names:
             listed = ", ".join(names) if names else "none: this bot reads one account"
-            raise AlertError(f"There is no account '{account}'. Accounts: {listed}.")
+            echo = shown(account, 40)
+            raise AlertError(f"There is no account '{echo}'. Accounts: {listed}.", echo=echo)
         [row] = await self.store.add_alerts([(platform, channel, account, parsed.text, "chat", created_by)])
         self._rows[row.id] = row
         if self.history is not None:

@@ -16,13 +16,17 @@ from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
 
+from .errors import shown
+
 
 class ScheduleError(Exception):
-    """A bad ``when`` or schedule item; ``user_message`` is one line with an example."""
+    """A bad ``when`` or schedule item; ``user_message`` is one line with an example. ``echo``: what
+    the user typed, as the sentence quotes it (``'echo'``), for adapters to show safely (``bot.errors.echo_parts``)."""
 
-    def __init__(self, user_message: str) -> None:
+    def __init__(self, user_message: str, *, echo: str | None = None) -> None:
         super().__init__(user_message)
         self.user_message = user_message
+        self.echo = echo
 
 
 @dataclass(frozen=True)
@@ -117,22 +121,27 @@ def parse_when(text: str) -> When:
     raw = " ".join(str(text).split())
     if not raw:
         raise ScheduleError(f"Say when to post, {EXAMPLE}.")
+    echo = shown(raw)
     lowered = raw.lower()
     if lowered.startswith("every"):
         match = _EVERY.match(lowered)
         if not match or match.group(2) not in _EVERY_UNITS:
-            raise ScheduleError(f"'{raw}' is not understood: write every N with a unit s, m, h or d, {EXAMPLE}.")
+            raise ScheduleError(f"'{echo}' is not understood: write every N with a unit s, m, h or d, {EXAMPLE}.",
+                                echo=echo)
         seconds = float(match.group(1)) * _EVERY_UNITS[match.group(2)]
         if seconds < 1:
-            raise ScheduleError(f"'{raw}': every needs a positive number of at least one second, e.g. every 6h.")
+            raise ScheduleError(f"'{echo}': every needs a positive number of at least one second, e.g. every 6h.",
+                                echo=echo)
         return When(raw, every=seconds)
     fields = raw.split(" ")
     if len(fields) != 5:
-        raise ScheduleError(f"'{raw}' is not a 5-field cron expression (minute hour day month weekday), {EXAMPLE}.")
+        raise ScheduleError(f"'{echo}' is not a 5-field cron expression (minute hour day month weekday), {EXAMPLE}.",
+                            echo=echo)
     try:
         CronSim(raw, datetime.now(UTC))
     except CronSimError as exc:
-        raise ScheduleError(f"'{raw}' is not a valid cron expression ({str(exc).lower()}), {EXAMPLE}.") from None
+        raise ScheduleError(f"'{echo}' is not a valid cron expression ({str(exc).lower()}), {EXAMPLE}.",
+                            echo=echo) from None
     return When(raw, cron=raw)
 
 

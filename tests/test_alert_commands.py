@@ -93,7 +93,7 @@ async def test_discord_account_option_is_autocompleted_and_an_unknown_one_gets_t
     assert (await discord_fake.wait_callback(iid)).body["data"]["choices"] == [{"name": "studio", "value": "studio"}]
 
     embed = await _discord(discord_fake, "quota-alert", _condition("20%", "nope"), subcommand="add")
-    assert embed["description"] == "There is no account 'nope'. Accounts: studio, lab." and embed["color"] == RED
+    assert embed["description"] == "There is no account `nope`. Accounts: studio, lab." and embed["color"] == RED
     embed = await _discord(discord_fake, "quota-alert", _condition("5h", "Lab"), subcommand="add")
     assert embed["description"] == f"Alert **#1** added: below `5h` for account **lab**, posted in <#{CHANNEL_ID}>."
     assert [(v.account, v.condition) for v in await alerts.list("discord")] == [("lab", "5h")]
@@ -123,7 +123,7 @@ async def test_discord_without_manage_server_is_refused_and_a_bad_condition_gets
         embed = await _discord(discord_fake, "quota-alert", options, subcommand=subcommand, permissions="0")
         assert embed["description"] == "Only members with the Manage Server permission can manage quota alerts."
     embed = await _discord(discord_fake, "quota-alert", _condition("every tuesday"), subcommand="add")
-    assert embed["description"] == BAD_CONDITION and embed["color"] == RED
+    assert embed["description"] == BAD_CONDITION.replace("'every tuesday'", "`every tuesday`") and embed["color"] == RED
     assert await alerts.list("discord") == []
 
 
@@ -200,7 +200,7 @@ async def test_slack_add_list_remove_bad_input_and_usage(slack_http, alerting): 
     assert (await _ask(bot, "remove 1"))["text"] == "Removed alert #1."
     assert (await _ask(bot, "remove #1"))["text"] == "There is no alert #1; see `/quota-alert list`."
     usage = await _ask(bot, "dance")
-    assert usage["text"].startswith("I did not understand `dance`. *Usage:* `/quota-alert add <condition> [account]`")
+    assert usage["text"].startswith("I did not understand `dance`. *Usage:* `/quota-alert add &lt;condition&gt; [account]`")
     assert (await _ask(bot, "help"))["text"].startswith("*Usage:*")
     assert [v.condition for v in await alerts.list("slack")] == ["runout"]
 

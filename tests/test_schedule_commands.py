@@ -56,7 +56,7 @@ async def test_discord_bad_when_gets_a_reason_with_an_example(discord_fake, star
     callback = await discord_fake.wait_callback(iid)
     assert callback.body["data"]["flags"] & 64  # ephemeral
     text = _desc(await discord_fake.wait_edit(token))
-    assert text.startswith("'every tuesday' is not understood") and "e.g. 0 9 * * 1-5" in text
+    assert text.startswith("`every tuesday` is not understood") and "e.g. 0 9 * * 1-5" in text
 
 
 async def test_discord_without_manage_server_is_refused(discord_fake, start_discord, scheduler, service):  # noqa: F811
@@ -100,5 +100,5 @@ async def test_slack_list_remove_and_usage(slack_http, scheduler, service):  # n
     assert (await bot.fake.wait_response(rid)).body["text"] == "Removed schedule #1."
     _, _, rid, _ = await bot.command("dance", command="/quota-schedule", user_id=ADMIN_ID)
     usage = (await bot.fake.wait_response(rid)).body
-    assert usage["text"].startswith("I did not understand `dance`. *Usage:* `/quota-schedule add <when>`")
+    assert usage["text"].startswith("I did not understand `dance`. *Usage:* `/quota-schedule add &lt;when&gt;`")
     assert usage["response_type"] == "ephemeral"

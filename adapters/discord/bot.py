@@ -34,8 +34,8 @@ from bot.schedules import ScheduleError, ScheduleManager
 from bot.service import QuotaService
 from bot.settings import Settings
 
-from .render import (CHART_FILENAME, alert_added_text, alert_list_text, render_alert, render_error, render_history,
-                     render_notice, render_reading, schedule_added_text, schedule_list_text)
+from .render import (CHART_FILENAME, alert_added_text, alert_list_text, error_sentence, render_alert, render_error,
+                     render_history, render_notice, render_reading, schedule_added_text, schedule_list_text)
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,10 @@ class _Client(discord.Client):
         # A bounded pool of kept-alive connections: a burst of interactions reuses them instead of
         # opening one new connection (a TLS handshake, against Discord) per deferral.
         super().__init__(intents=discord.Intents.none(), max_ratelimit_timeout=MAX_RATELIMIT_WAIT,
-                         connector=aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=60))
+        # allowed_mentions none by default: every message, edit and followup carries `{"parse": []}`, so
+        # nothing a user typed (echoed back in an answer) can ping; an alert names its role explicitly.
+                         connector=aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=60),
+                         allowed_mentions=discord.AllowedMentions.none())
         self.adapter = adapter
         self.tree = app_commands.CommandTree(self)
 
@@ -432,7 +435,7 @@ class DiscordAdapter:
         if isinstance(exc, (QuotaError, ScheduleError, AlertError)):
             log.info("%s answered with an error: %s", what, exc)
             if isinstance(exc, (ScheduleError, AlertError)):
-                return render_notice(exc.user_message, ok=False)
+                return render_notice(error_sentence(exc), ok=False)
         else:
             log.error("%s failed unexpectedly", what, exc_info=exc)
         return render_error(exc)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.errors import user_sentence
+from bot.errors import echo_parts, user_sentence
 from bot.report import AccountReading, PoolReport, QuotaReport
 from bot.schedules import ScheduleView
 
@@ -31,6 +31,22 @@ SIMULATED_NOTE = "⚠️ Simulated reading: no provider credentials are set, the
 def _cut(text: str, limit: int) -> str:
     text = text if text.strip() else "—"
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+VALUE_MAX = 200  # characters of one value a user typed (a `when`, a condition) shown in a line
+
+
+def discord_code(value: str, limit: int = VALUE_MAX) -> str:
+    """What a user typed, shown as an inline code span it cannot break out of: on one line, cut first,
+    backticks replaced (a span cannot hold one). Inside a span Discord renders no mention, link or
+    markdown, and every message the bot sends also carries ``allowed_mentions: {"parse": []}``."""
+    return f"`{_cut(' '.join(value.replace('`', chr(0x2CB)).split()), limit)}`"
+
+
+def error_sentence(exc: BaseException) -> str:
+    """The failure's one line, with the part that repeats what the user typed in a code span."""
+    before, echo, after = echo_parts(exc)
+    return before if echo is None else f"{before}{discord_code(echo)}{after}"
 
 
 def render_report(report: QuotaReport) -> discord.Embed:
@@ -161,7 +177,7 @@ def render_reading(outcome: QuotaReport | PoolReport) -> discord.Embed:
 
 
 def render_error(exc: BaseException) -> discord.Embed:
-    return discord.Embed(title="Quota unavailable", description=_cut(user_sentence(exc), DESCRIPTION_MAX),
+    return discord.Embed(title="Quota unavailable", description=_cut(error_sentence(exc), DESCRIPTION_MAX),
                          colour=ERROR_COLOUR)
 
 
@@ -171,23 +187,25 @@ def render_notice(text: str, *, ok: bool = True) -> discord.Embed:
 
 def schedule_added_text(view: ScheduleView) -> str:
     runs = "\n".join(f"• <t:{int(t.timestamp())}:F>" for t in view.next_runs)
-    return (f"Schedule **#{view.id}** added: `{view.when}` ({view.timezone}) in <#{view.channel}>.\n"
+    return (f"Schedule **#{view.id}** added: {discord_code(view.when)} ({view.timezone}) in <#{view.channel}>.\n"
             f"Next runs:\n{runs}")
 
 
 def schedule_line(view: ScheduleView) -> str:
     next_run = f"next <t:{int(view.next_runs[0].timestamp())}:R>" if view.next_runs else "no next run"
-    state = f" ⚠️ failing: {view.failing}" if view.failing else ""
+    state = f" ⚠️ failing: {_cut(view.failing, VALUE_MAX)}" if view.failing else ""
     origin = " (from QUOTA_SCHEDULES)" if view.source == "config" else ""
-    return f"**#{view.id}** `{view.when}` ({view.timezone}) in <#{view.channel}>, {next_run}{origin}{state}"
+    return f"**#{view.id}** {discord_code(view.when)} ({view.timezone}) in <#{view.channel}>, {next_run}{origin}{state}"
 
 
 def schedule_list_text(views: list[ScheduleView]) -> str:
     if not views:
         return "No quota schedules yet. Add one with `/quota-schedule add`."
-    return "\n".join(schedule_line(v) for v in views)
+    return _fit_lines([schedule_line(v) for v in views], DESCRIPTION_MAX)
 
 
+    """One line a schedule, cut at a line (never inside a mention or a code span) to fit one embed
+    description, saying how many more there are (as `alert_list_text`)."""
 # --- /quota-alert answers -------------------------------------------------------------------------
 
 def _alert_account(view: "AlertView") -> str:
@@ -195,14 +213,15 @@ def _alert_account(view: "AlertView") -> str:
 
 
 def alert_added_text(view: "AlertView") -> str:
-    text = f"Alert **#{view.id}** added: below `{view.condition}` for {_alert_account(view)}, posted in <#{view.channel}>."
+    text = (f"Alert **#{view.id}** added: below {discord_code(view.condition)} for {_alert_account(view)}, "
+            f"posted in <#{view.channel}>.")
     return text + (f"\n{view.note}" if view.note else "")
 
 
 def alert_line(view: "AlertView") -> str:
     origin = "from QUOTA_ALERTS" if view.source == "config" else "from chat"
-    state = f" ⚠️ failing: {view.failing}" if view.failing else ""
-    return (f"**#{view.id}** below `{view.condition}` for {_alert_account(view)} in <#{view.channel}> ({origin}), "
+    state = f" ⚠️ failing: {_cut(view.failing, VALUE_MAX)}" if view.failing else ""
+    return (f"**#{view.id}** below {discord_code(view.condition)} for {_alert_account(view)} in <#{view.channel}> ({origin}), "
             f"{view.state_text}{state}")
 
 

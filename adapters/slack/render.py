@@ -28,12 +28,56 @@ SIMULATED_NOTE = ":warning: *Simulated reading*: no provider credentials are set
 
 
 def _cut(text: str, limit: int) -> str:
+    """Plain text (not yet escaped, or a plain_text object) within ``limit`` characters."""
     text = text if text.strip() else "—"
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _trim(text: str, limit: int) -> str:
+    """mrkdwn, already escaped, within ``limit`` characters. The cut never lands inside an escape
+    (``&amp;``) or one of our ``<…>`` links, mentions and dates: it moves to before it. Values are cut
+    before they are escaped (`fit`, or `_cut` then `escape`); this is the last guard for a whole text."""
+    text = text if text.strip() else "—"
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 1]
+    amp = head.rfind("&")
+    if amp >= 0 and len(head) - amp < 5 and ";" not in head[amp:]:
+        head = head[:amp]
+    if head.rfind("<") > head.rfind(">"):
+        head = head[: head.rfind("<")]
+    return head + "…"
+
+
 def escape(text: str) -> str:
+    """Slack's three escapes (api.slack.com "Formatting text for app surfaces"): & < > and nothing else."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def fit(text: str, limit: int) -> str:
+    """``text`` escaped, within ``limit`` characters: cut in plain text first, so the cut can never
+    land inside an escape."""
+    text = text if text.strip() else "—"
+    out = escape(text)
+    if len(out) <= limit:
+        return out
+    used = count = 0
+    for char in text:
+        used += len(escape(char))
+        if used > limit - 1:
+            break
+        count += 1
+    return escape(text[:count]) + "…"
+
+
+class Mrkdwn(str):
+    """Text already in Slack's mrkdwn: every value in it escaped, our own ``<#C…>``, ``<!date^…>`` and
+    ``<!subteam^…>`` left as they are. As markupsafe's ``Markup`` does for HTML: `render_text` sends a
+    ``Mrkdwn`` as it is and escapes any other ``str`` whole, so a sentence (ours, a usage text, or one
+    that repeats what a user typed) never reaches Slack with a raw ``<…>`` in it; anything built by
+    joining strings is a plain ``str`` again, and escaped."""
+
+    __slots__ = ()
 
 
 def slack_date(moment: datetime, token: str = "{date_short_pretty} at {time}", fallback: str | None = None) -> str:
@@ -48,7 +92,7 @@ def fallback_text(report: QuotaReport) -> str:
     text = f"Midjourney fast time: {report.headline}"
     if report.percent is not None:
         text += f" ({report.percent:.2f}%)"
-    return text + (" [simulated]" if report.simulated else "")
+    return escape(text + (" [simulated]" if report.simulated else ""))
 
 
 def render_report(report: QuotaReport) -> tuple[list[dict[str, Any]], str]:
@@ -61,7 +105,7 @@ def render_report(report: QuotaReport) -> tuple[list[dict[str, Any]], str]:
                        f"{LEVEL_EMOJI[report.level]} `{report.progress_bar(20)}` *{report.percent:.2f}%* left"}})
     if report.pace:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
-                       f":chart_with_downwards_trend: {escape(_cut(report.pace, 500))}"}]})
+                       f":chart_with_downwards_trend: {fit(report.pace, 500)}"}]})
     if report.simulated:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": SIMULATED_NOTE}]})
     if (age := report.age_text()) is not None:
@@ -69,13 +113,13 @@ def render_report(report: QuotaReport) -> tuple[list[dict[str, Any]], str]:
                        f":clock3: These figures were {age} (the provider's last look at Midjourney)."}]})
     fields: list[str] = []
     if report.job_mode:
-        fields.append(f"*Job mode*\n{escape(report.job_mode)}")
+        fields.append(f"*Job mode*\n{fit(report.job_mode, 500)}")
     if report.plan:
         plan = report.plan if not report.plan_status else f"{report.plan} ({report.plan_status})"
-        fields.append(f"*Plan*\n{escape(plan)}")
+        fields.append(f"*Plan*\n{fit(plan, 500)}")
     if report.renewal:
         fields.append(f"*Renews*\n{slack_date(report.renewal)}")
-    fields.extend(f"*{escape(_cut(k, 200))}*\n{escape(_cut(v, FIELD_TEXT_MAX - 210))}" for k, v in report.other_fields)
+    fields.extend(f"*{fit(k, 200)}*\n{fit(v, FIELD_TEXT_MAX - 210)}" for k, v in report.other_fields)
     footer = {"type": "context", "elements": [{"type": "mrkdwn", "text": f"Read {slack_date(report.read_at)}"
                                                + (" · simulated" if report.simulated else "")}]}
     room = MAX_BLOCKS - len(blocks) - 1  # keep the footer
@@ -84,7 +128,7 @@ def render_report(report: QuotaReport) -> tuple[list[dict[str, Any]], str]:
         hidden = sum(len(c) for c in chunks[room - 1:])
         chunks = chunks[: room - 1] + [[f"*…*\n{hidden} more fields not shown"]]
     for chunk in chunks:
-        blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": _cut(f, FIELD_TEXT_MAX)} for f in chunk]})
+        blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": _trim(f, FIELD_TEXT_MAX)} for f in chunk]})
     blocks.append(footer)
     return blocks, fallback_text(report)
 
@@ -109,7 +153,7 @@ def _figures(report: QuotaReport) -> str:
 def pool_line(account: AccountReading) -> str:
     """One account as mrkdwn: level, *name*, figures; then bar, percent, job mode, renewal and age.
     A failed account: ``:x: *name*`` and its one-line reason, marked as not in the sum."""
-    name = escape(_cut(account.name, POOL_NAME_MAX))
+    name = escape(_cut(account.name, POOL_NAME_MAX))  # cut, then escaped: a cut never lands inside an escape
     report = account.report
     if report is None:
         sentence = user_sentence(account.error) if account.error is not None else "No reading."
@@ -134,7 +178,7 @@ def pool_fallback_text(report: PoolReport) -> str:
     text = f"Midjourney fast time: {report.headline}"
     if report.percent is not None:
         text += f" ({report.percent:.2f}%)"
-    return text + (" [simulated]" if report.simulated else "")
+    return escape(text + (" [simulated]" if report.simulated else ""))
 
 
 def render_pool(report: PoolReport) -> tuple[list[dict[str, Any]], str]:
@@ -174,7 +218,7 @@ def render_pool(report: PoolReport) -> tuple[list[dict[str, Any]], str]:
                     hidden += 1
                 groups[-1].append(f"…and {hidden} more accounts not shown")
                 break
-    texts = [_cut("\n".join(group), SECTION_TEXT_MAX) for group in groups]
+    texts = [_trim("\n".join(group), SECTION_TEXT_MAX) for group in groups]
     blocks.extend({"type": "section", "text": {"type": "mrkdwn", "text": t}} for t in texts)
     blocks.append(footer)
     return blocks, pool_fallback_text(report)
@@ -186,12 +230,15 @@ def render_reading(outcome: QuotaReport | PoolReport) -> tuple[list[dict[str, An
 
 
 def render_error(exc: BaseException) -> tuple[list[dict[str, Any]], str]:
-    sentence = user_sentence(exc)
-    return [{"type": "section", "text": {"type": "mrkdwn", "text": f":x: {escape(sentence)}"}}], sentence
+    """The one line for a failure, escaped (it may repeat what a user typed), as blocks and fallback."""
+    sentence = fit(user_sentence(exc), SECTION_TEXT_MAX - 4)
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": f":x: {sentence}"}}], sentence
 
 
 def render_text(text: str) -> tuple[list[dict[str, Any]], str]:
-    return [{"type": "section", "text": {"type": "mrkdwn", "text": _cut(text, SECTION_TEXT_MAX)}}], text
+    """One section (and the same text as the fallback): a `Mrkdwn` as it is, any other text escaped."""
+    shown = _trim(text, SECTION_TEXT_MAX) if isinstance(text, Mrkdwn) else fit(text, SECTION_TEXT_MAX)
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": shown}}], shown
 
 
 # --- /quota-schedule answers ----------------------------------------------------------------------
@@ -202,62 +249,71 @@ def _next_run(moment: datetime, zone: str) -> str:
     return f"{slack_date(moment, '{date_short_pretty} {time}', fallback=wall)} ({wall})"
 
 
-def schedule_added_text(view: ScheduleView) -> str:
+def schedule_added_text(view: ScheduleView) -> Mrkdwn:
     runs = "\n".join(f"• {_next_run(t, view.timezone)}" for t in view.next_runs)
-    return (f"Schedule *#{view.id}* added: `{escape(view.when)}` ({view.timezone}) in <#{view.channel}>."
-            f"\nNext runs:\n{runs}")
+    return Mrkdwn(f"Schedule *#{view.id}* added: `{_code(view.when)}` ({escape(view.timezone)}) in <#{view.channel}>."
+                  f"\nNext runs:\n{runs}")
 
 
 def schedule_line(view: ScheduleView) -> str:
     next_run = f"next {slack_date(view.next_runs[0])}" if view.next_runs else "no next run"
-    state = f" :warning: failing: {escape(view.failing)}" if view.failing else ""
+    state = f" :warning: failing: {fit(view.failing, VALUE_MAX)}" if view.failing else ""
     origin = " (from QUOTA_SCHEDULES)" if view.source == "config" else ""
-    return f"*#{view.id}* `{escape(view.when)}` ({view.timezone}) in <#{view.channel}>, {next_run}{origin}{state}"
+    return (f"*#{view.id}* `{_code(view.when)}` ({escape(view.timezone)}) in <#{view.channel}>, "
+            f"{next_run}{origin}{state}")
 
 
-def schedule_list_text(views: list[ScheduleView]) -> str:
-    """One line a schedule; `render_text` cuts the whole to one section's 3,000 characters."""
+def schedule_list_text(views: list[ScheduleView]) -> Mrkdwn:
+    """One line a schedule, within one section's 3,000 characters (cut at a line, saying how many more)."""
     if not views:
-        return "No quota schedules yet. Add one with `/quota-schedule add every 6h`."
+        return Mrkdwn("No quota schedules yet. Add one with `/quota-schedule add every 6h`.")
     return _fit_lines([schedule_line(v) for v in views])
 
 
-def _fit_lines(lines: list[str]) -> str:
+VALUE_MAX = 200  # characters of one value (a `when`, a failure) in a line, before escaping
+
+
+def _code(value: str) -> str:
+    """A value for inside a backtick code span: on one line, cut, no backtick to close the span, escaped."""
+    return fit(" ".join(value.replace("`", "'").split()), VALUE_MAX)
+
+
+def _fit_lines(lines: list[str]) -> Mrkdwn:
     """The lines within one section's 3,000 characters, cut at a line, saying how many were left out."""
     text = "\n".join(lines)
     if len(text) <= SECTION_TEXT_MAX:
-        return text
+        return Mrkdwn(text)
     shown: list[str] = []
     for line in lines:
         if len("\n".join([*shown, line])) > SECTION_TEXT_MAX - 60:
             break
         shown.append(line)
-    return "\n".join(shown) + f"\n…and {len(lines) - len(shown)} more."
+    return Mrkdwn("\n".join(shown) + f"\n…and {len(lines) - len(shown)} more.")
 
 
 # --- /quota-alert answers -------------------------------------------------------------------------
 
 def _alert_account(view: "AlertView") -> str:
-    return f"account *{escape(view.account)}*" if view.account else "all accounts"
+    return f"account *{fit(view.account, VALUE_MAX)}*" if view.account else "all accounts"
 
 
-def alert_added_text(view: "AlertView") -> str:
-    text = (f"Alert *#{view.id}* added: below `{escape(view.condition)}` for {_alert_account(view)}, "
+def alert_added_text(view: "AlertView") -> Mrkdwn:
+    text = (f"Alert *#{view.id}* added: below `{_code(view.condition)}` for {_alert_account(view)}, "
             f"posted in <#{view.channel}>.")
-    return text + (f"\n{escape(view.note)}" if view.note else "")
+    return Mrkdwn(text + (f"\n{fit(view.note, SECTION_TEXT_MAX - 500)}" if view.note else ""))
 
 
 def alert_line(view: "AlertView") -> str:
     origin = "from QUOTA_ALERTS" if view.source == "config" else "from chat"
-    state = f" :warning: failing: {escape(view.failing)}" if view.failing else ""
-    return (f"*#{view.id}* below `{escape(view.condition)}` for {_alert_account(view)} in <#{view.channel}> "
-            f"({origin}), {view.state_text}{state}")
+    state = f" :warning: failing: {fit(view.failing, VALUE_MAX)}" if view.failing else ""
+    return (f"*#{view.id}* below `{_code(view.condition)}` for {_alert_account(view)} in <#{view.channel}> "
+            f"({origin}), {escape(view.state_text)}{state}")
 
 
-def alert_list_text(views: list["AlertView"]) -> str:
+def alert_list_text(views: list["AlertView"]) -> Mrkdwn:
     """One line an alert, within one section's 3,000 characters (cut like `schedule_list_text`)."""
     if not views:
-        return "No quota alerts yet. Add one with `/quota-alert add 20%`."
+        return Mrkdwn("No quota alerts yet. Add one with `/quota-alert add 20%`.")
     return _fit_lines([alert_line(v) for v in views])
 
 
@@ -272,8 +328,8 @@ def render_history(data: "HistoryData", file_id: str | None) -> tuple[list[dict[
     title = f"Midjourney fast time, last {data.days} days" + (" (all accounts)" if several else "")
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _cut(title, HEADER_MAX)}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": _cut(
-            f":chart_with_downwards_trend: {escape(data.pace)}\n{escape(summary_line(data))}", SECTION_TEXT_MAX)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _trim(
+            f":chart_with_downwards_trend: {fit(data.pace, 1000)}\n{fit(summary_line(data), 1900)}", SECTION_TEXT_MAX)}},
     ]
     if data.simulated:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": SIMULATED_NOTE}]})
@@ -281,24 +337,24 @@ def render_history(data: "HistoryData", file_id: str | None) -> tuple[list[dict[
         blocks.append({"type": "image", "slack_file": {"id": file_id}, "alt_text": _cut(f"{title}. {data.pace}", 2000)})
     else:
         rows = list(data.series.items()) + ([("pool", data.pooled)] if data.pooled else [])
-        text = "\n".join(f"`{sparkline([v for _, v in points], 40) or '-' * 40}` {escape(name) if several else ''}"
+        text = "\n".join(f"`{sparkline([v for _, v in points], 40) or '-' * 40}` {fit(name, 80) if several else ''}"
                          for name, points in rows)
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(text, SECTION_TEXT_MAX)}})
-    return blocks, f"{title}: {data.pace}"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _trim(text, SECTION_TEXT_MAX)}})
+    return blocks, f"{escape(title)}: {fit(data.pace, 1000)}"
 
 
 def render_alert(notice: "AlertNotice") -> tuple[list[dict[str, Any]], str]:
     """A low-quota alert (plain text; a user group is mentioned only when QUOTA_ALERT_MENTION names one)."""
     mention = f"<!subteam^{notice.mention}> " if notice.mention else ""
-    lines = [f":warning: {mention}*{escape(notice.headline)}*"]
+    lines = [f":warning: {mention}*{fit(notice.headline, 500)}*"]
     if notice.pace:
-        lines.append(f":chart_with_downwards_trend: {escape(notice.pace)}")
+        lines.append(f":chart_with_downwards_trend: {fit(notice.pace, 1000)}")
     if notice.renewal is not None:
         lines.append(f"Renews {slack_date(notice.renewal)}")
     lines.append("Whoever manages the Midjourney plan can switch to Relax mode or buy more fast time.")
-    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": _cut("\n".join(lines), SECTION_TEXT_MAX)}}]
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": _trim("\n".join(lines), SECTION_TEXT_MAX)}}]
     if notice.simulated:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": SIMULATED_NOTE}]})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
-                   f"quota-bot alert #{notice.alert_id} · {escape(notice.condition)}"}]})
-    return blocks, f"{mention}{notice.headline}"
+                   f"quota-bot alert #{notice.alert_id} · {fit(notice.condition, VALUE_MAX)}"}]})
+    return blocks, f"{mention}{fit(notice.headline, 500)}"
