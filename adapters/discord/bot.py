@@ -98,9 +98,9 @@ class _Client(discord.Client):
         discord.VoiceClient.warn_dave = False
         # A bounded pool of kept-alive connections: a burst of interactions reuses them instead of
         # opening one new connection (a TLS handshake, against Discord) per deferral.
-        super().__init__(intents=discord.Intents.none(), max_ratelimit_timeout=MAX_RATELIMIT_WAIT,
         # allowed_mentions none by default: every message, edit and followup carries `{"parse": []}`, so
         # nothing a user typed (echoed back in an answer) can ping; an alert names its role explicitly.
+        super().__init__(intents=discord.Intents.none(), max_ratelimit_timeout=MAX_RATELIMIT_WAIT,
                          connector=aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=60),
                          allowed_mentions=discord.AllowedMentions.none())
         self.adapter = adapter

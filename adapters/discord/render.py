@@ -199,13 +199,13 @@ def schedule_line(view: ScheduleView) -> str:
 
 
 def schedule_list_text(views: list[ScheduleView]) -> str:
+    """One line a schedule, cut at a line (never inside a mention or a code span) to fit one embed
+    description, saying how many more there are (as `alert_list_text`)."""
     if not views:
         return "No quota schedules yet. Add one with `/quota-schedule add`."
     return _fit_lines([schedule_line(v) for v in views], DESCRIPTION_MAX)
 
 
-    """One line a schedule, cut at a line (never inside a mention or a code span) to fit one embed
-    description, saying how many more there are (as `alert_list_text`)."""
 # --- /quota-alert answers -------------------------------------------------------------------------
 
 def _alert_account(view: "AlertView") -> str:
