@@ -107,11 +107,24 @@ async def attach_history(settings: Settings, core: Core, store: Any) -> Any:
             log.exception("account %s: the learned job durations could not be read", name)
         timing.on_sample = _keeper(store, name, kind)
     history = History(store, core.pool, sample_every=settings.sample_every(core.pool.simulated),
-                      keep_days=settings.quota_history_days, tz=ZoneInfo(settings.quota_timezone))
+                      keep_days=settings.quota_history_days, tz=ZoneInfo(settings.quota_timezone),
+                      configured_alerts=_configured_alerts(settings, core))
     core.pool.annotate = history.annotate
     core.pool.history = history  # what the adapters' history commands read
     core.history = history
     return history
+
+
+def _configured_alerts(settings: Settings, core: Core) -> list[tuple[str, str]] | None:
+    """QUOTA_ALERTS as (account, condition) pairs, for the chart's alert lines; None when it does not
+    parse (start-up reports that; the chart then takes the stored alerts)."""
+    from bot.alerts import AlertError, parse_config
+
+    try:
+        items = parse_config(settings.quota_alerts, core.pool.names)
+    except AlertError:
+        return None
+    return [(item.account, condition.text) for item in items for condition in item.conditions]
 
 
 def _recorder(store: Any) -> Any:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from typing import Any, Sequence
 
-__all__ = ["ChartSeries", "ChartSpec", "render_png", "render_png_async", "sparkline",
+__all__ = ["ChartSeries", "ChartSpec", "figure", "render_png", "render_png_async", "sparkline",
            "WIDTH_PX", "HEIGHT_PX"]
 
 WIDTH_PX = 1200
@@ -78,6 +78,8 @@ class ChartSpec:
     title: str = "Midjourney fast time left"
     simulated: bool = False     # label the chart "simulated"
     tz: tzinfo = timezone.utc    # axis dates in this zone
+    simulated_names: Sequence[str] = ()  # when only some series are simulated: which (named on the badge)
+    note: str = ""               # one line after the subtitle, e.g. which accounts the pool leaves out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -118,7 +120,15 @@ def render_png(spec: ChartSpec) -> bytes:
     ``render_png_async``."""
     mpl = _matplotlib()
     with _render_lock:
-        return _render(spec, mpl)
+        return _encode(_draw(spec, mpl), mpl)
+
+
+def figure(spec: ChartSpec) -> Any:
+    """The chart as a matplotlib ``Figure``, not yet encoded: what ``render_png`` draws, for a caller
+    (a test) that inspects its artists (texts, lines, legend) rather than pixels."""
+    mpl = _matplotlib()
+    with _render_lock:
+        return _draw(spec, mpl)
 
 
 _executor: ProcessPoolExecutor | None = None
@@ -185,7 +195,7 @@ def _tz_name(tz: tzinfo, at: float) -> str:
     return datetime.fromtimestamp(at, tz).tzname() or str(tz)
 
 
-def _render(spec: ChartSpec, mpl: dict[str, Any]) -> bytes:
+def _draw(spec: ChartSpec, mpl: dict[str, Any]) -> Any:
     mdates = mpl["mdates"]
     epoch = mpl["epoch"]
 
@@ -270,11 +280,15 @@ def _render(spec: ChartSpec, mpl: dict[str, Any]) -> bytes:
         top = max(top, h)
     ymax = top * 1.12 if top > 0 else 1.0
     label_at = ax.get_yaxis_transform()
-    for label, h in thresholds:
+    column, above = 0, math.inf
+    for label, h in sorted(thresholds, key=lambda item: -item[1]):
         if h < 0:
             continue
         ax.axhline(h, color=THRESHOLD_COLOUR, linewidth=1.0, alpha=0.45, zorder=2)
-        ax.text(0.006, h + ymax * 0.012, f"{label} · {h:g} h", transform=label_at, color=THRESHOLD_COLOUR,
+        # a label closer than its height to the one above goes beside it, not over it
+        column = (column + 1) % 4 if above - h < ymax * 0.045 else 0
+        above = h
+        ax.text(0.006 + column * 0.24, h + ymax * 0.012, f"{label} · {h:g} h", transform=label_at, color=THRESHOLD_COLOUR,
                 fontsize=9, va="bottom", ha="left", zorder=6,
                 bbox={"boxstyle": "round,pad=0.2", "facecolor": PLOT_BACKGROUND, "edgecolor": "none",
                       "alpha": 0.85})
@@ -295,9 +309,14 @@ def _render(spec: ChartSpec, mpl: dict[str, Any]) -> bytes:
     fig.text(0.065, 0.955, spec.title, color=TEXT, fontsize=16, weight="bold", ha="left", va="center")
     days = (now - left) / 86400.0
     subtitle = f"last {days:.0f} days · dates in {_tz_name(spec.tz, now)}"
+    if spec.note:
+        subtitle += f" · {spec.note}"
     fig.text(0.065, 0.912, subtitle, color=MUTED, fontsize=10, ha="left", va="center")
     if spec.simulated:
-        fig.text(0.965 if not handles else 0.81, 0.955, "SIMULATED", color=BACKGROUND, fontsize=11, weight="bold", ha="right",
+        badge = "SIMULATED"
+        if spec.simulated_names:
+            badge += ": " + _short(", ".join(str(n) for n in spec.simulated_names))
+        fig.text(0.965 if not handles else 0.81, 0.955, badge, color=BACKGROUND, fontsize=11, weight="bold", ha="right",
                  va="center", bbox={"boxstyle": "round,pad=0.35", "facecolor": SIMULATED_COLOUR,
                                     "edgecolor": "none"})
     if not handles:  # no legend: give its room to the plot
@@ -308,7 +327,7 @@ def _render(spec: ChartSpec, mpl: dict[str, Any]) -> bytes:
         for text in legend.get_texts():
             text.set_color(TEXT)
 
-    return _encode(fig, mpl)
+    return fig
 
 
 def _encode(fig: Any, mpl: dict[str, Any]) -> bytes:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import QuotaError
 from .forecast import Forecast, Sample, combine, forecast, pace_line
@@ -33,7 +34,8 @@ PRUNE_EVERY = 86400.0
 
 @dataclass(frozen=True)
 class HistoryData:
-    """What a history answer shows: the series (per account, hours), the forecast and its line, figures."""
+    """What a history answer shows: the series (per account, hours), the forecast and its line, figures,
+    and the alert lines (label, hours) that apply to the plotted series."""
 
     days: int
     start: float
@@ -42,26 +44,41 @@ class HistoryData:
     renewals: list[float]
     forecast: Forecast
     pace: str
-    simulated: bool
+    simulated: bool  # a plotted series is simulated (or, with nothing plotted, every account is)
+    thresholds: tuple[tuple[str, float], ...] = ()  # the alerts that apply, as (label, hours) lines
+    simulated_accounts: tuple[str, ...] = ()  # the plotted accounts that are simulated
+
+    @property
+    def several(self) -> bool:
+        """Every account and the pool (not one account)."""
+        return len(self.series) >= 2
+
+    @property
+    def left_out(self) -> tuple[str, ...]:
+        """The accounts with no reading in the window: not in the pool's line nor its figures."""
+        return tuple(name for name, points in self.series.items() if not points) if self.several else ()
 
     @property
     def pooled(self) -> list[tuple[float, float]]:
-        """The pool's sum over time: at each reading, the sum of every account's latest value (only once
-        every account has a value)."""
-        if len(self.series) < 2:
+        """The pool's sum over time, over the accounts that have readings: at each reading, the sum of
+        each such account's latest value (once each of them has a value)."""
+        if not self.several:
             return []
-        events = sorted((t, name, v) for name, points in self.series.items() for t, v in points)
+        counted = [name for name, points in self.series.items() if points]
+        events = sorted((t, name, v) for name in counted for t, v in self.series[name])
         latest: dict[str, float] = {}
-        out = []
-        for t, name, v in events:
+        out: list[tuple[float, float]] = []
+        for i, (t, name, v) in enumerate(events):
             latest[name] = v
-            if len(latest) == len(self.series):
-                out.append((t, round(sum(latest.values()), 4)))
+            if len(latest) == len(counted) and (i + 1 == len(events) or events[i + 1][0] != t):
+                out.append((t, round(sum(latest.values()), 4)))  # once per moment, after all its readings
         return out
 
     def figures(self) -> dict[str, Any]:
-        """min, max, spend (the sum of the falls, refills and renewals not counted) over the days."""
-        values = [v for points in ([self.pooled] if self.pooled else self.series.values()) for _, v in points]
+        """min, max (of the pool when several accounts are shown), spend (the sum of the falls, refills and
+        renewals not counted) over the days."""
+        shown = [self.pooled] if self.several else list(self.series.values())
+        values = [v for points in shown for _, v in points]
         spent = 0.0
         for points in self.series.values():
             spent += sum(max(0.0, a[1] - b[1]) for a, b in zip(points, points[1:]))
@@ -69,18 +86,27 @@ class HistoryData:
                 "spent": round(spent, 2), "readings": sum(len(p) for p in self.series.values())}
 
     def to_json(self) -> dict[str, Any]:
-        return {"days": self.days, "start": int(self.start), "now": int(self.now), "simulated": self.simulated,
-                "pace": self.pace, **forecast_json(self.forecast, None), **{f"{k}": v for k, v in self.figures().items()},
-                "series": {name: [[int(t), v] for t, v in points] for name, points in self.series.items()}}
+        doc = {"days": self.days, "start": int(self.start), "now": int(self.now), "simulated": self.simulated,
+               "pace": self.pace, **forecast_json(self.forecast, None), **{f"{k}": v for k, v in self.figures().items()},
+               "series": {name: [[int(t), v] for t, v in points] for name, points in self.series.items()},
+               "alerts": [{"label": label, "hours": hours} for label, hours in self.thresholds]}
+        if self.several:
+            doc["pool"] = [[int(t), v] for t, v in self.pooled]
+            doc["left_out"] = list(self.left_out)
+        return doc
 
 
 class History:
     def __init__(self, store: Any, pool: Any, *, sample_every: float | None = None, keep_days: float = 400.0,
-                 tz: tzinfo = timezone.utc, clock: Any = None) -> None:
+                 tz: tzinfo = timezone.utc, clock: Any = None,
+                 configured_alerts: Sequence[tuple[str, str]] | None = None) -> None:
         from .scheduler import SystemClock
 
         self.store = store
         self.pool = pool
+        # QUOTA_ALERTS as (account, condition) pairs: with them, the chart's alert lines are these and the
+        # alerts added from chat (stored configured rows may be stale); without, every stored alert
+        self.configured_alerts = None if configured_alerts is None else tuple(configured_alerts)
         self.sample_every = sample_every
         self.keep_days = keep_days
         self.tz = tz
@@ -153,16 +179,68 @@ class History:
         start = now - days * 86400
         names = [account] if account else list(self.pool.services)
         series: dict[str, list[tuple[float, float]]] = {}
+        totals: dict[str, float | None] = {}
         renewals: set[float] = set()
         for name in names:
             samples = await self.samples(name, start)
             series[name] = [(s.at, s.remaining) for s in samples]
+            totals[name] = samples[-1].total if samples else None
             renewals.update(s.renewal for s in samples if s.renewal is not None and start <= s.renewal <= now + 45 * 86400)
         f = await (self.forecast(names[0]) if len(names) == 1 else self.pooled_forecast(names))
         if f.renewal is not None:
             renewals.add(f.renewal)
-        simulated = all(self._simulated(n) for n in names)
-        return HistoryData(days, start, now, series, sorted(renewals), f, pace_line(f, self.tz), simulated)
+        plotted = [n for n in names if series[n]]
+        simulated_accounts = tuple(n for n in plotted if self._simulated(n))
+        simulated = bool(simulated_accounts) if plotted else all(self._simulated(n) for n in names)
+        lines = await self._alert_lines(series, totals, whole_pool=len(names) == len(self.pool.services))
+        return HistoryData(days, start, now, series, sorted(renewals), f, pace_line(f, self.tz), simulated, lines,
+                           simulated_accounts)
+
+    async def _alert_lines(self, series: dict[str, list[tuple[float, float]]], totals: dict[str, float | None],
+                           whole_pool: bool) -> tuple[tuple[str, float], ...]:
+        """The alerts that apply to the plotted series as (label, hours): an account's alerts when it is
+        plotted (it has readings), the pool's ('' in QUOTA_ALERTS) when the pool is (or when the one account
+        shown is the whole pool); a percentage is converted with the total of what it watches, ``runout``
+        has no line. Never fails: without the alerts the chart is drawn without them."""
+        from .alerts import AlertError, parse_condition
+
+        try:
+            stored = await self.store.alerts()
+        except Exception:
+            log.exception("the alerts could not be read; the chart is drawn without their lines")
+            return ()
+        if self.configured_alerts is None:
+            pairs = [(row.account, row.condition) for row in stored]
+        else:
+            pairs = [*self.configured_alerts, *((row.account, row.condition) for row in stored if row.source != "config")]
+        several = len(series) >= 2
+        counted = [name for name, points in series.items() if points]
+        lines: dict[tuple[str, float], str] = {}
+        for account, text in dict.fromkeys(pairs):
+            try:
+                condition = parse_condition(text)
+            except AlertError:
+                continue
+            if account:
+                if account not in counted:
+                    continue  # not shown (another account, or no readings)
+                total, prefix = totals[account], f"{account} " if several else ""
+            elif several:
+                if not counted:
+                    continue
+                known = [totals[n] for n in counted]
+                total = None if any(t is None for t in known) else sum(t for t in known if t is not None)
+                prefix = "pool "
+            elif whole_pool and counted:
+                total, prefix = totals[counted[0]], ""
+            else:
+                continue  # one account of several is shown: the pool's alerts are about the others too
+            hours = condition.threshold(total)
+            if hours is None or not math.isfinite(hours):
+                continue
+            label = prefix + ("alert" if condition.kind == "hours" else f"alert {condition.label}")
+            lines.setdefault((prefix, round(hours, 2)), label)  # one line where two alerts would draw the same
+        return tuple(sorted(((label, hours) for (_, hours), label in lines.items()), key=lambda x: (-x[1], x[0])))
 
     # --- background work --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -246,38 +324,58 @@ def local_date(moment: float, tz: tzinfo) -> str:
     return datetime.fromtimestamp(moment, tz).strftime("%b %-d")
 
 
-def chart_spec(data: HistoryData, thresholds: tuple[tuple[str, float], ...] = (), title: str | None = None,
+def chart_spec(data: HistoryData, thresholds: Sequence[tuple[str, float]] | None = None, title: str | None = None,
                tz: tzinfo = timezone.utc) -> Any:
-    """The chart of ``data``: a line per account, the pool thicker, renewals, the projection dashed from
-    the latest reading to zero or to the renewal (whichever comes first), thresholds faint."""
+    """The chart of ``data``: a line per account with readings, the pool thicker (the sum of those), renewals,
+    the projection dashed from the latest reading (the pool's when several accounts are shown) to zero or to
+    the renewal (whichever comes first), the alert lines faint (``data.thresholds`` unless given)."""
     from .chart import ChartSeries, ChartSpec
 
-    single = len(data.series) == 1
-    series = [ChartSeries("" if single else name, points) for name, points in data.series.items()]
+    single = not data.several
+    series = [ChartSeries("" if single else name, points) for name, points in data.series.items()
+              if points or single]
     pooled = data.pooled
     if pooled:
         series.append(ChartSeries("pool", pooled, pool=True))
     projection = None
     f = data.forecast
-    last = pooled or next(iter(data.series.values()), [])
+    last = pooled if data.several else next(iter(data.series.values()), [])
     if f.enough and last and f.pace_per_day:
         t0, h0 = last[-1]
         end = f.runs_out_at if f.runs_out_at is not None else t0 + 30 * 86400
         if f.renewal is not None and f.renewal < end:
             end = f.renewal
+        if end <= t0:  # the forecast's run-out is behind the pool's latest reading: a short stub, not backwards
+            end = t0 + 3600
         projection = ((t0, h0), (end, max(0.0, h0 - f.pace_per_day * (end - t0) / 86400)))
     label = title or ("Midjourney fast time left" + ("" if single else " (all accounts)"))
+    partly = data.simulated_accounts if 0 < len(data.simulated_accounts) < sum(1 for p in data.series.values() if p) else ()
     return ChartSpec(series=series, start=data.start, now=data.now, renewals=data.renewals, projection=projection,
-                     thresholds=thresholds, title=label, simulated=data.simulated, tz=tz)
+                     thresholds=tuple(data.thresholds if thresholds is None else thresholds), title=label,
+                     simulated=data.simulated, tz=tz, simulated_names=partly, note=left_out_note(data))
+
+
+def left_out_note(data: HistoryData) -> str:
+    """``pool without gamma (no readings in 30 days)``, or ``""``."""
+    if not data.left_out or len(data.left_out) == len(data.series):
+        return ""
+    return f"pool without {', '.join(data.left_out)} (no readings in {data.days} days)"
 
 
 def summary_line(data: HistoryData) -> str:
-    """``Lowest 2.1 h, highest 15 h; 9.4 h spent in 30 days (360 readings)``, or why there is nothing."""
+    """``Lowest 2.1 h, highest 15 h; 9.4 h spent in 30 days (360 readings)``, or why there is nothing; the
+    accounts left out of the pool and, when only some are, the simulated ones are named."""
     figures = data.figures()
     if not figures["readings"]:
         return f"No readings in the last {data.days} days yet."
-    return (f"Lowest {_hours(figures['min'])}, highest {_hours(figures['max'])}; {_hours(figures['spent'])} spent "
+    line = (f"Lowest {_hours(figures['min'])}, highest {_hours(figures['max'])}; {_hours(figures['spent'])} spent "
             f"in {data.days} days ({figures['readings']} readings)")
+    if data.left_out:
+        line += (f"; {', '.join(data.left_out)} left out of the pool (no readings in {data.days} days)")
+    plotted = sum(1 for points in data.series.values() if points)
+    if 0 < len(data.simulated_accounts) < plotted:
+        line += f"; simulated: {', '.join(data.simulated_accounts)}"
+    return line
 
 
 def _hours(value: float | None) -> str:

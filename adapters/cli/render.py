@@ -94,8 +94,9 @@ def render_pool(report: PoolReport, width: int = 24) -> str:
     """The sum, the pooled bar, then an aligned table with one row per account (in order); a failed
     account's row holds its one-line reason in place of the figures."""
     lines = []
-    if report.simulated:
-        lines.append("[SIMULATED reading: no provider credentials are set; figures are made up]")
+    simulated = [a.name for a in report.answered if a.report.simulated]  # type: ignore[union-attr]
+    if simulated:  # only these: the others are real readings
+        lines.append(f"[SIMULATED readings from {', '.join(simulated)}: made up by the built-in simulator]")
     lines.append(f"Midjourney fast time: {report.headline}")
     if report.pace:
         lines.append(f"  {report.pace}")

@@ -136,6 +136,8 @@ def _pool_field(account: AccountReading) -> tuple[str, str]:
         details.append(f"renews <t:{int(report.renewal.timestamp())}:R>")
     if (age := report.age_text()) is not None:
         details.append(f"🕒 {age}")
+    if report.simulated:
+        details.append("simulated")
     value = first + ("\n" + " · ".join(details) if details else "")
     return f"{LEVEL_EMOJI[report.level]} {name}", value
 
@@ -148,15 +150,18 @@ def render_pool(report: PoolReport) -> discord.Embed:
         lines.append(f"`{report.progress_bar(20)}` **{report.percent:.2f}%** left")
     if report.pace:
         lines.append(f"📈 {report.pace}")
-    if report.simulated:
-        lines.append(SIMULATED_NOTE)
+    simulated = [a.name for a in report.answered if a.report.simulated]  # type: ignore[union-attr]
+    if simulated:  # only these: the others are real readings
+        lines.append(f"⚠️ Simulated readings from {discord.utils.escape_markdown(', '.join(simulated))}: "
+                     "made up by the built-in simulator, not read from Midjourney.")
     embed = discord.Embed(
         title=_cut(f"Midjourney fast time: {report.headline}", TITLE_MAX),
         description=_cut("\n".join(lines), DESCRIPTION_MAX) if lines else None,
         colour=COLOURS[report.level],
         timestamp=report.read_at,
     )
-    embed.set_footer(text="Read" + (" (simulated)" if report.simulated else ""))
+    partly = len(simulated) < len(report.answered)
+    embed.set_footer(text="Read" + ((" (partly simulated)" if partly else " (simulated)") if simulated else ""))
     fields = [_pool_field(a) for a in report.accounts]
     if len(fields) > FIELDS_MAX:
         rest = len(fields) - (FIELDS_MAX - 1)

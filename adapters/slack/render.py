@@ -171,6 +171,8 @@ def pool_line(account: AccountReading) -> str:
         details.append(f"renews {slack_date(report.renewal, '{date_short_pretty}', fallback=day)}")
     if (age := report.age_text()) is not None:
         details.append(f":clock3: {age}")
+    if report.simulated:
+        details.append("_simulated_")
     return first + ("\n" + " · ".join(details) if details else "")
 
 
@@ -178,7 +180,9 @@ def pool_fallback_text(report: PoolReport) -> str:
     text = f"Midjourney fast time: {report.headline}"
     if report.percent is not None:
         text += f" ({report.percent:.2f}%)"
-    return escape(text + (" [simulated]" if report.simulated else ""))
+    simulated = [a for a in report.answered if a.report.simulated]  # type: ignore[union-attr]
+    partly = "partly " if len(simulated) < len(report.answered) else ""
+    return escape(text + (f" [{partly}simulated]" if simulated else ""))
 
 
 def render_pool(report: PoolReport) -> tuple[list[dict[str, Any]], str]:
@@ -193,13 +197,18 @@ def render_pool(report: PoolReport) -> tuple[list[dict[str, Any]], str]:
     if report.pace:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
                        f":chart_with_downwards_trend: {escape(_cut(report.pace, 500))}"}]})
-    if report.simulated:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": SIMULATED_NOTE}]})
+    simulated = [a.name for a in report.answered if a.report.simulated]  # type: ignore[union-attr]
+    if simulated:  # only these: the others are real readings
+        names = escape(_cut(", ".join(simulated), 1000))  # cut, then escaped
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
+                       f":warning: *Simulated readings* from {names}: made up by the built-in simulator, "
+                       "not read from Midjourney."}]})
     blocks.append({"type": "divider"})
     answered = len([a for a in report.accounts if a.report is not None])
     footer_text = f"Read {slack_date(report.read_at)} · {answered} of {len(report.accounts)} accounts answered"
+    partly = "partly " if len(simulated) < answered else ""
     footer = {"type": "context", "elements": [{"type": "mrkdwn", "text": footer_text
-                                               + (" · simulated" if report.simulated else "")}]}
+                                               + (f" · {partly}simulated" if simulated else "")}]}
     lines = [_cut(pool_line(a), SECTION_TEXT_MAX) for a in report.accounts]
     room = MAX_BLOCKS - len(blocks) - 1  # keep the footer
     if len(lines) <= room:
