@@ -54,6 +54,12 @@ class ProviderConfig:
     token_setting: str = ""
     account: str | None = None  # its name in QUOTA_ACCOUNTS_FILE (sentences then name the file's keys)
 
+    def __post_init__(self) -> None:
+        from ..settings import _LoginUrl, url_login
+
+        if self.base_url and url_login(self.base_url):  # its repr (and so this config's) hides the login
+            object.__setattr__(self, "base_url", _LoginUrl(self.base_url))
+
     @property
     def label(self) -> str:
         return LABELS[self.kind]

@@ -303,18 +303,16 @@ class HttpProvider:
             exc = state.outcome.exception() if state.outcome else None
             backoff = min(self._poll.cap, self._poll.initial * self._poll.factor ** (state.attempt_number - 1))
             asked = exc.retry_after if isinstance(exc, _Retryable) and exc.retry_after is not None else backoff
-            return max(RETRY_FLOOR, asked) * (1 + self._rng.uniform(0, RETRY_JITTER))
+            pause = max(RETRY_FLOOR, asked) * (1 + self._rng.uniform(0, RETRY_JITTER))
+            self._limiter.hold(pause)  # the account's pause: the next reading waits it out too
+            return pause
 
         def stop(state: RetryCallState) -> bool:
             return time.monotonic() + (state.upcoming_sleep or 0.0) >= deadline
 
-        def before_sleep(state: RetryCallState) -> None:
-            self._limiter.hold(state.upcoming_sleep or 0.0)
-
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(_Retryable), wait=wait, stop=stop, reraise=True,
-                before_sleep=before_sleep,
+                retry=retry_if_exception_type(_Retryable), wait=wait, stop=stop, reraise=True
             ):
                 with attempt:
                     try:
