@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.server import LISTEN_BACKLOG, MAX_BODY, HttpServer  # noqa: F401  (LISTEN_BACKLOG: bench/bench_slack.py)
 from bot import __version__
 from bot.service import QuotaService
 from bot.settings import Settings, SettingsError
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 SHUTDOWN_SECONDS = 8.0
 ALERT_SAMPLE_EVERY = 3600.0
 CALLBACK_PROVIDERS = ("nextleg", "useapi")  # they accept a callback URL (webhookOverride, replyUrl)  # alerts need readings: background readings at least this often
-LISTEN_BACKLOG = 1024
 ALERT_RELOAD_EVERY = 30.0  # alert states changed by other replicas are read at least this often
 
 
@@ -317,23 +317,19 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
             adapters.append(ConsoleAdapter(core.service, stdin, stdout))
         runtime = Runtime(core, adapters, store=store)
 
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_BODY)  # a backstop: handlers read bodies with their own cap
         app.router.add_get("/healthz", runtime.healthz)
         app.router.add_get("/metrics", runtime.metrics)
         if hub is not None:
             hub.mount(app)
         for adapter in adapters:
             adapter.mount(app)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        # a deep accept queue: a burst of Slack HTTP requests must not overflow it (SYN retries take 1 s)
-        site = web.TCPSite(runner, settings.host, settings.port, backlog=LISTEN_BACKLOG)
+        http = HttpServer(app, settings.host, settings.port)  # timeouts, connection cap: adapters/server.py
         try:
-            await site.start()
+            port = await http.start()
         except OSError as exc:
             raise StartupError(f"PORT: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        stack.push_async_callback(http.stop)
 
         for adapter in adapters:
             try:

@@ -20,6 +20,8 @@ from typing import Any, Iterable
 from aiohttp import web
 
 from . import metrics
+from .inbound import BodyRefused, LogThrottle, read_body
+from .logs import SECRETS
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,12 @@ class Expectation:
 class WebhookHub:
     def __init__(self, public_url: str) -> None:
         self._secret = secrets.token_urlsafe(32)
+        SECRETS.add(self._secret)  # never logged by us; masked should a library log a URL that holds it
         self.public_url = public_url.rstrip("/")
         self._waiting: dict[str, Expectation] = {}
         self.accepted = 0
         self.refused = 0
+        self._log = LogThrottle(log)  # refusals are caused from outside: a flood of them is a few lines
 
     def __repr__(self) -> str:  # never the secret
         return f"WebhookHub(public_url={self.public_url!r}, waiting={len(self._waiting)})"
@@ -85,16 +89,14 @@ class WebhookHub:
     async def handle(self, request: web.Request) -> web.Response:
         if not hmac.compare_digest(request.match_info.get("secret", "").encode(), self._secret.encode()):
             return self._refuse(404, "not found")
-        if (request.content_length or 0) > MAX_BODY:
-            return self._refuse(413, "body too large")
         try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return self._refuse(413, "body too large")
+            raw = await read_body(request, MAX_BODY)  # counted while reading (a chunked body has no length)
+        except BodyRefused as refused:
+            return self._refuse(refused.status, refused.reason, close=True)
         try:
             body = json.loads(raw)
-        except ValueError:
-            return self._refuse(400, "not JSON")
+        except (ValueError, RecursionError):  # nested too deep to read is "could not read" too
+            return self._refuse(400, "could not read the body (not JSON, or nested too deep)")
         target = self._match(body)
         if target is None:
             return self._refuse(404, "no ask in flight matches this callback")
@@ -114,8 +116,11 @@ class WebhookHub:
                     return self._waiting[str(value)]
         return None
 
-    def _refuse(self, status: int, reason: str) -> web.Response:
+    def _refuse(self, status: int, reason: str, *, close: bool = False) -> web.Response:
         self.refused += 1
         metrics.CALLBACKS.labels("refused").inc()
-        log.info("upstream callback refused (%d): %s", status, reason)
-        return web.json_response({"ok": False, "error": reason}, status=status)
+        self._log(f"refused {status} {reason}", logging.INFO, "upstream callback refused (%d): %s", status, reason)
+        response = web.json_response({"ok": False, "error": reason}, status=status)
+        if close:  # the rest of the body is not waited for
+            response.force_close()
+        return response

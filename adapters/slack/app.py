@@ -52,6 +52,7 @@ from bot import metrics
 from bot.alerts import EXAMPLES, AlertError, AlertNotice, parse_condition
 from bot.errors import PostError, QuotaError
 from bot.history import history_chart
+from bot.inbound import BodyRefused, LogThrottle, read_body, refusal_response
 from bot.report import PoolReport, QuotaReport
 from bot.schedules import ScheduleError, ScheduleManager
 from bot.service import QuotaService
@@ -158,6 +159,7 @@ class SlackAdapter:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rejected = 0  # HTTP requests bolt refused (bad or stale signature) since the last warning
         self._rejected_logged_at = float("-inf")
+        self._http_log = LogThrottle(log)  # other refusals of HTTP requests, throttled the same way
 
     def __repr__(self) -> str:
         return f"SlackAdapter(socket_mode={self.socket_mode})"
@@ -172,14 +174,12 @@ class SlackAdapter:
         a 500: too large 413; no, malformed or wrong signature 401 (counted by the same warning); not
         UTF-8 400; not form-encoded 415 (Slack sends slash commands and ssl_check as forms)."""
         started = time.monotonic()
-        if (request.content_length or 0) > MAX_BODY:
-            return _refuse(413, "request body too large")
         try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _refuse(413, "request body too large")
-        if len(raw) > MAX_BODY:
-            return _refuse(413, "request body too large")
+            raw = await read_body(request, MAX_BODY)  # counted while reading, within a deadline
+        except BodyRefused as refused:  # too large, too slow, or the client hung up: one line, throttled
+            self._http_log(f"body {refused.status}", logging.INFO, "Slack HTTP request refused (%d): %s",
+                           refused.status, refused.reason)
+            return refusal_response(refused)
         headers = request.headers
         stamp, signature = headers.get("X-Slack-Request-Timestamp", ""), headers.get("X-Slack-Signature", "")
         try:
@@ -195,7 +195,12 @@ class SlackAdapter:
             return _refuse(401, "invalid request")
         if request.content_type != "application/x-www-form-urlencoded":
             return _refuse(415, "expected application/x-www-form-urlencoded")
-        if parse_qs(body).get("command", [""])[0] in self._ack_first:
+        form = parse_qs(body)
+        if form.get("command", [""])[0] in self._ack_first:
+            if not form.get("response_url", [""])[0]:  # signed, but nowhere to answer: not acked
+                self._http_log("no response_url", logging.WARNING, "Slack command refused (400): it has no "
+                               "response_url, so it could not be answered")
+                return _refuse(400, "a slash command needs a response_url")
             self._deferred.put_nowait((body, request.query_string, headers))
             if self._dispatcher is None:
                 self._dispatcher = asyncio.create_task(self._dispatch_deferred())
