@@ -237,25 +237,22 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
                 started: asyncio.Future | None = None) -> None:
     """Run the bot until ``stop`` is set. Raises StartupError/SettingsError when it cannot start."""
     from bot.scheduler import Scheduler
-    from bot.schedules import ScheduleError, parse_config
+    from bot.schedules import ScheduleError
     from bot.store import StoreError, open_store
 
-    from bot.alerts import AlertError, Alerts, parse_mentions
-    from bot.alerts import parse_config as parse_alerts
+    from bot.alerts import Alerts
+    from bot.config import validate
 
-    try:
-        items = parse_config(settings.quota_schedules)
-    except ScheduleError as exc:
-        raise StartupError(exc.user_message) from None
-    try:
-        mentions = parse_mentions(settings.quota_alert_mention)
-    except AlertError as exc:
-        raise StartupError(exc.user_message) from None
-    configured = {"discord": settings.discord_bot_token is not None, "slack": settings.slack_bot_token is not None}
-    for item in items:
-        if not configured.get(item.platform):
-            token = "DISCORD_BOT_TOKEN" if item.platform == "discord" else "SLACK_BOT_TOKEN"
-            raise StartupError(f"QUOTA_SCHEDULES: item '{item.platform}:{item.channel}' needs {token} to be set")
+    from adapters.startup import start_failure
+
+    try:  # the same checks as every other command's (bot.config), before anything starts
+        config = validate(settings)
+    except SettingsError as exc:
+        raise StartupError(str(exc)) from None
+    items, mentions, alert_items = config.schedules, config.mentions, config.alerts
+    unconfigured = config.unconfigured()  # a schedule or alert for a platform whose token is not set
+    if unconfigured:
+        raise StartupError(unconfigured[0])
 
     async with AsyncExitStack() as stack:
         try:
@@ -291,14 +288,6 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
         from bot import chart
 
         stack.callback(chart.shutdown)  # the chart worker process, if a chart was drawn
-        try:
-            alert_items = parse_alerts(settings.quota_alerts, core.pool.names)
-        except AlertError as exc:
-            raise StartupError(exc.user_message) from None
-        for item in alert_items:
-            if not configured.get(item.platform):
-                token = "DISCORD_BOT_TOKEN" if item.platform == "discord" else "SLACK_BOT_TOKEN"
-                raise StartupError(f"QUOTA_ALERTS: item '{item.platform}:{item.channel}' needs {token} to be set")
 
         posters: dict[str, Any] = {}
         scheduler = Scheduler(store, core.service, posters, timezone=settings.quota_timezone,
@@ -336,9 +325,9 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
                 await adapter.start()
             except (StartupError, SettingsError):
                 raise
-            except Exception as exc:
-                log.exception("adapter %s failed to start", adapter.name)
-                raise StartupError(f"{adapter.name} could not start: {exc}") from None
+            except Exception as exc:  # one line (adapters.startup); the traceback only at DEBUG
+                log.debug("adapter %s failed to start", adapter.name, exc_info=True)
+                raise StartupError(start_failure(adapter.name, exc)) from None
             stack.push_async_callback(_stop_adapter, adapter)
 
         # schedules and alerts added or removed on another replica (or changed states of alerts): the

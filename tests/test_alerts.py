@@ -704,21 +704,23 @@ async def test_end_to_end_one_slack_alert_when_crossing_50_percent_and_none_afte
 
 # --- 11. quota-bot check -------------------------------------------------------------------------------------
 
-async def test_check_lists_the_alerts(upstream, tmp_path):
+async def test_check_lists_the_alerts(upstream, tmp_path, slack_fake):
     store = await Store.open(str(tmp_path / "q.sqlite3"))
     await store.add_alerts([("slack", "C0999", "", "5h", "chat", "U1")])
     await store.close()
     code, out, err = await _cli("check", cwd=tmp_path, env=_env(
         NEXTLEG_API_TOKEN=TEST_TOKEN, NEXTLEG_BASE_URL=upstream.base_url,
         DATABASE_URL=f"sqlite:///{tmp_path}/q.sqlite3", SLACK_BOT_TOKEN=ALL_TEST_SECRETS["SLACK_BOT_TOKEN"],
-        SLACK_APP_TOKEN=ALL_TEST_SECRETS["SLACK_APP_TOKEN"], QUOTA_ALERTS="slack:C0123=50%,runout"))
+        SLACK_APP_TOKEN=ALL_TEST_SECRETS["SLACK_APP_TOKEN"], SLACK_API_URL=slack_fake.api_url,
+        QUOTA_ALERTS="slack:C0123=50%,runout"))
     assert code == 0, out + err
     lines = [line for line in out.splitlines() if "alert" in line.lower()]
     assert any("C0123" in line and "50%" in line and "runout" in line for line in lines), out
     assert any("C0999" in line and "5h" in line for line in lines), out
 
+    # a malformed QUOTA_ALERTS stops check as it stops every command: one line, exit 2
     code, out, err = await _cli("check", cwd=tmp_path, env=_env(
         NEXTLEG_API_TOKEN=TEST_TOKEN, NEXTLEG_BASE_URL=upstream.base_url,
         DATABASE_URL=f"sqlite:///{tmp_path}/q.sqlite3", QUOTA_ALERTS="slack:C0123=lots"))
-    assert code == 1
-    assert "[FAIL] QUOTA_ALERTS: item 'slack:C0123=lots': 'lots' is not a condition" in out
+    assert code == 2 and out == ""
+    assert err.strip().startswith("quota-bot: QUOTA_ALERTS: item 'slack:C0123=lots': 'lots' is not a condition")

@@ -18,6 +18,7 @@ from bot import __version__
 from bot.errors import QuotaError, user_sentence
 from bot.logs import mask, setup_logging
 from bot.report import PoolReport
+from bot.config import TOKENS
 from bot.settings import SECRET_NAMES, Settings, SettingsError, load_settings
 from pydantic import SecretStr
 
@@ -29,7 +30,8 @@ log = logging.getLogger("quota_bot")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quota-bot", description="Midjourney fast-time quota bot")
     parser.add_argument("--version", action="version", version=f"quota-bot {__version__}")
-    parser.add_argument("--env-file", default=".env", help="settings file to read (default: .env; the environment wins)")
+    parser.add_argument("--env-file", metavar="PATH", default=None,
+                        help="settings file to read; it must exist (default: .env, if there is one; the environment wins)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,quota,history,check}")
     sub.add_parser("run", help="start the HTTP server and every configured chat adapter")
     quota = sub.add_parser("quota", help="print one reading and exit")
@@ -69,13 +71,31 @@ def _fail_reading(exc: BaseException) -> int:
     return _fail(user_sentence(exc), 1, detail)
 
 
-def _settings(env_file: str, command: str) -> Settings:
-    from bot.accounts import accounts_from_settings
+def _env_file(given: str | None) -> str | None:
+    """The settings file to read: ``--env-file PATH`` (which must be a readable file: a mistyped path
+    must not quietly start the simulator), else ``.env`` when there is one, else none."""
+    if given is None:
+        return ".env" if os.path.isfile(".env") else None
+    if not os.path.exists(given):
+        raise SettingsError(f"--env-file: {given} does not exist")
+    if not os.path.isfile(given) or not os.access(given, os.R_OK):
+        raise SettingsError(f"--env-file: {given} is not a readable file")
+    return given
 
-    settings = load_settings(env_file if os.path.exists(env_file) else None)
+
+def _settings(env_file: str | None, command: str) -> Settings:
+    from bot.config import validate
+
+    path = _env_file(env_file)
+    try:
+        settings = load_settings(path)
+    except (OSError, UnicodeDecodeError) as exc:  # read between the check above and now, or not text
+        raise SettingsError(f"--env-file: cannot read {path} ({type(exc).__name__})") from None
+    # every command stops on a malformed setting (the accounts file, QUOTA_SCHEDULES, QUOTA_ALERTS,
+    # QUOTA_ALERT_MENTION), before anything starts; the accounts' tokens are masked like the rest
+    config = validate(settings)
     secrets = [getattr(settings, name.lower()) for name in SECRET_NAMES]
-    # a bad accounts file stops every command, before anything starts; its tokens are masked like the rest
-    secrets += [SecretStr(a.config.token) for a in accounts_from_settings(settings) if a.config.token]
+    secrets += [SecretStr(a.config.token) for a in config.accounts if a.config.token]
     if command == "run":
         setup_logging(settings.log_level, secrets=[s.get_secret_value() for s in secrets if s is not None])
     else:  # one-shot commands: stdout is the answer; the log goes to stderr, details only with LOG_LEVEL=DEBUG
@@ -189,6 +209,9 @@ async def _history(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _check(settings: Settings) -> int:
     from adapters.runtime import build_core
+    from bot.config import validate
+
+    configuration = validate(settings)  # as in _settings: it passed there
 
     problems = 0
 
@@ -200,7 +223,9 @@ async def _check(settings: Settings) -> int:
 
     from bot.providers import NEEDS
 
-    say(True, "settings are valid")
+    read = (f"read from {os.path.abspath(settings.env_file)} and the environment" if settings.env_file
+            else "read from the environment only (no .env here; --env-file PATH reads another file)")
+    say(True, f"settings are valid; {read}")
     core = await build_core(settings)
     try:
         if settings.quota_accounts_file:
@@ -228,26 +253,27 @@ async def _check(settings: Settings) -> int:
                 say(False, f"{who}provider: {user_sentence(outcome)}" + (f" [{mask(detail)}]" if detail else ""))
             else:
                 say(True, f"{who}provider answered: {outcome.headline}" + (" (simulated)" if outcome.simulated else ""))
+        # each chat platform is asked what `run` asks it at start, with the same failure sentences
+        if settings.discord_bot_token:
+            for result in await _check_discord(settings, core.service):
+                say(*result)
+        else:
+            say(None, "Discord: not configured (set DISCORD_BOT_TOKEN)")
+        if settings.slack_bot_token:
+            say(*await _check_slack(settings, core.service))
+        else:
+            say(None, "Slack: not configured (set SLACK_BOT_TOKEN)")
     finally:
         await core.close()
-    if settings.discord_bot_token:
-        say(True, "Discord: DISCORD_BOT_TOKEN is set; /quota is registered "
-            + (f"in guilds {', '.join(map(str, settings.discord_guild_ids))}" if settings.discord_guild_ids else "globally"))
-    else:
-        say(None, "Discord: not configured (set DISCORD_BOT_TOKEN)")
-    if settings.slack_bot_token:
-        mode = "Socket Mode (SLACK_APP_TOKEN)" if settings.slack_socket_mode else "HTTP mode: POST /slack/events"
-        say(True, f"Slack: SLACK_BOT_TOKEN is set; {mode}")
-    else:
-        say(None, "Slack: not configured (set SLACK_BOT_TOKEN)")
-    from bot.schedules import ScheduleError, parse_config
+    configured = configuration.platforms
     from bot.store import StoreError, open_store
 
     stored_alerts: list[Any] = []
+    stored_schedules: list[Any] = []
     try:
         store = await open_store(settings.database_url)
         try:
-            count = len(await store.schedules())
+            stored_schedules = await store.schedules()
             stored_alerts = [a for a in await store.alerts() if a.source == "chat"]
             refused = await store.can_write()
         finally:
@@ -255,39 +281,36 @@ async def _check(settings: Settings) -> int:
         if refused:
             say(False, f"DATABASE_URL: {refused}")
         else:
-            say(True, f"database {store.describe()}: can write; {count} schedule(s), "
+            say(True, f"database {store.describe()}: can write; {len(stored_schedules)} schedule(s), "
                       f"{len(stored_alerts)} alert(s) from chat stored")
     except StoreError as exc:
         say(False, str(exc))
-    try:
-        items = parse_config(settings.quota_schedules)
-        missing = sorted({i.platform for i in items} - {p for p, on in (("discord", settings.discord_bot_token),
-                                                                        ("slack", settings.slack_bot_token)) if on})
-        if missing:
-            say(False, f"QUOTA_SCHEDULES: posts to {', '.join(missing)}, which is not configured")
-        elif items:
-            say(True, f"QUOTA_SCHEDULES: {len(items)} schedule(s) in {settings.quota_timezone}")
-    except ScheduleError as exc:
-        say(False, exc.user_message)
-    from bot.alerts import AlertError, parse_mentions
-    from bot.alerts import parse_config as parse_alerts
-
-    try:
-        alert_items = parse_alerts(settings.quota_alerts, [a.name for a in core.accounts] if settings.quota_accounts_file else ())
-        parse_mentions(settings.quota_alert_mention)
-        configured = {p for p, on in (("discord", settings.discord_bot_token), ("slack", settings.slack_bot_token)) if on}
-        for item in alert_items:
-            where = f"{item.platform}:{item.channel}" + (f"@{item.account}" if item.account else "")
-            conditions = ", ".join(c.text for c in item.conditions)
-            if item.platform in configured:
-                say(True, f"QUOTA_ALERTS: {where} when below {conditions}")
-            else:
-                say(False, f"QUOTA_ALERTS: {where} posts to {item.platform}, which is not configured")
-        for row in stored_alerts:
-            say(True, f"alert #{row.id} from chat: {row.platform}:{row.channel}"
-                      + (f"@{row.account}" if row.account else "") + f" when below {row.condition} ({row.state})")
-    except AlertError as exc:
-        say(False, exc.user_message)
+    for row in stored_schedules:  # added from a chat, then run without that chat: nothing can post them
+        if row.source == "chat" and row.platform not in configured:
+            say(False, f"schedule #{row.id} from chat posts to {row.platform}:{row.channel} ({row.when_text}), "
+                       f"but {_title(row.platform)} is not configured (set {TOKENS[row.platform]}, or remove it "
+                       f"there with /quota-schedule remove {row.id})")
+    # QUOTA_SCHEDULES / QUOTA_ALERTS are well-formed here (a malformed one stopped the command in _settings)
+    missing = sorted({i.platform for i in configuration.schedules} - configured)
+    if missing:
+        say(False, f"QUOTA_SCHEDULES: posts to {', '.join(missing)}, which is not configured")
+    elif configuration.schedules:
+        say(True, f"QUOTA_SCHEDULES: {len(configuration.schedules)} schedule(s) in {settings.quota_timezone}")
+    for item in configuration.alerts:
+        where = f"{item.platform}:{item.channel}" + (f"@{item.account}" if item.account else "")
+        conditions = ", ".join(c.text for c in item.conditions)
+        if item.platform in configured:
+            say(True, f"QUOTA_ALERTS: {where} when below {conditions}")
+        else:
+            say(False, f"QUOTA_ALERTS: {where} posts to {item.platform}, which is not configured")
+    for row in stored_alerts:
+        where = f"{row.platform}:{row.channel}" + (f"@{row.account}" if row.account else "")
+        if row.platform in configured:
+            say(True, f"alert #{row.id} from chat: {where} when below {row.condition} ({row.state})")
+        else:
+            say(False, f"alert #{row.id} from chat posts to {where} (below {row.condition}), but "
+                       f"{_title(row.platform)} is not configured (set {TOKENS[row.platform]}, or remove it "
+                       f"there with /quota-alert remove {row.id})")
     if settings.quota_public_url:
         say(*await _webhook_reachable(settings.quota_public_url))
     alerts_set = bool(settings.quota_alerts.strip()) or bool(stored_alerts)
@@ -299,6 +322,67 @@ async def _check(settings: Settings) -> int:
         say(None, "no chat platform configured: `quota-bot run` opens the console chat")
     print("all checks passed" if not problems else f"{problems} check(s) failed")
     return 0 if not problems else 1
+
+
+CHAT_CHECK_SECONDS = 60.0  # one platform's whole check (a login and its registrations, or two Web API calls)
+
+
+def _title(platform: str) -> str:
+    from adapters.startup import TITLES
+
+    return TITLES.get(platform, platform)
+
+
+async def _check_discord(settings: Settings, service: Any) -> list[tuple[bool, str]]:
+    """What `run` does before the gateway: log in (``GET /users/@me``), read the application, register
+    the commands (``PUT …/commands``, globally or in each DISCORD_GUILD_IDS guild); then close. No
+    gateway connection."""
+    from adapters.discord import create_adapter
+    from adapters.startup import discord_unreachable, start_failure
+
+    adapter = create_adapter(settings, service)
+    try:
+        try:
+            await asyncio.wait_for(adapter.login(), CHAT_CHECK_SECONDS)
+        except asyncio.TimeoutError as exc:
+            return [(False, start_failure("discord", discord_unreachable(settings.discord_api_base_url, exc)))]
+        except Exception as exc:
+            log.debug("Discord check failed", exc_info=True)
+            return [(False, start_failure("discord", exc))]
+        who = f"Discord: logged in as {adapter.client.user} (application {adapter.client.application_id})"
+        done = [where for where, failure in adapter.registrations if failure is None]
+        results = [(False, failure) for _, failure in adapter.registrations if failure]
+        names = ", ".join(f"/{c.name}" for c in adapter.client.tree.get_commands())
+        if done:
+            results.insert(0, (True, f"{who}; {names} registered {', '.join(done)}"))
+        else:
+            results.insert(0, (False, f"{who}; {names} registered nowhere"))
+        return results
+    finally:
+        await adapter.stop()
+
+
+async def _check_slack(settings: Settings, service: Any) -> tuple[bool, str]:
+    """What `run` asks Slack at start: ``auth.test`` with the bot token and, in Socket Mode,
+    ``apps.connections.open`` with the app token (no WebSocket is opened)."""
+    from adapters.slack import create_adapter
+    from adapters.startup import slack_unreachable, start_failure
+
+    adapter = create_adapter(settings, service)
+    try:
+        auth, _ = await asyncio.wait_for(adapter.verify(), CHAT_CHECK_SECONDS)
+    except asyncio.TimeoutError as exc:
+        return False, start_failure("slack", slack_unreachable(exc))
+    except Exception as exc:
+        log.debug("Slack check failed", exc_info=True)
+        return False, start_failure("slack", exc)
+    finally:
+        await adapter.stop()
+    who = f"Slack: SLACK_BOT_TOKEN accepted (bot user {auth.get('user_id')} in team {auth.get('team_id')})"
+    if settings.slack_socket_mode:
+        return True, f"{who}; Socket Mode: SLACK_APP_TOKEN accepted (apps.connections.open)"
+    return True, (f"{who}; HTTP mode: Slack must reach POST /slack/events (SLACK_SIGNING_SECRET is checked "
+                  "only when a command arrives)")
 
 
 async def _webhook_reachable(public_url: str) -> tuple[bool, str]:

@@ -25,6 +25,7 @@ import discord
 import yarl
 from discord import app_commands
 
+from adapters import startup
 from bot import metrics
 from bot.alerts import AlertError, AlertNotice
 from bot.errors import PostError, QuotaError
@@ -126,6 +127,7 @@ class DiscordAdapter:
         self.client = _Client(self)
         self._task: asyncio.Task[None] | None = None
         self.synced = 0
+        self.registrations: list[tuple[str, str | None]] = []  # (where, why it failed or None), each sync
         self.gateway_lease: Any = None  # bot.replicas.Lease: connect the gateway only while holding it
         self.gateway_held = False
         self._register(self.client.tree)
@@ -138,22 +140,26 @@ class DiscordAdapter:
         return None
 
     async def start(self) -> None:
+        await self.login()
+        work = self._connect() if self.gateway_lease is None else self._lead()
+        self._task = asyncio.get_running_loop().create_task(work, name="discord-gateway")
+
+    async def login(self) -> None:
+        """What `run` does before the gateway, and all `check` does: ``GET /users/@me``, the application
+        (``GET /oauth2/applications/@me``), then ``setup_hook``, which registers the commands when no
+        gateway lease decides who does. Raises ``AdapterStartError`` (one line) after closing the client."""
         point_library_at(self._settings.discord_api_base_url, self._settings.discord_gateway_url)
         try:
             await self.client.login(self._token.get_secret_value())  # also runs setup_hook (the sync)
         except discord.LoginFailure:
             await self.client.close()
-            raise RuntimeError("DISCORD_BOT_TOKEN: Discord rejected the token (401); copy it again from "
-                               "the developer portal (Bot → Reset Token)") from None
+            raise startup.discord_rejected() from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             await self.client.close()
-            raise RuntimeError(f"DISCORD_API_BASE_URL: cannot reach the Discord API at "
-                               f"{self._settings.discord_api_base_url} ({type(exc).__name__})") from None
+            raise startup.discord_unreachable(self._settings.discord_api_base_url, exc) from None
         except BaseException:
             await self.client.close()
             raise
-        work = self._connect() if self.gateway_lease is None else self._lead()
-        self._task = asyncio.get_running_loop().create_task(work, name="discord-gateway")
 
     async def _connect(self) -> None:
         try:
@@ -238,10 +244,12 @@ class DiscordAdapter:
             except discord.HTTPException as exc:
                 hint = (" (is the bot in that server, invited with the applications.commands scope?)"
                         if exc.status == 403 else "")
-                log.error("Discord commands could not be registered %s: %s %s%s", where, exc.status,
-                          exc.text[:200], hint)
+                failure = f"Discord commands could not be registered {where}: {exc.status} {exc.text[:200]}{hint}"
+                log.error("%s", failure)
+                self.registrations.append((where, failure))
                 continue
             log.info("Discord commands registered %s: %s", where, ", ".join(c.name for c in commands))
+            self.registrations.append((where, None))
         self.synced += 1
         if app_id:
             log.info("Invite the bot with: %s", invite_url(app_id))

@@ -48,6 +48,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from adapters import startup
 from bot import metrics
 from bot.alerts import EXAMPLES, AlertError, AlertNotice, parse_condition
 from bot.errors import PostError, QuotaError
@@ -243,13 +244,32 @@ class SlackAdapter:
             await self.stop()
             raise
 
-    async def _start(self) -> None:
+    async def verify(self) -> tuple[Any, str | None]:
+        """What `run` asks Slack before serving, and all `check` does: ``auth.test`` with the bot token
+        and, in Socket Mode, ``apps.connections.open`` with the app token (the WebSocket URL is returned,
+        not connected to). Raises ``AdapterStartError`` (one line naming the setting)."""
         try:
             auth = await self.client.auth_test()
         except SlackApiError as exc:
-            raise RuntimeError(f"SLACK_BOT_TOKEN: Slack rejected the token ({_slack_error(exc)})") from None
+            raise startup.slack_rejected(_slack_error(exc)) from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise RuntimeError(f"SLACK_API_URL: cannot reach the Slack Web API ({type(exc).__name__})") from None
+            raise startup.slack_unreachable(exc) from None
+        if not self.socket_mode:
+            return auth, None
+        # slack-sdk's connect() retries every failure for ever, a refused app token included: ask for the
+        # WebSocket URL ourselves first, so a bad token is one start-up line, and hand the URL to the
+        # client, which then connects to it without asking again.
+        assert self._settings.slack_app_token is not None
+        try:
+            opened = await self.client.apps_connections_open(app_token=self._settings.slack_app_token.get_secret_value())
+        except SlackApiError as exc:
+            raise startup.slack_app_token_refused(_slack_error(exc)) from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise startup.slack_unreachable(exc) from None
+        return auth, opened["url"]
+
+    async def _start(self) -> None:
+        auth, url = await self.verify()
         # bolt's single-team authorization calls auth.test on the first request and caches it, but
         # a burst of first requests would each call it: hand it the answer we already have.
         for middleware in getattr(self.app, "_async_middleware_list", []):
@@ -263,17 +283,7 @@ class SlackAdapter:
             assert self._settings.slack_app_token is not None
             self._handler = AsyncSocketModeHandler(self.app, self._settings.slack_app_token.get_secret_value(),
                                                    web_client=self.client, ping_interval=self._ping_interval)
-            # slack-sdk's connect() retries every failure for ever, a refused app token included: ask
-            # for the WebSocket URL ourselves first, so a bad token is one start-up line, and hand the
-            # URL to the client, which then connects to it without asking again.
-            try:
-                opened = await self.client.apps_connections_open(
-                    app_token=self._settings.slack_app_token.get_secret_value())
-            except SlackApiError as exc:
-                raise RuntimeError(f"SLACK_APP_TOKEN: Slack refused the Socket Mode connection ({_slack_error(exc)})") from None
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                raise RuntimeError(f"SLACK_API_URL: cannot reach the Slack Web API ({type(exc).__name__})") from None
-            self._handler.client.wss_uri = opened["url"]
+            self._handler.client.wss_uri = url  # asked for in verify()
             await self._handler.connect_async()
 
     async def stop(self) -> None:
