@@ -389,10 +389,10 @@ class SlackAdapter:
         times with a non-200 status and no exception: that goes to the log, with Slack's word."""
         url = getattr(respond, "response_url", None)
         body = {"replace_original": False, **message}
-        if url:
-            answer = await AsyncWebhookClient(url=url, session=self._session, timeout=RESPONSE_TIMEOUT).send_dict(body)
-        else:
-            answer = await respond(**body)
+        if not url:  # a command with nowhere to answer (a sloppy or forged envelope): one line, no traceback
+            log.warning("%s: the command has no response_url; it could not be answered", what)
+            return False
+        answer = await AsyncWebhookClient(url=url, session=self._session, timeout=RESPONSE_TIMEOUT).send_dict(body)
         status = getattr(answer, "status_code", 200)
         if status != 200:
             log.warning("%s: Slack refused the answer at the response_url (HTTP %s: %s)", what, status,

@@ -268,11 +268,13 @@ class FakeSlack:
         }, rid
 
     async def envelope(self, command: str = "/quota", text: str = "", user_id: str = USER_ID,
-                       socket: int = -1) -> tuple[str, str]:
+                       socket: int = -1, without: tuple[str, ...] = ()) -> tuple[str, str]:
         """Send a slash_commands envelope over Socket Mode (on the newest connection, or on
         ``sockets[socket]``: Slack gives each event to one of an app's connections); returns (envelope
-        id, response id)."""
+        id, response id). ``without``: payload keys left out (a sloppy or forged envelope)."""
         payload, rid = self.command_payload(command, text, user_id)
+        for key in without:
+            payload.pop(key, None)
         envelope_id = f"env-{rid}"
         self.sent_at[envelope_id] = self.sent_at[rid] = time.monotonic()
         await self.sockets[socket].send_str(json.dumps({"envelope_id": envelope_id, "type": "slash_commands",
