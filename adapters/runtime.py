@@ -33,6 +33,7 @@ SHUTDOWN_SECONDS = 8.0
 ALERT_SAMPLE_EVERY = 3600.0
 CALLBACK_PROVIDERS = ("nextleg", "useapi")  # they accept a callback URL (webhookOverride, replyUrl)  # alerts need readings: background readings at least this often
 ALERT_RELOAD_EVERY = 30.0  # alert states changed by other replicas are read at least this often
+SCHEDULE_RECOVER_EVERY = 5.0  # runs left claimed by a stopped replica are looked for at least this often
 
 
 class StartupError(Exception):
@@ -214,7 +215,9 @@ class Runtime:
 
     async def healthz(self, request: web.Request) -> web.Response:
         """200 with ``status: ok``, or ``status: degraded`` and the reason while the database does not
-        answer (still 200: the bot answers /quota from the provider, so a platform must not kill it)."""
+        answer, or while its latest write failed (a read-only or full disk, a revoked permission: claims of
+        scheduled runs and readings are not kept) until a write succeeds again. Still 200: the bot answers
+        /quota from the provider, so a platform must not kill it."""
         health = self.health()
         problem = None
         if self.store is not None:
@@ -222,6 +225,8 @@ class Runtime:
                 problem = await asyncio.wait_for(self.store.healthy(), 5)
             except Exception as exc:
                 problem = f"the database did not answer ({type(exc).__name__})"
+            if problem is None:
+                problem = self.store.write_problem()
         health["database"] = self.store.describe() if self.store is not None else None
         if problem:
             health.update(status="degraded", reason=problem)
@@ -346,6 +351,8 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
         if alerts.count:
             history.ensure_sampling(ALERT_SAMPLE_EVERY)
         watcher.watch(scheduler.reload)
+        # runs claimed by a replica that stopped before posting them are taken over (bot.scheduler)
+        watcher.watch(scheduler.recover, at_least_every=SCHEDULE_RECOVER_EVERY)
         watcher.watch(alerts.reload, at_least_every=ALERT_RELOAD_EVERY)
         await watcher.start()
         stack.push_async_callback(watcher.stop)

@@ -16,6 +16,8 @@ SQLite, where one process owns the file and the locks and notifications stay in-
   takes the lock again as soon as the database answers.
 - **Changes** (``ChangeWatcher``): the store's revision (bumped with every schedule or alert added or
   removed) is read every 2 s; when it moves, the scheduler and the alerts re-read their rows.
+- **Claims** (``Ownership``): a claim names the process that wrote it, which holds the lock of that
+  name while it runs; a claim whose owner's lock is free was left behind and is taken over.
 - ``exclusive``: one replica at a time for the start-up sync of QUOTA_SCHEDULES and QUOTA_ALERTS, so
   replicas starting together add a configured item once.
 """
@@ -353,6 +355,60 @@ class Lease:
                 await asyncio.wait_for(handle.release(), DB_TIMEOUT)
             except Exception as exc:  # noqa: BLE001 - it goes with its connection anyway
                 log.debug("%s: letting go failed (%s)", self.name, reason(exc))
+
+
+class Ownership:
+    """A token that names this process in the claims it writes (a scheduled run, an alert), and the lock
+    ``<prefix>:<token>`` it holds while it runs. A claim whose owner's lock is free was left by a process
+    that stopped (or released, owner None) before finishing it: ``gone(owner)`` holds that lock (so
+    replicas take turns) while the caller takes the claim over."""
+
+    def __init__(self, store: Any, prefix: str, *, released: str = "released") -> None:
+        import uuid
+
+        self.store = store
+        self.prefix = prefix
+        self.released = released  # the lock taken over claims that name no owner
+        self.token = uuid.uuid4().hex[:16]
+        self._lease = Lease(store, self.lock_name(self.token))
+        self._keeper: asyncio.Task[None] | None = None
+
+    def lock_name(self, owner: str | None) -> str:
+        return f"{self.prefix}:{owner or self.released}"
+
+    async def start(self) -> None:
+        """Hold this process's lock (a fresh name: free, unless the database is away: taken later)."""
+        await self._lease.take()
+        self._keeper = asyncio.get_running_loop().create_task(self._lease.keep(), name=self.prefix)
+
+    async def stop(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+            self._keeper = None
+        await self._lease.release()
+
+    @asynccontextmanager
+    async def gone(self, owner: str | None) -> AsyncIterator[bool]:
+        """Whether ``owner`` stopped (its lock is free; None: nobody holds its claims); while the block
+        runs this process holds that lock, so one replica at a time takes its claims over. False when
+        it still runs, is this process, or the database cannot tell."""
+        if owner == self.token:
+            yield False
+            return
+        try:
+            lock = await _db(self.store.try_lock(self.lock_name(owner)))
+        except DatabaseUnavailable as exc:
+            log.info("%s: cannot tell whether the owner of some claims still runs (%s)", self.prefix, exc)
+            lock = None
+        try:
+            yield lock is not None
+        finally:
+            if lock is not None:
+                try:
+                    await asyncio.wait_for(lock.release(), DB_TIMEOUT)
+                except Exception:  # noqa: BLE001 - it goes with its connection anyway
+                    pass
 
 
 @asynccontextmanager

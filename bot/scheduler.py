@@ -19,6 +19,15 @@ is tried again until the grace window has passed (then the run is skipped with a
 posted late rather than lost, and never twice. The run in progress meanwhile makes the schedule busy,
 so the other runs that fall due during the outage are skipped, as above (logged; their claim, which only
 records them, is not retried).
+
+A claim names its owner (``bot.replicas.Ownership``: a token of this scheduler, whose lock it holds while
+it runs) and a run goes claimed → posting (its post being sent) → its result. A run claimed by a process
+that stopped before posting it (killed, or stopped gracefully while the reading was still under way: it
+then releases its claims) is taken over, at start and every few seconds by the replicas that run, and
+posted once if it is still inside the grace window and no later run of its schedule was claimed; else
+it is recorded as skipped. A run that was being posted when its process died may have gone out: it is
+recorded as skipped, never sent twice. A graceful stop waits for the runs in progress for up to
+``stop_wait`` seconds, then releases those not yet posting.
 """
 
 from __future__ import annotations
@@ -33,12 +42,15 @@ from zoneinfo import ZoneInfo
 
 from . import metrics
 from .errors import PostError, QuotaError
+from .replicas import Ownership
 from .schedules import PLATFORMS, ConfigItem, ScheduleError, ScheduleView, When, parse_when
 from .service import QuotaService
 from .store import ScheduleRow, Store
 
 log = logging.getLogger(__name__)
 UTC = timezone.utc
+OWNER_PREFIX = "schedules-owner"
+STOP_WAIT = 4.0  # a graceful stop waits this long for the runs in progress (the process has 10 s in all)
 
 
 class Clock(Protocol):
@@ -189,7 +201,7 @@ def _why(exc: BaseException) -> str:
 class Scheduler:
     def __init__(self, store: Store, service: QuotaService, posters: Mapping[str, Poster], *,
                  timezone: str = "UTC", grace: float = 600, clock: Clock | None = None,
-                 policy: PostPolicy = PostPolicy()) -> None:
+                 policy: PostPolicy = PostPolicy(), stop_wait: float = STOP_WAIT) -> None:
         self.store = store
         self.service = service
         self.posters = posters
@@ -205,6 +217,12 @@ class Scheduler:
         # schedule id -> its run in progress; set by the dispatcher, cleared by the run's task
         self._running: dict[int, _InProgress] = {}
         self.readings_taken = 0
+        self.stop_wait = stop_wait
+        self.ownership = Ownership(store, OWNER_PREFIX)
+        self.owner = self.ownership.token  # written into each claim
+        self._held: set[tuple[int, float]] = set()  # runs claimed here, not yet posting: released at stop
+        self._recovering: asyncio.Lock = asyncio.Lock()
+        self.taken_over = 0  # runs of stopped processes taken over and posted here
 
     # --- ScheduleManager ------------------------------------------------------------------------
     async def add(self, platform: str, channel: str, when: str, *, created_by: str = "") -> ScheduleView:
@@ -289,7 +307,9 @@ class Scheduler:
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Arm every stored schedule, deal with runs missed while down, then start the dispatcher."""
+        """Arm every stored schedule, deal with runs missed while down and with runs claimed but not posted
+        by a process that stopped, then start the dispatcher."""
+        await self.ownership.start()
         now = self.clock.now()
         last = await self.store.last_claimed()
         catching_up = 0
@@ -317,10 +337,14 @@ class Scheduler:
                 armed.next_due = missed
                 catching_up += 1
         self._rebuild_heap()
+        resumed = await self.recover()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="schedule-dispatcher")
-        log.info("scheduler started with %d schedule(s), %d missed run(s) to post now", len(self._armed), catching_up)
+        log.info("scheduler started with %d schedule(s), %d missed run(s) to post now, %d claimed but not posted "
+                 "before a stop to post now", len(self._armed), catching_up, resumed)
 
     async def stop(self) -> None:
+        """Stop dispatching; the runs in progress get ``stop_wait`` seconds to be posted, then those not
+        yet posting are released (the next start, or another replica, posts them)."""
         if self._task is not None:
             self._task.cancel()
             try:
@@ -328,10 +352,95 @@ class Scheduler:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        for batch in list(self._batches):
-            batch.cancel()
         if self._batches:
-            await asyncio.gather(*self._batches, return_exceptions=True)
+            _, late = await asyncio.wait(set(self._batches), timeout=self.stop_wait)
+            for batch in late:
+                batch.cancel()
+            if late:
+                await asyncio.gather(*late, return_exceptions=True)
+        held, self._held = sorted(self._held), set()
+        if held:
+            try:
+                await asyncio.wait_for(self.store.release_runs(held, self.owner), 3.0)
+                log.info("stopping: %d claimed scheduled run(s) not posted yet are left for the next start", len(held))
+            except Exception as exc:  # noqa: BLE001 - the next start takes them over all the same (no owner runs)
+                log.warning("stopping: %d claimed scheduled run(s) could not be released (%s); the next start takes "
+                            "them over", len(held), _why(exc))
+        await self.ownership.stop()
+
+    # --- runs left by a process that stopped -----------------------------------------------------
+    async def recover(self) -> int:
+        """Take over the runs claimed by a process that stopped before posting them (its lock is free, or
+        it released them) and post each once, by the catch-up rule; returns how many are being posted."""
+        if self._recovering.locked():
+            return 0
+        async with self._recovering:
+            try:
+                rows = await self.store.unfinished_runs()
+            except Exception as exc:  # noqa: BLE001 - tried again at the next look
+                log.warning("claimed runs left by a stopped process cannot be looked for (%s)", _why(exc))
+                return 0
+            groups: dict[str | None, list[tuple[int, float, str]]] = {}
+            for sid, due, owner, state in rows:
+                if owner != self.owner:
+                    groups.setdefault(owner, []).append((sid, due, state))
+            resumed = 0
+            for owner, runs in groups.items():
+                async with self.ownership.gone(owner) as gone:
+                    if not gone:
+                        continue  # its owner runs: it posts them
+                    try:
+                        taken = await self.store.take_runs([(sid, due) for sid, due, _ in runs], owner, self.owner)
+                        last = await self.store.last_claimed()
+                    except Exception as exc:  # noqa: BLE001 - tried again at the next look
+                        log.warning("claimed runs left by a stopped process cannot be taken over (%s)", _why(exc))
+                        continue
+                    resumed += await self._resume([r for r in runs if (r[0], r[1]) in taken], last)
+            return resumed
+
+    async def _resume(self, runs: list[tuple[int, float, str]], last: Mapping[int, float]) -> int:
+        """Post the taken-over runs that the catch-up rule allows; record the others as skipped."""
+        now = self.clock.now()
+        due: list[tuple[_Armed, datetime]] = []
+        skipped: list[tuple[int, float, str]] = []
+        marks: dict[int, _InProgress] = {}
+        for sid, at, state in runs:
+            armed = self._armed.get(sid)
+            moment = datetime.fromtimestamp(at, UTC)
+            if state == "posting":
+                reason = "its process stopped while posting it (it may have gone out; never sent twice)"
+            elif armed is None:
+                reason = "its schedule is not armed here"
+            elif (now - moment).total_seconds() > self.grace:
+                reason = "claimed by a process that stopped before posting it, longer ago than QUOTA_SCHEDULE_GRACE"
+            elif last.get(sid, at) > at or (armed.next_due <= now and armed.next_due > moment):
+                reason = "a later run of its schedule was claimed (it is posted instead)"
+            elif sid in self._running or sid in marks:
+                reason = "another run of its schedule is in progress"
+            else:
+                marks[sid] = self._running[sid] = _InProgress(moment, claiming=False)
+                due.append((armed, moment))
+                self._held.add((sid, at))
+                log.info("schedule #%d: its run due at %s was claimed by a process that stopped before posting it; "
+                         "posting it now", sid, moment.isoformat())
+                continue
+            log.warning("schedule #%d: its run due at %s, left by a process that stopped, is skipped: %s", sid,
+                        moment.isoformat(), reason)
+            skipped.append((sid, at, f"skipped: {reason}"))
+        if skipped:
+            await persist(lambda: self.store.finish(skipped), f"the result of {len(skipped)} skipped scheduled run(s)",
+                          self.clock)
+        if due:
+            self.taken_over += len(due)
+            self._launch(self._post_batch(due, [], marks, claimed=True), marks)
+        return len(due)
+
+    def _launch(self, work: Awaitable[None], marks: Mapping[int, _InProgress]) -> None:
+        batch = asyncio.get_running_loop().create_task(work)  # type: ignore[arg-type]
+        self._batches.add(batch)
+        batch.add_done_callback(self._batches.discard)
+        # however the task ends (even cancelled before it began), its schedules are free again
+        batch.add_done_callback(lambda _, marks=marks: self._release(marks))
 
     # --- the dispatcher -------------------------------------------------------------------------
     def _arm(self, row: ScheduleRow, when: When, wake: bool = True, now: datetime | None = None) -> _Armed:
@@ -395,11 +504,7 @@ class Scheduler:
                 armed.next_due = armed.when.next_after(now, armed.tz, armed.anchor)
                 heapq.heappush(self._heap, (armed.next_due, sid))
             if due or skipped:
-                batch = asyncio.get_running_loop().create_task(self._post_batch(due, skipped, marks))
-                self._batches.add(batch)
-                batch.add_done_callback(self._batches.discard)
-                # however the task ends (even cancelled before it began), its schedules are free again
-                batch.add_done_callback(lambda _, marks=marks: self._release(marks))
+                self._launch(self._post_batch(due, skipped, marks), marks)
 
     def _release(self, marks: Mapping[int, _InProgress]) -> None:
         for sid, mark in marks.items():
@@ -407,13 +512,22 @@ class Scheduler:
                 del self._running[sid]
 
     async def _post_batch(self, due: list[tuple[_Armed, datetime]], skipped: list[tuple[_Armed, datetime, str]],
-                          marks: Mapping[int, _InProgress]) -> None:
-        claimed = await self._claim([(a.row.id, at.timestamp()) for a, at in due]
+                          marks: Mapping[int, _InProgress], claimed: bool = False) -> None:
+        """Claim the runs (unless ``claimed``: taken over), take one reading, post it to each."""
+        if claimed:
+            won: set[tuple[int, float]] | None = {(a.row.id, at.timestamp()) for a, at in due}
+        else:
+            won = await self._claim([(a.row.id, at.timestamp()) for a, at in due]
                                     + [(a.row.id, at.timestamp()) for a, at, _ in skipped], retry=bool(due))
+            self._held.update((a.row.id, at.timestamp()) for a, at in due if won and (a.row.id, at.timestamp()) in won)
         for sid, mark in marks.items():
             mark.claiming = False
-        if claimed is None:
+        if won is None:
             return
+        await self._post_claimed(due, skipped, marks, won)
+
+    async def _post_claimed(self, due: list[tuple[_Armed, datetime]], skipped: list[tuple[_Armed, datetime, str]],
+                            marks: Mapping[int, _InProgress], claimed: set[tuple[int, float]]) -> None:
         # skipped runs are claimed (a restart never posts them) and recorded as skipped at once
         passed = [(a.row.id, at.timestamp(), result) for a, at, result in skipped
                   if (a.row.id, at.timestamp()) in claimed]
@@ -437,6 +551,25 @@ class Scheduler:
         self.readings_taken += 1
         for armed, _ in runs:
             marks[armed.row.id].reading = False
+        # claimed → posting: from here a crash leaves the run recorded as skipped, never sent twice; a run
+        # another replica took over meanwhile (this one's lock was lost) is not posted here
+        keys = [(a.row.id, at.timestamp()) for a, at in runs]
+        try:
+            mine = await asyncio.wait_for(self.store.posting(keys, self.owner), 10.0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - posted all the same: late rather than lost
+            log.warning("%d scheduled run(s): their posting state was not stored (%s); posting them", len(keys),
+                        _why(exc))
+            mine = set(keys)
+        self._held.difference_update(keys)
+        for armed, at in [r for r in runs if (r[0].row.id, r[1].timestamp()) not in mine]:
+            log.warning("schedule #%d: its run due at %s was taken over by another replica; not posted here",
+                        armed.row.id, at.isoformat())
+            self._release({armed.row.id: marks[armed.row.id]})
+        runs = [r for r in runs if (r[0].row.id, r[1].timestamp()) in mine]
+        if not runs:
+            return
         gate = asyncio.Semaphore(self.policy.concurrency)
 
         async def one(armed: _Armed, at: datetime) -> tuple[int, float, str]:
@@ -460,7 +593,7 @@ class Scheduler:
         delay, logged = 1.0, False
         while True:
             try:
-                claimed = await self.store.claim(runs)
+                claimed = await self.store.claim(runs, owner=self.owner)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

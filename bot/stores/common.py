@@ -12,9 +12,11 @@ import asyncio
 import inspect
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Iterable, Protocol
+from functools import wraps
+from typing import Any, Awaitable, Callable, Iterable, Protocol, TypeVar
 
 from ..report import Amount, QuotaReport
 
@@ -141,14 +143,66 @@ class StoreInterface(Protocol):
     async def remove_schedule(self, schedule_id: int, platform: str | None = None) -> bool: ...
     async def set_timezone(self, schedule_id: int, timezone: str) -> None: ...
     async def set_failing(self, schedule_id: int, reason: str | None) -> None: ...
-    async def claim(self, runs: Iterable[tuple[int, float]]) -> set[tuple[int, float]]: ...
+    async def claim(self, runs: Iterable[tuple[int, float]], owner: str | None = None) -> set[tuple[int, float]]: ...
     async def finish(self, results: Iterable[tuple[int, float, str]]) -> None: ...
     async def last_claimed(self) -> dict[int, float]: ...
+    async def unfinished_runs(self) -> list[tuple[int, float, str | None, str]]: ...
+    async def take_runs(self, runs: Iterable[tuple[int, float]], owner: str | None, to: str) -> set[tuple[int, float]]: ...
+    async def posting(self, runs: Iterable[tuple[int, float]], owner: str) -> set[tuple[int, float]]: ...
+    async def release_runs(self, runs: Iterable[tuple[int, float]], owner: str) -> None: ...
+    # writes
+    def write_problem(self) -> str | None: ...
     async def runs(self, schedule_id: int) -> list[tuple[float, float | None, str | None]]: ...
     # replicas
     async def try_lock(self, name: str) -> LockHandle | None: ...
     async def notify(self, channel: str, payload: str = "") -> None: ...
     async def listen(self, channel: str, callback: Callable[[str], Any]) -> Listener: ...
+
+
+# --- writes that fail ------------------------------------------------------------------------------
+
+_Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
+
+
+class WriteHealth:
+    """The outcome of the store's latest write: ``problem`` is one line while the last write failed (a
+    read-only file system, a full disk, a login whose write permission was revoked), None again once a
+    write succeeds. /healthz reports it ("degraded")."""
+
+    def __init__(self) -> None:
+        self.problem: str | None = None
+        self.since: float | None = None
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        text = " ".join(str(exc).split())[:200] or type(exc).__name__
+        if self.problem is None:
+            log.warning("the database cannot be written (%s: %s)", what, text)
+            self.since = time.time()
+        self.problem = f"a write to the database failed ({what}: {text})"
+
+    def succeeded(self) -> None:
+        if self.problem is not None:
+            log.info("the database is written again (it could not be for %.0f s)", time.time() - (self.since or 0))
+            self.problem = self.since = None
+
+
+def tracks_write(method: _Method) -> _Method:
+    """A store method that writes: its failure, or success, is what ``write_problem()`` says."""
+    what = method.__name__.replace("_", " ")
+
+    @wraps(method)
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = await method(self, *args, **kwargs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.writes.failed(what, exc)
+            raise
+        self.writes.succeeded()
+        return result
+
+    return wrapper  # type: ignore[return-value]
 
 
 # --- a reading, whole ------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import asyncpg
 
 from ..report import QuotaReport
 from .common import (KEEP_JOB_DURATIONS, REPORT_COLUMNS, AlertRow, Listener, LockHandle, ScheduleRow, StoreError,
-                     check_notification, deliver, reading_values, report_from_row)
+                     WriteHealth, check_notification, deliver, reading_values, report_from_row, tracks_write)
 from .sqlite import SCHEMA_VERSION
 from .url import PostgresTarget, parse_postgres_url
 
@@ -134,6 +134,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX job_durations_account_provider ON job_durations (account, provider, id);
     """,
+    # 7: a claimed run names its owner; result 'posting' while its post is being sent; a QUOTA_SCHEDULES
+    # item is stored once (duplicates an older version let in are dropped, the oldest kept)
+    """
+    ALTER TABLE runs ADD COLUMN owner TEXT;
+    CREATE INDEX runs_unfinished ON runs (result) WHERE result IN ('claimed', 'posting');
+    DELETE FROM schedules WHERE source = 'config' AND id NOT IN
+        (SELECT MIN(id) FROM schedules WHERE source = 'config' GROUP BY platform, channel, when_text);
+    CREATE UNIQUE INDEX schedules_config_item ON schedules (platform, channel, when_text) WHERE source = 'config';
+    """,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION, "every SQLite migration has its PostgreSQL twin, by number"
 PG_MIGRATIONS = MIGRATIONS
@@ -156,6 +165,7 @@ class PostgresStore:
         self._listening: set[str] = set()
         self._listen_guard = asyncio.Lock()
         self._relisten: asyncio.Task | None = None
+        self.writes = WriteHealth()
 
     @classmethod
     async def open(cls, url: str) -> "PostgresStore":
@@ -265,11 +275,16 @@ class PostgresStore:
         except Exception as exc:  # noqa: BLE001 - any failure is the answer
             return f"cannot write to {self.describe()}: {_reason(exc, self._target)}"
 
+    def write_problem(self) -> str | None:
+        """One line while the latest write failed (e.g. the login's write permission was revoked), else None."""
+        return self.writes.problem
+
     async def revision(self) -> int:
         """A counter bumped with every schedule or alert added or removed (in the same transaction)."""
         return int(await self._pool.fetchval("SELECT value FROM counters WHERE name = 'revision'") or 0)
 
     # --- readings ---------------------------------------------------------------------------------
+    @tracks_write
     async def record_reading(self, report: QuotaReport, account: str = "default") -> None:
         values = reading_values(report)
         marks = ", ".join(f"${n}" for n in range(1, len(values) + 2))
@@ -316,6 +331,7 @@ class PostgresStore:
         return bool(await self._pool.fetchval(
             "SELECT EXISTS (SELECT 1 FROM readings WHERE account = $1 AND simulated = $2)", account, bool(simulated)))
 
+    @tracks_write
     async def record_history(self, account: str, rows: Iterable[tuple[float, float, float, float | None]],
                              simulated: bool) -> None:
         """Many (read_at, remaining h, total h, renewal) readings at once (the demo's past)."""
@@ -325,9 +341,11 @@ class PostgresStore:
             [(at, rem, tot, round(rem / tot * 100, 2) if tot else None, ren, bool(simulated), account)
              for at, rem, tot, ren in rows])
 
+    @tracks_write
     async def prune_readings(self, before: float) -> int:
         return _count(await self._pool.execute("DELETE FROM readings WHERE read_at < $1", before))
 
+    @tracks_write
     async def record_job_duration(self, account: str, provider: str, seconds: float) -> None:
         """How long one reading of ``account`` through ``provider`` took (the newest 500 are kept)."""
         async with self._pool.acquire() as conn, conn.transaction():
@@ -354,6 +372,7 @@ class PostgresStore:
             query, args = query + " WHERE platform = $1", (platform,)
         return [AlertRow(*row) for row in await self._pool.fetch(query + " ORDER BY id", *args)]
 
+    @tracks_write
     async def add_alerts(self, rows: list[tuple[str, str, str, str, str, str]]) -> list[AlertRow]:
         """(platform, channel, account, condition, source, created_by) each; returns the stored rows."""
         now, added = time.time(), []
@@ -370,12 +389,14 @@ class PostgresStore:
             await conn.execute(_BUMP)
         return added
 
+    @tracks_write
     async def remove_alert(self, alert_id: int, platform: str | None = None) -> bool:
         query, args = "DELETE FROM alerts WHERE id = $1", (alert_id,)
         if platform is not None:
             query, args = query + " AND platform = $2", (alert_id, platform)
         return await self._delete(query, args)
 
+    @tracks_write
     async def claim_alerts(self, claims: list[tuple[int, float, float | None, str]]) -> set[int]:
         """(id, fired_at, renewal, message): armed → pending in one transaction; returns the ids this call
         claimed (another replica, or an earlier run, may have claimed one first)."""
@@ -391,6 +412,7 @@ class PostgresStore:
                     claimed.add(alert_id)
         return claimed
 
+    @tracks_write
     async def alerts_posted(self, results: list[tuple[int, str | None]]) -> None:
         """(id, failing reason or None): pending → fired, with the reason a post did not go out."""
         if results:
@@ -398,6 +420,7 @@ class PostgresStore:
                 "UPDATE alerts SET state = 'fired', failing = $1 WHERE id = $2 AND state = 'pending'",
                 [(reason, alert_id) for alert_id, reason in results])
 
+    @tracks_write
     async def rearm_alerts(self, ids: list[int]) -> None:
         if ids:
             await self._pool.execute(
@@ -405,6 +428,7 @@ class PostgresStore:
                 list(ids))
 
     # --- schedules --------------------------------------------------------------------------------
+    @tracks_write
     async def add_schedule(self, platform: str, channel: str, when_text: str, timezone: str, source: str,
                            anchor: float, created_by: str = "") -> ScheduleRow:
         now = time.time()
@@ -416,6 +440,7 @@ class PostgresStore:
             await conn.execute(_BUMP)
         return ScheduleRow(new_id, platform, channel, when_text, timezone, source, anchor, created_by, now, None)
 
+    @tracks_write
     async def add_schedules(self, rows: list[tuple[str, str, str, str, str, float]]) -> None:
         """Many (platform, channel, when_text, timezone, source, anchor) at once, in one transaction."""
         if not rows:
@@ -424,7 +449,8 @@ class PostgresStore:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.executemany(
                 "INSERT INTO schedules (platform, channel, when_text, timezone, source, anchor, created_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7)", [(*row, now) for row in rows])
+                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (platform, channel, when_text)"
+                " WHERE source = 'config' DO NOTHING", [(*row, now) for row in rows])
             await conn.execute(_BUMP)
 
     async def schedules(self, platform: str | None = None) -> list[ScheduleRow]:
@@ -435,12 +461,14 @@ class PostgresStore:
             query, args = query + " WHERE platform = $1", (platform,)
         return [ScheduleRow(*row) for row in await self._pool.fetch(query + " ORDER BY id", *args)]
 
+    @tracks_write
     async def remove_schedule(self, schedule_id: int, platform: str | None = None) -> bool:
         query, args = "DELETE FROM schedules WHERE id = $1", (schedule_id,)
         if platform is not None:
             query, args = query + " AND platform = $2", (schedule_id, platform)
         return await self._delete(query, args)
 
+    @tracks_write
     async def set_timezone(self, schedule_id: int, timezone: str) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             changed = _count(await conn.execute(
@@ -448,6 +476,7 @@ class PostgresStore:
             if changed:  # the schedule's times move: other replicas re-arm it
                 await conn.execute(_BUMP)
 
+    @tracks_write
     async def set_failing(self, schedule_id: int, reason: str | None) -> None:
         await self._pool.execute("UPDATE schedules SET failing = $1 WHERE id = $2", reason, schedule_id)
 
@@ -459,23 +488,70 @@ class PostgresStore:
         return removed > 0
 
     # --- runs: claimed before they are posted -----------------------------------------------------
-    async def claim(self, runs: Iterable[tuple[int, float]]) -> set[tuple[int, float]]:
-        """Claim (schedule id, due) runs in one statement; returns those this call claimed. A run claimed
-        before, by this replica or another, is never claimed again; a removed schedule's runs are not."""
+    @tracks_write
+    async def claim(self, runs: Iterable[tuple[int, float]], owner: str | None = None) -> set[tuple[int, float]]:
+        """Claim (schedule id, due) runs in one statement for ``owner``; returns those this call claimed. A
+        run claimed before, by this replica or another, is never claimed again; a removed schedule's runs
+        are not."""
         wanted = list(dict.fromkeys((int(sid), float(due)) for sid, due in runs))
         if not wanted:
             return set()
-        query = ("INSERT INTO runs (schedule_id, due, claimed_at, result)"
-                 " SELECT w.sid, w.due, $3, 'claimed' FROM unnest($1::bigint[], $2::float8[]) AS w (sid, due)"
+        query = ("INSERT INTO runs (schedule_id, due, claimed_at, result, owner)"
+                 " SELECT w.sid, w.due, $3, 'claimed', $4 FROM unnest($1::bigint[], $2::float8[]) AS w (sid, due)"
                  " WHERE EXISTS (SELECT 1 FROM schedules s WHERE s.id = w.sid)"
                  " ON CONFLICT (schedule_id, due) DO NOTHING RETURNING schedule_id, due")
-        args = ([sid for sid, _ in wanted], [due for _, due in wanted], time.time())
+        args = ([sid for sid, _ in wanted], [due for _, due in wanted], time.time(), owner)
         try:
             rows = await self._pool.fetch(query, *args)
         except asyncpg.ForeignKeyViolationError:  # a schedule removed meanwhile: once more, without it
             rows = await self._pool.fetch(query, *args)
         return {(row[0], row[1]) for row in rows}
 
+    async def unfinished_runs(self) -> list[tuple[int, float, str | None, str]]:
+        """(schedule id, due, owner, 'claimed' or 'posting') of the runs claimed and not finished."""
+        rows = await self._pool.fetch("SELECT schedule_id, due, owner, result FROM runs"
+                                      " WHERE result IN ('claimed', 'posting') ORDER BY schedule_id, due")
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+    @tracks_write
+    async def take_runs(self, runs: Iterable[tuple[int, float]], owner: str | None, to: str) -> set[tuple[int, float]]:
+        """Unfinished runs of ``owner`` (None: released, or claimed by an older version) become ``to``'s;
+        returns those this call took (another replica may have taken one first)."""
+        wanted = list(dict.fromkeys((int(sid), float(due)) for sid, due in runs))
+        if not wanted:
+            return set()
+        rows = await self._pool.fetch(
+            "UPDATE runs r SET owner = $4 FROM unnest($1::bigint[], $2::float8[]) AS w (sid, due)"
+            " WHERE r.schedule_id = w.sid AND r.due = w.due AND r.owner IS NOT DISTINCT FROM $3"
+            " AND r.result IN ('claimed', 'posting') RETURNING r.schedule_id, r.due",
+            [sid for sid, _ in wanted], [due for _, due in wanted], owner, to)
+        return {(row[0], row[1]) for row in rows}
+
+    @tracks_write
+    async def posting(self, runs: Iterable[tuple[int, float]], owner: str) -> set[tuple[int, float]]:
+        """Claimed → posting, for the runs ``owner`` still holds (after a crash a run in this state may
+        have gone out: it is never sent again); returns those."""
+        wanted = list(runs)
+        if not wanted:
+            return set()
+        rows = await self._pool.fetch(
+            "UPDATE runs r SET result = 'posting' FROM unnest($1::bigint[], $2::float8[]) AS w (sid, due)"
+            " WHERE r.schedule_id = w.sid AND r.due = w.due AND r.owner IS NOT DISTINCT FROM $3"
+            " AND r.result = 'claimed' RETURNING r.schedule_id, r.due",
+            [int(sid) for sid, _ in wanted], [float(d) for _, d in wanted], owner)
+        return {(row[0], row[1]) for row in rows}
+
+    @tracks_write
+    async def release_runs(self, runs: Iterable[tuple[int, float]], owner: str) -> None:
+        """Claimed runs of ``owner`` that it will not post (it stops) are left for the next one to take."""
+        wanted = list(runs)
+        if wanted:
+            await self._pool.execute(
+                "UPDATE runs r SET owner = NULL FROM unnest($1::bigint[], $2::float8[]) AS w (sid, due)"
+                " WHERE r.schedule_id = w.sid AND r.due = w.due AND r.owner IS NOT DISTINCT FROM $3"
+                " AND r.result = 'claimed'", [int(sid) for sid, _ in wanted], [float(d) for _, d in wanted], owner)
+
+    @tracks_write
     async def finish(self, results: Iterable[tuple[int, float, str]]) -> None:
         rows = [(time.time(), result, sid, due) for sid, due, result in results]
         if rows:

@@ -24,7 +24,7 @@ import aiosqlite
 
 from ..report import QuotaReport
 from .common import (KEEP_JOB_DURATIONS, REPORT_COLUMNS, AlertRow, Listener, LockHandle, ScheduleRow, StoreError,
-                     check_notification, deliver, report_from_row, reading_values)
+                     WriteHealth, check_notification, deliver, report_from_row, reading_values, tracks_write)
 
 log = logging.getLogger("bot.store")
 
@@ -119,6 +119,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX job_durations_account_provider ON job_durations (account, provider, id);
     """,
+    # 7: a claimed run names its owner (the scheduler that claimed it: a run whose owner stopped before
+    # posting it is delivered by another, bot.scheduler); result 'posting' while its post is being sent;
+    # a QUOTA_SCHEDULES item is stored once, whatever the replicas starting together do (duplicates that
+    # an older version let in are dropped, the oldest kept)
+    """
+    ALTER TABLE runs ADD COLUMN owner TEXT;
+    CREATE INDEX runs_unfinished ON runs (result) WHERE result IN ('claimed', 'posting');
+    DELETE FROM schedules WHERE source = 'config' AND id NOT IN
+        (SELECT MIN(id) FROM schedules WHERE source = 'config' GROUP BY platform, channel, when_text);
+    CREATE UNIQUE INDEX schedules_config_item ON schedules (platform, channel, when_text) WHERE source = 'config';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # how long one statement waits for another process's lock (SQLite's busy timeout), and how long opening the
@@ -142,6 +153,7 @@ class Store:
         self._locks: list[LockHandle] = []
         self._listeners: list[Listener] = []
         self._closed = False
+        self.writes = WriteHealth()
 
     @classmethod
     async def open(cls, path: str) -> "Store":
@@ -266,6 +278,10 @@ class Store:
                     await self._db.rollback()
         return None
 
+    def write_problem(self) -> str | None:
+        """One line while the latest write failed (a read-only or full disk), else None."""
+        return self.writes.problem
+
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction (sqlite3 opens it at the first write; commit ends it)."""
@@ -286,6 +302,7 @@ class Store:
         return int(row[0]) if row else 0
 
     # --- readings -------------------------------------------------------------------------------
+    @tracks_write
     async def record_reading(self, report: QuotaReport, account: str = "default") -> None:
         values = reading_values(report)
         values["simulated"], values["total_derived"] = int(values["simulated"]), int(values["total_derived"])
@@ -339,6 +356,7 @@ class Store:
                                         (account, int(simulated)))
         return await cursor.fetchone() is not None
 
+    @tracks_write
     async def record_history(self, account: str, rows: Iterable[tuple[float, float, float, float | None]],
                              simulated: bool) -> None:
         """Many (read_at, remaining h, total h, renewal) readings at once (the demo's past)."""
@@ -349,11 +367,13 @@ class Store:
                 [(at, rem, tot, round(rem / tot * 100, 2) if tot else None, ren, int(simulated), account)
                  for at, rem, tot, ren in rows])
 
+    @tracks_write
     async def prune_readings(self, before: float) -> int:
         async with self._tx() as db:
             cursor = await db.execute("DELETE FROM readings WHERE read_at < ?", (before,))
         return cursor.rowcount
 
+    @tracks_write
     async def record_job_duration(self, account: str, provider: str, seconds: float) -> None:
         """How long one reading of ``account`` through ``provider`` took (the newest 500 are kept)."""
         async with self._tx() as db:
@@ -382,6 +402,7 @@ class Store:
         cursor = await self._db.execute(query + " ORDER BY id", args)
         return [AlertRow(*row) for row in await cursor.fetchall()]
 
+    @tracks_write
     async def add_alerts(self, rows: list[tuple[str, str, str, str, str, str]]) -> list[AlertRow]:
         """(platform, channel, account, condition, source, created_by) each; returns the stored rows."""
         now, added = time.time(), []
@@ -397,6 +418,7 @@ class Store:
             await self._bump()
         return added
 
+    @tracks_write
     async def remove_alert(self, alert_id: int, platform: str | None = None) -> bool:
         query, args = "DELETE FROM alerts WHERE id = ?", (alert_id,)
         if platform is not None:
@@ -407,6 +429,7 @@ class Store:
                 await self._bump()
         return cursor.rowcount > 0
 
+    @tracks_write
     async def claim_alerts(self, claims: list[tuple[int, float, float | None, str]]) -> set[int]:
         """(id, fired_at, renewal, message): armed → pending in one transaction; returns the ids this call
         claimed (another process, or an earlier run, may have claimed one first)."""
@@ -424,18 +447,21 @@ class Store:
                 [(at, renewal, message, alert_id) for alert_id, at, renewal, message in claims if alert_id in claimed])
         return claimed
 
+    @tracks_write
     async def alerts_posted(self, results: list[tuple[int, str | None]]) -> None:
         """(id, failing reason or None): pending → fired, with the reason a post did not go out."""
         async with self._tx() as db:
             await db.executemany("UPDATE alerts SET state = 'fired', failing = ? WHERE id = ? AND state = 'pending'",
                                  [(reason, alert_id) for alert_id, reason in results])
 
+    @tracks_write
     async def rearm_alerts(self, ids: list[int]) -> None:
         async with self._tx() as db:
             await db.executemany("UPDATE alerts SET state = 'armed', message = NULL WHERE id = ? AND state = 'fired'",
                                  [(i,) for i in ids])
 
     # --- schedules ------------------------------------------------------------------------------
+    @tracks_write
     async def add_schedule(self, platform: str, channel: str, when_text: str, timezone: str, source: str,
                            anchor: float, created_by: str = "") -> ScheduleRow:
         now = time.time()
@@ -447,15 +473,18 @@ class Store:
             await self._bump()
         return ScheduleRow(cursor.lastrowid or 0, platform, channel, when_text, timezone, source, anchor, created_by, now, None)
 
+    @tracks_write
     async def add_schedules(self, rows: list[tuple[str, str, str, str, str, float]]) -> None:
         """Many (platform, channel, when_text, timezone, source, anchor) at once, in one transaction."""
         if not rows:
             return
         now = time.time()
         async with self._tx() as db:
+            # a QUOTA_SCHEDULES item already stored (another replica's) is kept as it is, with its anchor
             await db.executemany(
                 "INSERT INTO schedules (platform, channel, when_text, timezone, source, anchor, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)", [(*row, now) for row in rows])
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, channel, when_text) WHERE source = 'config'"
+                " DO NOTHING", [(*row, now) for row in rows])
             await self._bump()
 
     async def schedules(self, platform: str | None = None) -> list[ScheduleRow]:
@@ -466,6 +495,7 @@ class Store:
         cursor = await self._db.execute(query + " ORDER BY id", args)
         return [ScheduleRow(*row) for row in await cursor.fetchall()]
 
+    @tracks_write
     async def remove_schedule(self, schedule_id: int, platform: str | None = None) -> bool:
         query, args = "DELETE FROM schedules WHERE id = ?", (schedule_id,)
         if platform is not None:
@@ -476,6 +506,7 @@ class Store:
                 await self._bump()
         return cursor.rowcount > 0
 
+    @tracks_write
     async def set_timezone(self, schedule_id: int, timezone: str) -> None:
         async with self._tx() as db:
             cursor = await db.execute("UPDATE schedules SET timezone = ? WHERE id = ? AND timezone <> ?",
@@ -483,28 +514,75 @@ class Store:
             if cursor.rowcount > 0:  # the schedule's times move: other replicas re-arm it
                 await self._bump()
 
+    @tracks_write
     async def set_failing(self, schedule_id: int, reason: str | None) -> None:
         async with self._tx() as db:
             await db.execute("UPDATE schedules SET failing = ? WHERE id = ?", (reason, schedule_id))
 
     # --- runs: claimed before they are posted ---------------------------------------------------
-    async def claim(self, runs: Iterable[tuple[int, float]]) -> set[tuple[int, float]]:
-        """Claim (schedule id, due) runs in one transaction; returns those this call claimed (a run
-        claimed before, e.g. by a process that then crashed, is never claimed again)."""
+    @tracks_write
+    async def claim(self, runs: Iterable[tuple[int, float]], owner: str | None = None) -> set[tuple[int, float]]:
+        """Claim (schedule id, due) runs in one transaction for ``owner``; returns those this call claimed (a
+        run claimed before, by this process or another, is never claimed again)."""
         wanted = list(runs)
         if not wanted:
             return set()
         token = f"claim-{time.time_ns()}-{id(wanted)}"
         async with self._tx() as db:
             await db.executemany(
-                "INSERT OR IGNORE INTO runs (schedule_id, due, claimed_at, result) SELECT ?, ?, ?, ?"
+                "INSERT OR IGNORE INTO runs (schedule_id, due, claimed_at, result, owner) SELECT ?, ?, ?, ?, ?"
                 " WHERE EXISTS (SELECT 1 FROM schedules WHERE id = ?)",
-                [(sid, due, time.time(), token, sid) for sid, due in wanted])
+                [(sid, due, time.time(), token, owner, sid) for sid, due in wanted])
             cursor = await db.execute("SELECT schedule_id, due FROM runs WHERE result = ?", (token,))
             claimed = {(sid, due) for sid, due in await cursor.fetchall()}
             await db.execute("UPDATE runs SET result = 'claimed' WHERE result = ?", (token,))
         return claimed
 
+    async def unfinished_runs(self) -> list[tuple[int, float, str | None, str]]:
+        """(schedule id, due, owner, 'claimed' or 'posting') of the runs claimed and not finished."""
+        cursor = await self._db.execute("SELECT schedule_id, due, owner, result FROM runs"
+                                        " WHERE result IN ('claimed', 'posting') ORDER BY schedule_id, due")
+        return [tuple(row) for row in await cursor.fetchall()]  # type: ignore[misc]
+
+    @tracks_write
+    async def take_runs(self, runs: Iterable[tuple[int, float]], owner: str | None, to: str) -> set[tuple[int, float]]:
+        """Unfinished runs of ``owner`` (None: released, or claimed by an older version) become ``to``'s;
+        returns those this call took (another process may have taken one first)."""
+        wanted = list(runs)
+        taken: set[tuple[int, float]] = set()
+        if not wanted:
+            return taken
+        async with self._tx() as db:
+            await db.execute("BEGIN IMMEDIATE")
+            for sid, due in wanted:
+                cursor = await db.execute(
+                    "UPDATE runs SET owner = ? WHERE schedule_id = ? AND due = ? AND owner IS ?"
+                    " AND result IN ('claimed', 'posting')", (to, sid, due, owner))
+                if cursor.rowcount > 0:
+                    taken.add((sid, due))
+        return taken
+
+    @tracks_write
+    async def posting(self, runs: Iterable[tuple[int, float]], owner: str) -> set[tuple[int, float]]:
+        """Claimed → posting, for the runs ``owner`` still holds (after a crash a run in this state may
+        have gone out: it is never sent again); returns those."""
+        marked: set[tuple[int, float]] = set()
+        async with self._tx() as db:
+            for sid, due in runs:
+                cursor = await db.execute("UPDATE runs SET result = 'posting' WHERE schedule_id = ? AND due = ?"
+                                          " AND owner IS ? AND result = 'claimed'", (sid, due, owner))
+                if cursor.rowcount > 0:
+                    marked.add((sid, due))
+        return marked
+
+    @tracks_write
+    async def release_runs(self, runs: Iterable[tuple[int, float]], owner: str) -> None:
+        """Claimed runs of ``owner`` that it will not post (it stops) are left for the next one to take."""
+        async with self._tx() as db:
+            await db.executemany("UPDATE runs SET owner = NULL WHERE schedule_id = ? AND due = ? AND owner IS ?"
+                                 " AND result = 'claimed'", [(sid, due, owner) for sid, due in runs])
+
+    @tracks_write
     async def finish(self, results: Iterable[tuple[int, float, str]]) -> None:
         async with self._tx() as db:
             await db.executemany("UPDATE runs SET posted_at = ?, result = ? WHERE schedule_id = ? AND due = ?",
