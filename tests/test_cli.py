@@ -89,7 +89,8 @@ async def test_a_sentence_that_says_it_has_been_logged_shows_the_detail(upstream
 async def test_quota_upstream_down(tmp_path):
     code, out, err = await _cli("quota", cwd=tmp_path, env=_env(
         NEXTLEG_API_TOKEN=TEST_TOKEN, NEXTLEG_BASE_URL="http://127.0.0.1:9", NEXTLEG_POLL_TIMEOUT="1"))
-    assert code == 1 and err.strip().startswith("quota-bot: The Midjourney API is unavailable")
+    assert code == 1 and err.strip().startswith("quota-bot: The upstream (127.0.0.1) cannot be reached right now: "
+                                                "the connection was refused")
     _no_secrets(out, err)
 
 

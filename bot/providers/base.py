@@ -19,6 +19,7 @@ same way, so a provider module only says where to ask, how to wait and what its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -26,7 +27,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 import aiohttp
 import yarl
@@ -335,7 +336,10 @@ class HttpProvider:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _once(self, method: str, url: str, deadline: float, *, ask: bool, limited: bool,
-                    **kwargs: Any) -> Any:
+                    opened: Callable[[aiohttp.ClientResponse], Awaitable[Any]] | None = None, **kwargs: Any) -> Any:
+        """One request. With ``opened``, a 200 ``text/event-stream`` answer is handed to it open (only the
+        wait for its headers is bounded here: ``opened`` bounds the rest and must raise none of the
+        connection errors or timeouts retried here); any other answer is read as usual."""
         if limited:
             await self._limiter.wait(deadline)
         else:
@@ -345,11 +349,20 @@ class HttpProvider:
         if remaining <= 0:
             raise _DeadlineReached()
         timeout = aiohttp.ClientTimeout(total=min(self._request_timeout, remaining))
+        scope: Any = contextlib.nullcontext()
+        if opened is not None:  # a stream: bounded as a whole until its headers come, then by ``opened``
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(self._request_timeout, remaining))
+            scope = asyncio.timeout(min(self._request_timeout, remaining))
         where_to = f"{method} {_path(url)}"
         try:
-            async with self._client().request(method, url, timeout=timeout, **kwargs) as resp:
+            async with scope, self._client().request(method, url, timeout=timeout, **kwargs) as resp:
                 status = resp.status
                 headers = resp.headers
+                if opened is not None and status == 200 and resp.content_type == "text/event-stream":
+                    scope.reschedule(None)
+                    if ask:
+                        self._ask_rtt = time.monotonic() - sent
+                    return await opened(resp)
                 body = await _read_capped(resp, f"{where_to} -> HTTP {status}", self.label)
             if ask:
                 self._ask_rtt = time.monotonic() - sent
@@ -379,7 +392,7 @@ class HttpProvider:
         if status != 200 and not 200 <= status < 300:
             raise UpstreamUnavailable(f"{where}: {_snippet(body)}")
         if not parsed:
-            raise BadResponse(f"{where}: not JSON (or nested too deep to read): {_snippet(body)}")
+            raise BadResponse(f"{where}: {json_problem(body)}: {_snippet(body)}")
         return data
 
 
@@ -407,13 +420,24 @@ async def _read_capped(resp: aiohttp.ClientResponse, where: str, label: str, cap
 
 def parse_json(body: bytes | str) -> tuple[Any, bool]:
     """``(data, True)`` for a JSON body, ``(None, False)`` for an empty body, one that is not JSON, or
-    one nested too deep to read (``RecursionError``: a hostile body, never a crash)."""
+    one nested too deep to read (``RecursionError``: a hostile body, never a crash; see json_problem)."""
     if not body.strip():
         return None, False
     try:
         return json.loads(body), True
     except (ValueError, RecursionError):
         return None, False
+
+
+def json_problem(body: bytes | str) -> str:
+    """Why ``parse_json`` could not read the body, in words (asked on the failure path only)."""
+    try:
+        json.loads(body)
+    except RecursionError:
+        return "JSON nested too deep to read"
+    except ValueError:
+        pass
+    return "not JSON"
 
 
 def unreachable_cause(exc: BaseException) -> str:
