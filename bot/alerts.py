@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 from . import metrics
-from .errors import shown
+from .errors import UserError, shown
 from .schedules import PLATFORMS
 from .scheduler import Clock, PostPolicy, SystemClock, deliver, persist
 from .store import AlertRow, Store
@@ -52,9 +52,11 @@ EXAMPLES = "e.g. 20%, 5h, 90m or runout"
 _AMOUNT = re.compile(r"^(\d+(?:\.\d+)?)\s*(%|h|hr|hrs|hours?|m|min|mins|minutes?)$")
 
 
-class AlertError(Exception):
+class AlertError(UserError):
     """A bad alert item or condition; ``user_message`` is one line with an example. ``echo``: what the
     user typed, as the sentence quotes it (``'echo'``), for adapters to show safely (``bot.errors.echo_parts``)."""
+
+    code = "alert"
 
     def __init__(self, user_message: str, *, echo: str | None = None) -> None:
         super().__init__(user_message)

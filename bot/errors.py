@@ -8,7 +8,28 @@ Nothing in here ever includes a secret: messages are built from status codes and
 from __future__ import annotations
 
 
-class QuotaError(Exception):
+class UserError(Exception):
+    """Base of every failure a user can cause or meet: ``code`` (for logs and metrics) and
+    ``user_message``, the one line every surface shows (each in its own idiom). ``echo``: what the user
+    typed, where the sentence repeats it (quoted as ``'echo'``), so adapters can show it safely."""
+
+    code = "error"
+    user_message = "Something went wrong; it has been logged."
+    echo: str | None = None
+
+
+class UsageError(UserError):
+    """A command given words it does not take: the sentence repeats them and says what it takes."""
+
+    code = "usage"
+
+    def __init__(self, user_message: str, *, echo: str | None = None) -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
+        self.echo = echo
+
+
+class QuotaError(UserError):
     """Base of every error the quota service raises. ``user_message`` is one plain line for chat."""
 
     code = "error"
@@ -136,7 +157,7 @@ def echo_parts(exc: BaseException) -> tuple[str, str | None, str]:
 
 def user_sentence(exc: BaseException) -> str:
     """The one line a chat user sees for any exception (typed or not)."""
-    if isinstance(exc, QuotaError):
+    if isinstance(exc, UserError):
         return exc.user_message
     return UNEXPECTED
 

@@ -16,12 +16,14 @@ from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
 
-from .errors import shown
+from .errors import UserError, shown
 
 
-class ScheduleError(Exception):
+class ScheduleError(UserError):
     """A bad ``when`` or schedule item; ``user_message`` is one line with an example. ``echo``: what
     the user typed, as the sentence quotes it (``'echo'``), for adapters to show safely (``bot.errors.echo_parts``)."""
+
+    code = "schedule"
 
     def __init__(self, user_message: str, *, echo: str | None = None) -> None:
         super().__init__(user_message)

@@ -200,7 +200,7 @@ async def test_slack_add_list_remove_bad_input_and_usage(slack_http, alerting): 
     assert (await _ask(bot, "remove 1"))["text"] == "Removed alert #1."
     assert (await _ask(bot, "remove #1"))["text"] == "There is no alert #1; see `/quota-alert list`."
     usage = await _ask(bot, "dance")
-    assert usage["text"].startswith("I did not understand `dance`. *Usage:* `/quota-alert add &lt;condition&gt; [account]`")
+    assert usage["text"].startswith("I did not understand `dance`. *Usage:* `/quota-alert add &lt;condition&gt;`")
     assert (await _ask(bot, "help"))["text"].startswith("*Usage:*")
     assert [v.condition for v in await alerts.list("slack")] == ["runout"]
 

@@ -228,9 +228,12 @@ def test_the_manifest_keeps_slack_s_rules():
 
 def _usage_words(command: str) -> set[str]:
     """What the adapter's own usage answer offers after ``command``: `add`, `history`, `<account>`, …"""
-    usage = {"/quota": slack_app.SlackAdapter._quota_usage(ACCOUNTS), "/quota-schedule": slack_app.SCHEDULE_USAGE,
-             "/quota-alert": slack_app.ALERT_USAGE}[command]
-    return {w.strip("<>") for w in re.findall(rf"`{re.escape(command)} ([a-z<>]+)", usage)}
+    from bot.commands import catalog, usage as derived
+
+    commands = catalog(ACCOUNTS)
+    family = {"/quota": "quota", "/quota-schedule": "schedule", "/quota-alert": "alert"}[command]
+    text = derived(commands, family, ACCOUNTS)
+    return {w.strip("<>[]") for w in re.findall(rf"`{re.escape(command)} ([a-z<>\[\]]+)", text)}
 
 
 @pytest.mark.parametrize("command", sorted(MANIFEST_COMMANDS))

@@ -68,7 +68,7 @@ async def test_slack_echo_of_unknown_text_and_the_usage_are_escaped(slack_http, 
 
 async def test_slack_usage_placeholders_are_escaped_in_help(slack_http):  # noqa: F811
     bot = await slack_http()
-    for command, placeholder in (("/quota-schedule", "add &lt;when&gt;"), ("/quota-alert", "add &lt;condition&gt; [account]")):
+    for command, placeholder in (("/quota-schedule", "add &lt;when&gt;"), ("/quota-alert", "add &lt;condition&gt;")):
         body = await _slack(bot, "help", command)
         assert placeholder in body["text"] and body["blocks"][0]["text"]["text"] == body["text"]
 

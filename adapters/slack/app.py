@@ -50,18 +50,17 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters import startup
 from bot import metrics
-from bot.alerts import EXAMPLES, AlertError, AlertNotice, parse_condition
-from bot.errors import PostError, QuotaError
-from bot.history import history_chart
+from bot.alerts import AlertNotice
+from bot.commands import Caller, Commands, Failure, HistoryAnswer, parse
+from bot.errors import PostError, QuotaError, UsageError
 from bot.inbound import BodyRefused, LogThrottle, read_body, refusal_response
 from bot.report import PoolReport, QuotaReport
-from bot.schedules import ScheduleError, ScheduleManager
+from bot.schedules import ScheduleManager
 from bot.service import QuotaService
 from bot.settings import Settings
 
 from .files import upload_png
-from .render import (alert_added_text, alert_list_text, render_alert, render_error, render_history, render_reading,
-                     render_text, schedule_added_text, schedule_list_text)
+from .render import render_alert, render_answer, render_error, render_history, render_reading
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +74,7 @@ def _not_the_token_warning(record: logging.LogRecord) -> bool:
 
 logging.getLogger("slack_bolt.AsyncApp").addFilter(_not_the_token_warning)
 
-QUOTA_USAGE = ("*Usage:* `/quota` shows the Midjourney fast time left to you only; "
-               "`/quota public` shows it to the whole channel; `/quota history [days] [public]` shows the last "
-               "days (1-90, default 30) with the pace and a chart; `/quota help` shows this.")
-SCHEDULE_USAGE = ("*Usage:* `/quota-schedule add <when>` posts the quota in this channel on a schedule "
-                  "(a cron expression such as `0 9 * * 1-5`, or `every 6h`); `/quota-schedule list`; "
-                  "`/quota-schedule remove <id>`.")
-ALERT_USAGE = ("*Usage:* `/quota-alert add <condition> [account]` posts in this channel when the fast time "
-               f"falls below the condition (a percentage, an amount or `runout`, {EXAMPLES}); "
-               "`/quota-alert list`; `/quota-alert remove <id>`.")
-HELP_WORDS = ("help", "-h", "--help", "?")
+SLASH_COMMANDS = ("/quota", "/quota-schedule", "/quota-alert")  # bot.commands.text.SLASHES, as Slack names them
 NOT_ALLOWED = ("Only workspace admins and owners, or the users in SLACK_ADMIN_USER_IDS, "
                "can manage quota {what}.")
 # A 429 asking for a longer wait than this is not slept through inside one Web API call (it would hold
@@ -147,12 +137,13 @@ class SlackAdapter:
                             url_verification_enabled=False, ignoring_self_events_enabled=False,
                             ignoring_self_assistant_message_events_enabled=False,
                             attaching_function_token_enabled=False)
-        self.app.command("/quota")(self._quota)
-        self.app.command("/quota-schedule")(self._schedule)
-        self.app.command("/quota-alert")(self._alert)
+        self.commands = Commands(service, schedules=schedules, alerts=getattr(service, "alerts", None),
+                                 history_days=settings.quota_history_days)
+        for slash in SLASH_COMMANDS:
+            self.app.command(slash)(self._command)
         self.app.error(self._on_error)
         # HTTP mode (see the module docstring): our commands are acked before bolt runs them
-        self._ack_first = frozenset({"/quota", "/quota-schedule", "/quota-alert"})
+        self._ack_first = frozenset(SLASH_COMMANDS)
         self._verifier = None if self.socket_mode else SignatureVerifier(secret)
         self._deferred: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()  # acked, for bolt
         self._dispatcher: asyncio.Task[None] | None = None
@@ -300,69 +291,49 @@ class SlackAdapter:
             await asyncio.wait(pending, timeout=2)
         await self._session.close()
 
-    # --- /quota ---------------------------------------------------------------------------------
-    async def _quota(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
-        words = (command.get("text") or "").strip()
-        tokens = words.lower().split()
-        await self._ack(ack)  # in HTTP mode the ack has already gone out (see `_http`): answers go to the response_url
-        public = "public" in tokens
-        rest = [t for t in tokens if t != "public"]
-        names = tuple(getattr(self.service, "names", ()))
-        if rest and rest[0] == "history":
-            self._quota_history(respond, rest[1:], public, names, words)
-            return
-        if not rest or (len(rest) == 1 and names and rest[0] not in HELP_WORDS):
-            # `/quota`, `/quota public`, `/quota <account> [public]` (an unknown name gets the list of names)
-            account = rest[0] if rest else None
-            self._background(self._answer_quota(respond, public=public, account=account), "/quota")
-            return
-        usage = self._quota_usage(names)
-        usage = usage if rest[0] in HELP_WORDS else f"I did not understand `{_clip(words)}`. {usage}"
-        self._background(self._answer_text(respond, "/quota", usage), "/quota")
+    # --- commands (declared once in bot.commands; rendered here) ---------------------------------
+    async def _command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
+        """Every slash command: ack at once (in HTTP mode the ack has already gone out, see `_http`),
+        then parse, run and answer at the response_url in the background."""
+        await self._ack(ack)
+        slash = str(command.get("command") or "/quota")
+        user = str(command.get("user_id") or "")
 
-    def _quota_history(self, respond: Any, args: list[str], public: bool, names: tuple[str, ...], words: str) -> None:
-        """`/quota history [account] [days] [public]`."""
-        days, account, unknown = 30, None, []
-        for arg in args:
-            if arg.isdigit():
-                days = int(arg)
-            elif names and account is None:
-                account = arg
-            else:
-                unknown.append(arg)
-        if unknown or not 1 <= days <= 90:
-            problem = "days must be 1 to 90" if not unknown else f"I did not understand `{_clip(words)}`"
-            self._background(self._answer_text(respond, "/quota history", f"{problem}. {self._quota_usage(names)}"),
-                             "/quota history")
-            return
-        self._background(self._answer_history(respond, days, public, account), "/quota history")
+        async def may_manage(what: str) -> bool | str:
+            allowed = await self._is_admin(user, what[:-1])
+            return True if allowed is True else (NOT_ALLOWED.format(what=what) if allowed is False else allowed)
 
-    async def _answer_history(self, respond: Any, days: int, public: bool, account: str | None) -> None:
+        caller = Caller("slack", str(command.get("channel_id") or ""), user, may_manage)
+        self._background(self._answer(respond, caller, slash, str(command.get("text") or "")), slash)
+
+    async def _answer(self, respond: Any, caller: Caller, slash: str, text: str) -> None:
         try:
-            data, png = await history_chart(self.service, days, account)
-        except Exception as exc:
-            metrics.COMMANDS.labels("slack", "quota-history", "error").inc()
-            await self._answer_error(respond, exc, "/quota history")
+            call = parse(slash, text, self.commands.all, self.commands.names)
+        except UsageError as exc:
+            answer: Any = Failure(exc)
+            what = slash
+        else:
+            what = f"/{call.command.family}" + (f" {call.command.path[1]}" if len(call.command.path) > 1 else "")
+            answer = await self.commands.run(caller, call)
+        if isinstance(answer, HistoryAnswer):
+            await self._answer_history(respond, answer, what)
             return
-        metrics.COMMANDS.labels("slack", "quota-history", "ok").inc()
-        title = f"Midjourney fast time, last {days} days"
-        file_id = await upload_png(self.client, png, filename=f"quota-history-{days}d.png", title=title,
+        blocks, fallback, public = render_answer(answer)
+        await self._send(respond, what, blocks=blocks, text=fallback,
+                         response_type="in_channel" if public else "ephemeral")
+
+    async def _answer_history(self, respond: Any, answer: HistoryAnswer, what: str) -> None:
+        title = f"Midjourney fast time, last {answer.days} days"
+        file_id = await upload_png(self.client, answer.png, filename=f"quota-history-{answer.days}d.png", title=title,
                                    session=self._session)
-        blocks, text = render_history(data, file_id)
-        kind = "in_channel" if public else "ephemeral"
-        if not await self._send(respond, "/quota history", blocks=blocks, text=text, response_type=kind) and file_id:
+        blocks, text = render_history(answer.data, file_id)
+        kind = "in_channel" if answer.public else "ephemeral"
+        if not await self._send(respond, what, blocks=blocks, text=text, response_type=kind) and file_id:
             # Slack may still be processing a file uploaded a moment ago: once more, then without the image
             await asyncio.sleep(1.5)
-            if not await self._send(respond, "/quota history", blocks=blocks, text=text, response_type=kind):
-                blocks, text = render_history(data, None)
-                await self._send(respond, "/quota history", blocks=blocks, text=text, response_type=kind)
-
-    @staticmethod
-    def _quota_usage(names: tuple[str, ...]) -> str:
-        if not names:
-            return QUOTA_USAGE
-        return QUOTA_USAGE + (" `/quota <account>` shows one account (`/quota <account> public` to the channel); "
-                              f"accounts: {', '.join(f'`{n}`' for n in names)}.")
+            if not await self._send(respond, what, blocks=blocks, text=text, response_type=kind):
+                blocks, text = render_history(answer.data, None)
+                await self._send(respond, what, blocks=blocks, text=text, response_type=kind)
 
     async def _ack(self, ack: Any) -> None:
         """``ack()``; in Socket Mode timed for the ack histogram (HTTP mode acked in `_http`, and timed there)."""
@@ -370,17 +341,6 @@ class SlackAdapter:
         await ack()
         if self.socket_mode:
             metrics.ACK_SECONDS.labels("slack").observe(time.monotonic() - started)
-
-    async def _answer_quota(self, respond: Any, *, public: bool, account: str | None = None) -> None:
-        try:
-            blocks, text = render_reading(await self.service.get_report(account))
-        except Exception as exc:
-            metrics.COMMANDS.labels("slack", "quota", "error").inc()
-            await self._answer_error(respond, exc, "/quota")
-            return
-        metrics.COMMANDS.labels("slack", "quota", "ok").inc()
-        await self._send(respond, "/quota", blocks=blocks, text=text,
-                    response_type="in_channel" if public else "ephemeral")
 
     async def _send(self, respond: Any, what: str, **message: Any) -> bool:
         """Answer through the command's response_url (bolt's `respond` carries it), over the adapter's
@@ -415,112 +375,14 @@ class SlackAdapter:
         except Exception as exc:  # a bug: log it with its traceback, never kill the bot
             log.error("%s: the answer could not be sent to Slack (%s)", what, _slack_error(exc), exc_info=exc)
 
-    async def _answer_error(self, respond: Any, exc: BaseException, what: str) -> None:
-        """The one error handler: each failure becomes its one-line sentence, ephemeral."""
-        if isinstance(exc, (QuotaError, ScheduleError, AlertError)):
-            log.info("%s answered with an error: %s", what, exc)
-        else:
-            log.error("%s failed unexpectedly", what, exc_info=exc)
-        if isinstance(exc, (ScheduleError, AlertError)):
-            blocks, text = render_text(f":x: {exc.user_message}")
-        else:
-            blocks, text = render_error(exc)
-        try:
-            await self._send(respond, what, blocks=blocks, text=text, response_type="ephemeral")
-        except Exception as send_error:
-            log.error("%s: could not send the error answer to Slack (%s)", what, _slack_error(send_error))
-
     async def _on_error(self, error: Exception, body: dict[str, Any], respond: Any = None) -> None:
         log.error("unhandled error in a Slack listener", exc_info=error)
         if respond is not None and body.get("response_url"):
-            await self._answer_error(respond, error, "slack listener")
-
-    # --- /quota-schedule ------------------------------------------------------------------------
-    async def _schedule(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
-        words = (command.get("text") or "").split()
-        action = words[0].lower() if words else "help"
-        await self._ack(ack)  # as in `_quota`: every answer goes to the response_url
-        if action not in ("add", "list", "remove"):
-            prefix = "" if action in HELP_WORDS else f"I did not understand `{_clip(action)}`. "
-            self._background(self._answer_text(respond, "/quota-schedule", prefix + SCHEDULE_USAGE), "/quota-schedule")
-        else:
-            self._background(self._answer_schedule(respond, command, action, words[1:]), f"/quota-schedule {action}")
-
-    async def _answer_schedule(self, respond: Any, command: dict[str, Any], action: str, args: list[str]) -> None:
-        try:
-            if self.schedules is None:
-                text = "Schedules are not available on this bot."
-            elif (allowed := await self._is_admin(command.get("user_id", ""))) is not True:
-                text = NOT_ALLOWED.format(what="schedules") if allowed is False else allowed
-                metrics.COMMANDS.labels("slack", "quota-schedule", "refused").inc()
-            elif action == "add":
-                when = " ".join(args)
-                if not when:
-                    text = "Say when, e.g. `/quota-schedule add 0 9 * * 1-5` or `/quota-schedule add every 6h`."
-                else:
-                    view = await self.schedules.add("slack", command["channel_id"], when,
-                                                    created_by=command.get("user_id", ""))
-                    text = schedule_added_text(view)
-            elif action == "list":
-                text = schedule_list_text(await self.schedules.list("slack"))
-            else:
-                if len(args) != 1 or not args[0].lstrip("#").isdigit():
-                    text = "Say which one, e.g. `/quota-schedule remove 3` (ids are in `/quota-schedule list`)."
-                else:
-                    schedule_id = int(args[0].lstrip("#"))
-                    removed = await self.schedules.remove("slack", schedule_id)
-                    text = (f"Removed schedule #{schedule_id}." if removed
-                            else f"There is no schedule #{schedule_id}; see `/quota-schedule list`.")
-        except Exception as exc:
-            await self._answer_error(respond, exc, f"/quota-schedule {action}")
-            return
-        await self._answer_text(respond, f"/quota-schedule {action}", text)
-
-    # --- /quota-alert ---------------------------------------------------------------------------
-    async def _alert(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
-        words = (command.get("text") or "").split()
-        action = words[0].lower() if words else "help"
-        await self._ack(ack)  # as in `_quota`: every answer goes to the response_url
-        if action not in ("add", "list", "remove"):
-            prefix = "" if action in HELP_WORDS else f"I did not understand `{_clip(action)}`. "
-            self._background(self._answer_text(respond, "/quota-alert", prefix + ALERT_USAGE), "/quota-alert")
-        else:
-            self._background(self._answer_alert(respond, command, action, words[1:]), f"/quota-alert {action}")
-
-    async def _answer_alert(self, respond: Any, command: dict[str, Any], action: str, args: list[str]) -> None:
-        alerts = getattr(self.service, "alerts", None)
-        try:
-            if alerts is None:
-                text = "Alerts are not available on this bot."
-            elif (allowed := await self._is_admin(command.get("user_id", ""), "alert")) is not True:
-                text = NOT_ALLOWED.format(what="alerts") if allowed is False else allowed
-                metrics.COMMANDS.labels("slack", "quota-alert", "refused").inc()
-            elif action == "add":
-                if not args:
-                    text = f"Say below what, e.g. `/quota-alert add 20%` or `/quota-alert add 5h` ({EXAMPLES})."
-                else:
-                    condition, account = _condition_and_account(args)
-                    view = await alerts.add("slack", command["channel_id"], condition, account=account,
-                                            created_by=command.get("user_id", ""))
-                    text = alert_added_text(view)
-            elif action == "list":
-                text = alert_list_text(await alerts.list("slack"))
-            else:
-                if len(args) != 1 or not args[0].lstrip("#").isdigit():
-                    text = "Say which one, e.g. `/quota-alert remove 3` (ids are in `/quota-alert list`)."
-                else:
-                    alert_id = int(args[0].lstrip("#"))
-                    removed = await alerts.remove("slack", alert_id)
-                    text = (f"Removed alert #{alert_id}." if removed
-                            else f"There is no alert #{alert_id}; see `/quota-alert list`.")
-        except Exception as exc:
-            await self._answer_error(respond, exc, f"/quota-alert {action}")
-            return
-        await self._answer_text(respond, f"/quota-alert {action}", text)
-
-    async def _answer_text(self, respond: Any, what: str, text: str) -> None:
-        blocks, fallback = render_text(text)
-        await self._send(respond, what, blocks=blocks, text=fallback, response_type="ephemeral")
+            blocks, text = render_error(error)
+            try:
+                await self._send(respond, "slack listener", blocks=blocks, text=text, response_type="ephemeral")
+            except Exception as send_error:
+                log.error("could not send the error answer to Slack (%s)", _slack_error(send_error))
 
     async def _is_admin(self, user_id: str, what: str = "schedule") -> bool | str:
         """True, False, or (when Slack could not tell us) the one line that says so."""
@@ -586,25 +448,6 @@ def _retry_after(headers: Any) -> float:
         return max(0.0, float(value))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return 1.0
-
-
-def _condition_and_account(args: list[str]) -> tuple[str, str | None]:
-    """`add <condition> [account]`: the whole text when it is a condition (`run out` has a space), else
-    the last word is the account when the rest is a condition; otherwise the whole text, whose
-    AlertError then names the mistake."""
-    whole = " ".join(args)
-    if len(args) < 2:
-        return whole, None
-    try:
-        parse_condition(whole)
-        return whole, None
-    except AlertError:
-        pass
-    try:
-        parse_condition(" ".join(args[:-1]))
-    except AlertError:
-        return whole, None
-    return " ".join(args[:-1]), args[-1].lower()
 
 
 def _clip(text: str) -> str:

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING
 from datetime import datetime, timezone
 from typing import Any
 
-from bot.errors import user_sentence
+from bot.errors import echo_parts, user_sentence
 from bot.report import AccountReading, PoolReport, QuotaReport
 from bot.schedules import ScheduleView
 
 if TYPE_CHECKING:
+    from bot.commands import Answer
     from bot.alerts import AlertNotice, AlertView
     from bot.history import HistoryData
 
@@ -196,7 +197,7 @@ def render_pool(report: PoolReport) -> tuple[list[dict[str, Any]], str]:
                        f"{LEVEL_EMOJI[report.level]} `{report.progress_bar(20)}` *{report.percent:.2f}%* left"}})
     if report.pace:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
-                       f":chart_with_downwards_trend: {escape(_cut(report.pace, 500))}"}]})
+                       f":chart_with_downwards_trend: {fit(report.pace, 500)}"}]})
     simulated = [a.name for a in report.answered if a.report.simulated]  # type: ignore[union-attr]
     if simulated:  # only these: the others are real readings
         names = escape(_cut(", ".join(simulated), 1000))  # cut, then escaped
@@ -209,7 +210,7 @@ def render_pool(report: PoolReport) -> tuple[list[dict[str, Any]], str]:
     partly = "partly " if len(simulated) < answered else ""
     footer = {"type": "context", "elements": [{"type": "mrkdwn", "text": footer_text
                                                + (f" · {partly}simulated" if simulated else "")}]}
-    lines = [_cut(pool_line(a), SECTION_TEXT_MAX) for a in report.accounts]
+    lines = [_trim(pool_line(a), SECTION_TEXT_MAX) for a in report.accounts]
     room = MAX_BLOCKS - len(blocks) - 1  # keep the footer
     if len(lines) <= room:
         groups: list[list[str]] = [[line] for line in lines]
@@ -367,3 +368,59 @@ def render_alert(notice: "AlertNotice") -> tuple[list[dict[str, Any]], str]:
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
                    f"quota-bot alert #{notice.alert_id} · {fit(notice.condition, VALUE_MAX)}"}]})
     return blocks, f"{mention}{fit(notice.headline, 500)}"
+
+
+# --- any command's answer (bot.commands) ------------------------------------------------------------
+
+def usage_mrkdwn(sentence: str) -> Mrkdwn:
+    """A sentence with a usage in it: escaped, our backtick spans kept, "Usage:" in bold."""
+    return Mrkdwn(fit(sentence, SECTION_TEXT_MAX - 10).replace("Usage:", "*Usage:*", 1))
+
+
+def usage_failure_text(exc: BaseException) -> Mrkdwn:
+    """A usage answer: what the user typed in a code span (escaped, no backtick to break out of it),
+    the rest escaped, "Usage:" in bold."""
+    before, echo, after = echo_parts(exc)
+    if echo is None:
+        return usage_mrkdwn(before)
+    text = (fit(before, 1200) if before else "") + f"`{_code(echo)}`" + (fit(after, 1500) if after.strip() else after)
+    return Mrkdwn(text.replace("Usage:", "*Usage:*", 1))
+
+
+def render_answer(answer: "Answer") -> tuple[list[dict[str, Any]], str, bool]:
+    """(blocks, fallback, public) for any answer but the history's (whose chart is uploaded first)."""
+    from bot.commands import (AlertAdded, AlertList, Failure, Help, Notice, Reading, Removed, ScheduleAdded,
+                              ScheduleList)
+    from bot.alerts import AlertError
+    from bot.errors import UsageError
+    from bot.schedules import ScheduleError
+
+    if isinstance(answer, Reading):
+        blocks, text = render_reading(answer.outcome)
+        return blocks, text, answer.public
+    if isinstance(answer, Failure):
+        error = answer.error
+        if isinstance(error, UsageError):
+            blocks, text = render_text(usage_failure_text(error))
+        elif isinstance(error, (ScheduleError, AlertError)):
+            blocks, text = render_text(f":x: {error.user_message}")
+        else:
+            blocks, text = render_error(error)
+        return blocks, text, False
+    if isinstance(answer, Help):
+        blocks, text = render_text(Mrkdwn("\n".join(usage_mrkdwn(line) for line in answer.lines)))
+    elif isinstance(answer, Notice):
+        blocks, text = render_text(answer.text)
+    elif isinstance(answer, ScheduleAdded):
+        blocks, text = render_text(schedule_added_text(answer.view))
+    elif isinstance(answer, ScheduleList):
+        blocks, text = render_text(schedule_list_text(answer.views))
+    elif isinstance(answer, AlertAdded):
+        blocks, text = render_text(alert_added_text(answer.view))
+    elif isinstance(answer, AlertList):
+        blocks, text = render_text(alert_list_text(answer.views))
+    elif isinstance(answer, Removed):
+        blocks, text = render_text(answer.text())
+    else:  # pragma: no cover - every answer type is handled above
+        raise TypeError(f"no Slack rendering for {type(answer).__name__}")
+    return blocks, text, False

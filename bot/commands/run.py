@@ -1,0 +1,135 @@
+"""Runs a command for any surface: the permission check, the handler, the metrics and the error
+mapping happen here, once, for Discord, Slack and the console alike."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Protocol
+
+from .. import metrics
+from ..errors import UNEXPECTED, UserError
+from ..history import NoHistory, history_chart
+from .answers import (AlertAdded, AlertList, Answer, Failure, Help, HistoryAnswer, Notice, Reading, Removed,
+                      ScheduleAdded, ScheduleList)
+from .catalog import catalog
+from .spec import Command
+from .text import Call, usage
+
+log = logging.getLogger(__name__)
+
+
+class ReadingSource(Protocol):
+    """Where readings come from (``bot.accounts.QuotaPool``)."""
+
+    names: tuple[str, ...]
+
+    async def get_report(self, account: str | None = None) -> Any: ...
+
+
+class Manager(Protocol):
+    """Schedules (``bot.scheduler.Scheduler``) and alerts (``bot.alerts.Alerts``) as commands see them."""
+
+    async def list(self, platform: str) -> list[Any]: ...
+
+    async def remove(self, platform: str, item_id: int) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who runs a command, where: ``platform`` (discord, slack, console), the ``channel`` a schedule or
+    alert posts into by default, the ``user`` (recorded with what they add), and ``may_manage(what)``:
+    True, or the one-line refusal of that platform (its own permission model)."""
+
+    platform: str
+    channel: str
+    user: str = ""
+    may_manage: Callable[[str], Awaitable[bool | str]] | None = None
+
+
+class Unexpected(UserError):
+    code = "unexpected"
+    user_message = UNEXPECTED
+
+
+class Commands:
+    """The commands of one bot, over its parts (any may be None: that command then says it is not
+    available on this bot)."""
+
+    def __init__(self, readings: ReadingSource, *, schedules: Any = None, alerts: Any = None,
+                 history_days: float = 400) -> None:
+        self.readings = readings
+        self.schedules = schedules
+        self.alerts = alerts
+        self.names: tuple[str, ...] = tuple(getattr(readings, "names", ()) or ())
+        self.all = catalog(self.names, int(history_days))
+
+    def usage(self, family: str) -> str:
+        return usage(self.all, family, self.names)
+
+    async def run(self, caller: Caller, call: Call) -> Answer:
+        """The answer to ``call``; never raises (a failure is a ``Failure`` with its sentence)."""
+        command = call.command
+        try:
+            if command.manage is not None:
+                refusal = await self._refused(caller, command)
+                if refusal is not None:
+                    metrics.COMMANDS.labels(caller.platform, command.family, "refused").inc()
+                    return refusal
+            answer = await self._handle(caller, call)
+        except UserError as exc:
+            log.info("%s /%s answered with an error: %s", caller.platform, command.name, _detail(exc))
+            metrics.COMMANDS.labels(caller.platform, command.family, "error").inc()
+            return Failure(exc)
+        except Exception:
+            log.exception("%s /%s failed unexpectedly", caller.platform, command.name)
+            metrics.COMMANDS.labels(caller.platform, command.family, "error").inc()
+            return Failure(Unexpected())
+        metrics.COMMANDS.labels(caller.platform, command.family, "ok").inc()
+        return answer
+
+    async def _refused(self, caller: Caller, command: Command) -> Notice | None:
+        what = command.manage or ""
+        manager = self.schedules if what == "schedules" else self.alerts
+        if caller.may_manage is not None:
+            allowed = await caller.may_manage(what)
+            if allowed is not True:
+                return Notice(allowed if isinstance(allowed, str) else f"You may not manage quota {what}.", ok=False)
+        if manager is None:
+            return Notice(f"{what.capitalize()} are not available on this bot.", ok=False)
+        return None
+
+    async def _handle(self, caller: Caller, call: Call) -> Answer:
+        path = call.command.path
+        if path == ("quota",):
+            return Reading(await self.readings.get_report(call.get("account")), bool(call.get("public")))
+        if path == ("history",):
+            days = int(call.get("days"))
+            data, png = await history_chart(self.readings, days, call.get("account"))
+            return HistoryAnswer(data, png, days, bool(call.get("public")))
+        if path == ("help",):
+            family = call.get("family")
+            families = (family,) if family else ("quota", "schedule", "alert")
+            return Help(family, tuple(self.usage(f) for f in families))
+        what, action = path
+        manager = self.schedules if what == "schedule" else self.alerts
+        channel = str(call.get("channel") or caller.channel)
+        if action == "list":
+            views = await manager.list(caller.platform)
+            return ScheduleList(views) if what == "schedule" else AlertList(views)
+        if action == "remove":
+            ident = int(call.get("id"))
+            return Removed(what, ident, await manager.remove(caller.platform, ident))
+        if what == "schedule":
+            return ScheduleAdded(await manager.add(caller.platform, channel, str(call.get("when")),
+                                                   created_by=caller.user))
+        return AlertAdded(await manager.add(caller.platform, channel, str(call.get("condition")),
+                                            account=call.get("account"), created_by=caller.user))
+
+
+def _detail(exc: UserError) -> str:
+    detail = getattr(exc, "detail", "")
+    return f"{exc.user_message} ({detail})" if detail else exc.user_message
+
+
+__all__ = ["Caller", "Commands", "NoHistory", "ReadingSource"]
