@@ -304,11 +304,14 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
             if adapter.name == "discord":  # one replica at a time holds the gateway connection
                 adapter.gateway_lease = Lease(store, "discord-gateway")
         posters.update((a.name, a) for a in adapters)
-        if not adapters:
+        if not adapters:  # the console chat serves every command; its schedules and alerts post into it
             from adapters.cli.console import ConsoleAdapter
 
             stdin, stdout = console_io or (None, None)
-            adapters.append(ConsoleAdapter(core.service, stdin, stdout))
+            console = ConsoleAdapter(core.service, stdin, stdout, schedules=scheduler, alerts=alerts,
+                                     history_days=settings.quota_history_days, log_note=_console_log(settings, console_io))
+            adapters.append(console)
+            posters["console"] = console
         runtime = Runtime(core, adapters, store=store)
 
         app = web.Application(client_max_size=MAX_BODY)  # a backstop: handlers read bodies with their own cap
@@ -364,6 +367,26 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
             started.set_result({"port": port, "runtime": runtime})
         await stop.wait()
         log.info("shutting down")
+
+
+def _console_log(settings: Settings, console_io: Any) -> str | None:
+    """At a terminal, the console chat keeps its screen for the chat: log lines go to quota-bot.log next
+    to the database (or here); under a process manager or a pipe they stay on stdout."""
+    import os
+    import sys
+
+    if console_io is not None or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return None
+    from bot.logs import log_to_file
+
+    folder = os.path.dirname(os.path.abspath(settings.database_path)) if settings.database_path else os.getcwd()
+    path = os.path.join(folder, "quota-bot.log")
+    try:
+        log_to_file(path)
+    except OSError as exc:
+        log.warning("the log stays on the terminal: %s cannot be written (%s)", path, exc.strerror or exc)
+        return None
+    return f"Log lines go to {path}."
 
 
 async def _stop_adapter(adapter: Any) -> None:

@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping
 
 from . import metrics
 from .errors import UserError, shown
-from .schedules import PLATFORMS
+from .schedules import CHAT_PLATFORMS, PLATFORMS
 from .scheduler import Clock, PostPolicy, SystemClock, deliver, persist
 from .store import AlertRow, Store
 
@@ -372,7 +372,7 @@ class Alerts:
 
     async def add(self, platform: str, channel: str, condition: str, *, account: str | None = None,
                   created_by: str = "") -> AlertView:
-        if platform not in PLATFORMS or platform not in self.posters:
+        if platform not in CHAT_PLATFORMS or platform not in self.posters:
             raise AlertError(f"This bot cannot post to {platform}: it is not configured.")
         parsed = parse_condition(condition)
         account = (account or "").strip().lower()

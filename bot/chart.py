@@ -136,7 +136,11 @@ _executor_lock = threading.Lock()
 
 
 def _lower_priority() -> None:
-    """In the chart worker: yield the CPU to the bot (acks first, charts when there is room)."""
+    """In the chart worker: yield the CPU to the bot (acks first, charts when there is room), and leave
+    Ctrl-C to the bot (the worker is in the terminal's process group: it would print KeyboardInterrupt)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.nice(10)
     except OSError:

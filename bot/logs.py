@@ -66,3 +66,17 @@ def setup_logging(level: str = "INFO", stream=None, secrets: Iterable[str | None
     # chatty libraries stay at WARNING unless we debug
     for name in ("discord", "slack_bolt", "slack_sdk", "aiohttp.access"):
         logging.getLogger(name).setLevel(level if level == "DEBUG" else max(logging.getLevelName(level), logging.WARNING))
+
+
+def log_to_file(path: str) -> None:
+    """Send the log lines to ``path`` instead of the terminal (the console chat keeps its screen for the
+    chat); the same format, level and masking."""
+    root = logging.getLogger()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(SECRETS)
+    for old in list(root.handlers):
+        if getattr(old, "_quota_bot", False):
+            root.removeHandler(old)
+    handler._quota_bot = True  # type: ignore[attr-defined]
+    root.addHandler(handler)

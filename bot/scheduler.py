@@ -43,7 +43,7 @@ from zoneinfo import ZoneInfo
 from . import metrics
 from .errors import PostError, QuotaError
 from .replicas import Ownership
-from .schedules import PLATFORMS, ConfigItem, ScheduleError, ScheduleView, When, parse_when
+from .schedules import CHAT_PLATFORMS, PLATFORMS, ConfigItem, ScheduleError, ScheduleView, When, parse_when
 from .service import QuotaService
 from .store import ScheduleRow, Store
 
@@ -226,7 +226,7 @@ class Scheduler:
 
     # --- ScheduleManager ------------------------------------------------------------------------
     async def add(self, platform: str, channel: str, when: str, *, created_by: str = "") -> ScheduleView:
-        if platform not in PLATFORMS or platform not in self.posters:
+        if platform not in CHAT_PLATFORMS or platform not in self.posters:
             raise ScheduleError(f"This bot cannot post to {platform}: it is not configured.")
         parsed = parse_when(when)
         row = await self.store.add_schedule(platform, channel, parsed.text, self.timezone, "chat",

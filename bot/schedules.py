@@ -56,7 +56,8 @@ class ScheduleManager(Protocol):
 # --- parsing and next-run maths -------------------------------------------------------------------
 
 
-PLATFORMS = ("discord", "slack")
+PLATFORMS = ("discord", "slack")  # where QUOTA_SCHEDULES and QUOTA_ALERTS items post
+CHAT_PLATFORMS = PLATFORMS + ("console",)  # where chat commands add schedules and alerts (the console's post there)
 EXAMPLE = "e.g. 0 9 * * 1-5 (weekdays at 9:00) or every 6h"
 _EVERY = re.compile(r"^every\s+(\d+(?:\.\d+)?)\s*([a-z]+)$")
 _EVERY_UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "m": 60, "min": 60, "mins": 60,

@@ -1,7 +1,9 @@
 """The console chat: the default chat when neither Discord nor Slack is configured.
 
-A person types `/quota` at the terminal running `quota-bot run` and sees the answer, so the bot does
-its main job on a fresh machine with no credentials at all.
+A person types the same commands as in Slack at the terminal running `quota-bot run` (`/quota`,
+`/quota history`, `/quota-schedule`, `/quota-alert`, `/help`) and sees the answers; schedules and
+alerts added here post here while the bot runs. So the bot does all its jobs on a fresh machine with
+no credentials at all.
 """
 
 from __future__ import annotations
@@ -11,37 +13,45 @@ import logging
 import os
 import sys
 import threading
-from typing import TextIO
+from typing import Any, TextIO
 
 from aiohttp import web
 
-from bot.chart import render_png_async
-from bot.errors import QuotaError
-from bot.history import chart_spec
+from bot.commands import Caller, Commands, Failure, HistoryAnswer, parse
+from bot.errors import UsageError
 from bot.service import QuotaService
 
-from .render import render_alert, render_error, render_history, render_reading
+from .render import render_alert, render_answer, render_error, render_history, render_reading
 
 log = logging.getLogger(__name__)
 
-HELP = ("Type /quota to see the fast time left, /quota history [days] for the last days with the pace and a "
-        "chart, /help for this text; Ctrl-C stops the bot.")
+HELP = ("Type /quota for the fast time left, /quota history [days] for the last days with the pace and a chart, "
+        "/quota-schedule and /quota-alert to post here on a schedule or when it runs low, /help for every "
+        "command; Ctrl-C stops the bot.")
+CHANNEL = "console"
 
 
 class ConsoleAdapter:
     name = "console"
 
-    def __init__(self, service: QuotaService, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
+    def __init__(self, service: QuotaService, stdin: TextIO | None = None, stdout: TextIO | None = None, *,
+                 schedules: Any = None, alerts: Any = None, history_days: float = 400,
+                 log_note: str | None = None) -> None:
         self.service = service
         self._in = stdin or sys.stdin
         self._out = stdout or sys.stdout
         self._task: asyncio.Task[None] | None = None
+        self.commands = Commands(service, schedules=schedules,
+                                 alerts=alerts if alerts is not None else getattr(service, "alerts", None),
+                                 history_days=history_days)
+        self._caller = Caller("console", CHANNEL, "console")  # the operator at the terminal may manage
+        self._log_note = log_note
 
     def mount(self, app: web.Application) -> None:
         return None
 
     async def start(self) -> None:
-        self._say(f"Console chat ready. {HELP}")
+        self._say(f"Console chat ready. {HELP}" + (f" {self._log_note}" if self._log_note else ""))
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="console-chat")
 
     async def stop(self) -> None:
@@ -79,55 +89,40 @@ class ConsoleAdapter:
                 return
             await self.handle(line.strip())
 
-    async def _history(self, args: list[str], names: tuple[str, ...]) -> None:
-        """A sparkline and the pace in the terminal; the chart as a PNG next to the database."""
-        history = getattr(self.service, "history", None)
-        days = int(args[0]) if args and args[0].isdigit() else 30
-        account = next((a for a in args if not a.isdigit()), None)
-        if history is None:
-            self._say("History is not available on this bot (no database).")
-            return
-        if not 1 <= days <= 400 or (account is not None and account not in names):
-            takes = f"[account: {', '.join(names)}] " if names else ""
-            self._say(f"Usage: /quota history {takes}[days 1-400, default 30]")
-            return
-        try:
-            data = await history.data(days, account)
-            png = await render_png_async(chart_spec(data, tz=history.tz))
-            folder = os.path.dirname(os.path.abspath(getattr(history.store, "path", None) or "quota-history.png"))
-            path = os.path.join(folder, "quota-history.png")  # next to the SQLite file, else here
-            await asyncio.get_running_loop().run_in_executor(None, _write, path, png)
-        except Exception as exc:
-            log.exception("console /quota history failed")
-            self._say(render_error(exc))
-            return
-        self._say(f"{render_history(data)}\n  chart: {path}")
-
     async def handle(self, text: str) -> None:
         words = text.split()
         if not words:
             return
-        command, rest = words[0].lower(), " ".join(words[1:])
-        # `public` means something in Discord and Slack; here everyone at the terminal sees the answer
-        args = [w for w in rest.lower().split() if w != "public"]
-        names = tuple(getattr(self.service, "names", ()))
-        if command in ("/quota", "quota") and args and args[0] == "history":
-            await self._history(args[1:], names)
-        elif command in ("/quota", "quota") and (len(args) > 1 or (args and not names)):
-            takes = f"an account name ({', '.join(names)})" if names else "nothing"
-            self._say(f"I did not understand {rest!r}: /quota takes {takes} after it. {HELP}")
-        elif command in ("/quota", "quota"):
-            try:
-                self._say(render_reading(await self.service.get_report(args[0] if args else None)))
-            except QuotaError as exc:
-                self._say(render_error(exc))
-            except Exception as exc:  # never kill the chat
-                log.exception("console /quota failed")
-                self._say(render_error(exc))
-        elif command in ("/help", "help", "?"):
-            self._say(HELP)
+        slash, rest = words[0].lstrip("/").lower(), text.split(None, 1)[1] if len(words) > 1 else ""
+        if slash in ("?", "h"):
+            slash = "help"
+        if slash not in ("quota", "quota-schedule", "quota-alert", "help"):
+            self._say(f"Unknown command {words[0]!r}. {HELP}")
+            return
+        try:
+            call = parse(slash, rest, self.commands.all, self.commands.names)
+        except UsageError as exc:
+            self._say(render_answer(Failure(exc)))
+            return
+        answer = await self.commands.run(self._caller, call)
+        if isinstance(answer, HistoryAnswer):
+            await self._history(answer)
         else:
-            self._say(f"Unknown command {command!r}. {HELP}")
+            self._say(render_answer(answer))
+
+    async def _history(self, answer: HistoryAnswer) -> None:
+        """A sparkline and the pace in the terminal; the chart as a PNG next to the database."""
+        history = getattr(self.service, "history", None)
+        folder = os.path.dirname(os.path.abspath(getattr(getattr(history, "store", None), "path", None)
+                                                 or "quota-history.png"))
+        path = os.path.join(folder, "quota-history.png")  # next to the SQLite file, else here
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, _write, path, answer.png)
+        except OSError as exc:
+            log.warning("console /quota history: the chart could not be written to %s (%s)", path, exc)
+            self._say(f"{render_history(answer.data)}\n  (the chart could not be written: {exc.strerror or exc})")
+            return
+        self._say(f"{render_history(answer.data)}\n  chart: {path}")
 
 
 def _write(path: str, data: bytes) -> None:

@@ -148,3 +148,71 @@ def render_alert(notice: "AlertNotice") -> str:
     if notice.renewal is not None:
         lines.append(f"  Renews {_when(notice.renewal)}")
     return "\n".join(lines)
+
+
+# --- any command's answer (bot.commands), in the console chat ----------------------------------------
+
+def _plain(text: str) -> str:
+    """Chat markup off for the terminal: backticks and *bold* marks dropped."""
+    return text.replace("`", "").replace("*", "")
+
+
+def _next(moment: datetime) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+
+def render_schedules(views: list) -> str:
+    if not views:
+        return "No quota schedules yet. Add one with /quota-schedule add every 6h."
+    lines = []
+    for v in views:
+        nxt = f"next {_next(v.next_runs[0])}" if v.next_runs else "no next run"
+        origin = " (from QUOTA_SCHEDULES)" if v.source == "config" else ""
+        failing = f"  failing: {v.failing}" if v.failing else ""
+        lines.append(f"  #{v.id} {v.when!r} ({v.timezone}) in {v.platform}:{v.channel}, {nxt}{origin}{failing}")
+    return "\n".join(lines)
+
+
+def render_alerts(views: list) -> str:
+    if not views:
+        return "No quota alerts yet. Add one with /quota-alert add 20%."
+    lines = []
+    for v in views:
+        origin = "from QUOTA_ALERTS" if v.source == "config" else "from chat"
+        who = f"account {v.account}" if v.account else "all accounts"
+        failing = f"  failing: {v.failing}" if v.failing else ""
+        lines.append(f"  #{v.id} below {v.condition!r} for {who} in {v.platform}:{v.channel} ({origin}), "
+                     f"{v.state_text}{failing}")
+    return "\n".join(lines)
+
+
+def render_answer(answer: object) -> str:
+    """Any answer but the history's (whose chart is written to a file first)."""
+    from bot.commands import (AlertAdded, AlertList, Failure, Help, Notice, Reading, Removed, ScheduleAdded,
+                              ScheduleList)
+
+    if isinstance(answer, Reading):
+        return render_reading(answer.outcome)
+    if isinstance(answer, Failure):
+        from bot.errors import QuotaError
+
+        return render_error(answer.error) if isinstance(answer.error, QuotaError) else _plain(user_sentence(answer.error))
+    if isinstance(answer, Help):
+        return "\n".join(_plain(line) for line in answer.lines)
+    if isinstance(answer, Notice):
+        return _plain(answer.text)
+    if isinstance(answer, ScheduleAdded):
+        v = answer.view
+        runs = ", ".join(_next(t) for t in v.next_runs)
+        return f"Schedule #{v.id} added: {v.when!r} ({v.timezone}), posted here. Next runs: {runs}"
+    if isinstance(answer, ScheduleList):
+        return render_schedules(answer.views)
+    if isinstance(answer, AlertAdded):
+        v = answer.view
+        who = f"account {v.account}" if v.account else "all accounts"
+        return f"Alert #{v.id} added: below {v.condition!r} for {who}, posted here." + (f"\n{v.note}" if v.note else "")
+    if isinstance(answer, AlertList):
+        return render_alerts(answer.views)
+    if isinstance(answer, Removed):
+        return _plain(answer.text())
+    raise TypeError(f"no console rendering for {type(answer).__name__}")
