@@ -214,3 +214,29 @@ async def test_the_console_serves_schedules_alerts_and_history_and_posts_into_it
         _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert "Traceback" not in "".join(lines) + err.decode()
     assert not any("Unknown command" in l for l in lines)
+
+
+async def test_ctrl_c_at_the_terminal_stops_the_console_without_a_traceback(tmp_path):
+    """Ctrl-C reaches the whole process group, the chart worker included: nobody prints a traceback."""
+    import os
+    import signal
+
+    env = clean_env(PORT="0", HOST="127.0.0.1", PYTHONUNBUFFERED="1", DATABASE_URL=f"sqlite:///{tmp_path}/q.sqlite3")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "run", cwd=tmp_path, env=env,
+                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    lines: list[str] = []
+    try:
+        await _until(proc, lines, lambda l: "Console chat ready" in l)
+        proc.stdin.write(b"/quota history 7\n")  # starts the chart worker process
+        await proc.stdin.drain()
+        await _until(proc, lines, lambda l: "chart:" in l)
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = "".join(lines) + out.decode() + err.decode()
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-2000:]
+    assert proc.returncode == 0
