@@ -32,7 +32,7 @@ from .errors import QuotaError, UnknownAccount
 from .providers import KINDS, ProviderConfig
 from .report import AccountReading, PoolReport, QuotaReport
 from .service import Listener, QuotaService
-from .settings import SettingsError, _http_url, url_login
+from .settings import SettingsError, _http_url, parse_on_off, url_login
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ MAX_ACCOUNTS = 20
 RESERVED = ("public", "help", "history")  # words /quota takes, so never account names  # what every chat's pooled answer fits (Discord 25 fields, Slack 50 blocks)
 NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 COMMON_KEYS = ("name", "provider", "token", "base_url")
-OWN_KEYS = {"nextleg": ("path_prefix", "info_method"), "useapi": ("channel",), "linkr": (),
+OWN_KEYS = {"nextleg": ("path_prefix", "info_method"), "useapi": ("channel", "stream"), "linkr": (),
             "mjproxy": ("account_id",), "simulated": ()}
 SENDS_AUTHORIZATION = ("nextleg", "useapi", "linkr")  # a login in their base_url would collide with it
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -120,7 +120,9 @@ def _account(entry: Any, number: int, variables: Mapping[str, str], fail: Callab
         raise fail(f"{where}: provider must be one of {', '.join(KINDS)}"
                    + ("" if provider is None else f", not {str(provider)[:40]!r}"))
     for key, value in entry.items():
-        if not isinstance(value, str):
+        if key == "stream" and isinstance(value, bool):  # stream = false, or "off"
+            entry = {**entry, key: "on" if value else "off"}
+        elif not isinstance(value, str):
             raise fail(f"{where}: {key} must be a string in quotes")
     values: dict[str, str] = {}
     for key, value in entry.items():
@@ -151,9 +153,13 @@ def _account(entry: Any, number: int, variables: Mapping[str, str], fail: Callab
     prefix = values.get("path_prefix", "/v2").strip("/")
     if prefix and not re.fullmatch(r"[A-Za-z0-9._~/-]+", prefix):
         raise fail(f"{where}: path_prefix must be a URL path such as /v2")
+    try:
+        stream = parse_on_off(values.get("stream", "on"))
+    except ValueError as exc:
+        raise fail(f"{where}: stream {exc}") from None
     setting = f"the token of account '{name}'"
     return Account(name, ProviderConfig(provider, token, base_url, channel=values.get("channel") or None,
-                                        account_id=values.get("account_id") or None,
+                                        account_id=values.get("account_id") or None, stream=stream,
                                         path_prefix=f"/{prefix}" if prefix else "", info_method=method,
                                         token_setting=setting, account=name))
 

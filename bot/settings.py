@@ -85,6 +85,20 @@ def parse_duration(value: Any) -> float:
     return float(match.group(1)) * _DURATION_UNIT[(match.group(2) or "s").lower()]
 
 
+_ON = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
+
+
+def parse_on_off(value: Any) -> bool:
+    """``on``/``off`` (or ``true``/``false``, ``1``/``0``, ``yes``/``no``, any case) → bool; anything else
+    is a ValueError (never ``bool("false")``)."""
+    if isinstance(value, bool):
+        return value
+    flag = _ON.get(str(value).strip().lower())
+    if flag is None:
+        raise ValueError("must be on or off (or true/false, 1/0)")
+    return flag
+
+
 class _DatabaseUrl(str):
     """DATABASE_URL as given (``str()``, f-strings and comparisons see it whole), whose repr, and so the
     settings' repr, shows ``***`` for a password: ``postgresql://bot:***@host:5432/db``."""
@@ -140,6 +154,7 @@ class Settings(BaseSettings):
     useapi_api_token: SecretStr | None = None
     useapi_base_url: str = "https://api.useapi.net"
     useapi_channel: str | None = None
+    useapi_stream: bool = True  # read the job's events as they come (Server-Sent Events); off: poll
     linkr_api_key: SecretStr | None = None
     linkr_base_url: str = "https://linkrapi.com"
     mjproxy_base_url: str | None = None
@@ -200,6 +215,11 @@ class Settings(BaseSettings):
         return None if value is None else _login_checked(_http_url(value, info.field_name), info.field_name)
 
     @field_validator("useapi_channel", "mjproxy_account_id")
+    @field_validator("useapi_stream", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> bool:
+        return parse_on_off(value)
+
     @classmethod
     def _id(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", value.strip()):

@@ -14,7 +14,8 @@ from bot.report import PoolReport
 from bot.service import QuotaService
 from bot.settings import SettingsError
 from bot.simulator import Scripted, UpstreamSimulator
-from bot.upstream import AskLimiter, NextLegProvider
+from bot.providers.base import AskLimiter
+from bot.providers.nextleg import NextLegProvider
 from tests.conftest import FAST_POLL, TEST_TOKEN
 
 GOOD = """
@@ -82,7 +83,11 @@ def test_the_environment_wins_over_dotenv(tmp_path):
                                                           "linkr, mjproxy, simulated, not 'thenextleg'"),
     ('[[account]]\nname = "a"\nprovider = "useapi"\ntoken = "x"\nchanel = "1"',
      "account 'a': unknown key 'chanel' for provider useapi (did you mean 'channel'?) (keys: name, provider, token, "
-     "base_url, channel)"),
+     "base_url, channel, stream)"),
+    ('[[account]]\nname = "a"\nprovider = "useapi"\ntoken = "x"\nstream = "maybe"',
+     "account 'a': stream must be on or off (or true/false, 1/0)"),
+    ('[[account]]\nname = "a"\nprovider = "useapi"\ntoken = "x"\nstream = 1',
+     "account 'a': stream must be a string in quotes"),
     # a misspelled 'provider' is named as the unknown key, not reported as a missing provider
     ('[[account]]\nname = "a"\nprovdier = "useapi"\ntoken = "x"',
      "account 'a': unknown key 'provdier' (did you mean 'provider'?)"),

@@ -4,9 +4,10 @@ The bot runs as `quota-bot run` runs it (``adapters.runtime.serve`` in-process, 
 slack-bolt against the fake Discord and Slack), each provider's fake from ``tests/fakes/providers.py``
 stands in for the service, and `quota-bot quota` runs as a real subprocess.
 
-One shortcut, in-process only: useapi's real rhythm waits ~13 s before its first poll, so the in-process
-bot polls useapi faster (``fast_useapi_polls``); the `quota-bot quota` subprocess of the useapi test keeps
-the real rhythm, and that test checks it (one poll, ~13 s after the ask).
+useapi.net streams its job's events by default (USEAPI_STREAM): the readings here are streamed, in the
+chats and in the `quota-bot quota` subprocess (no poll, the answer as the job ends). One shortcut,
+in-process only, for the polled paths: useapi's real rhythm waits ~13 s before its first poll, so the
+in-process bot polls useapi faster (``fast_useapi_polls``).
 """
 
 from __future__ import annotations
@@ -224,8 +225,8 @@ async def test_each_provider_answers_in_discord_slack_and_the_cli_from_one_readi
     try:
         cli = None
         if provider == "useapi":
-            # the subprocess keeps useapi's real rhythm (~13 s to its first poll): it runs while the chats
-            # are tested, after its own ask is in, so the bot's asks can be counted apart from it
+            # the subprocess keeps useapi's real timing: it runs while the chats are tested, after its own
+            # ask is in, so the bot's asks can be counted apart from it
             cli = asyncio.ensure_future(_cli("quota", "--json", env=_env(**case.env), cwd=tmp_path))
             await fake.changes.wait(lambda: True if fake.asks else None, 15)
         bot = await run_bot(socket_mode=case.socket_mode, **case.settings)
@@ -267,11 +268,12 @@ async def test_each_provider_answers_in_discord_slack_and_the_cli_from_one_readi
         assert doc["job_mode"] == "Fast" and doc["simulated"] is False and isinstance(doc["renewal"], int)
         assert doc["total_derived"] is (provider == "linkr")
         _no_secret_in(out, err)
-        if provider == "useapi":  # the real rhythm: the CLI's job was polled once, ~13 s after its ask
+        if provider == "useapi":  # streamed: the CLI's job was read off its stream, to the end, never polled
             cli_job = next(iter(fake.jobs))
-            cli_polls = [p for p in fake.polls if cli_job in p.path]
-            assert len(cli_polls) == 1, [p.path for p in fake.polls]
-            assert 12.0 <= cli_polls[0].at - fake.asks[0].at <= 15.0
+            assert fake.asks[0].body == {"stream": True}
+            assert [p.path for p in fake.polls if cli_job in p.path] == []
+            assert [s["closed_by"] for s in fake.streams if s["jobid"] == cli_job] == ["end"]
+            assert fake.deletes == [] and fake.unfinished() == []  # no job given up, none left holding a slot
 
         # the credential: in its header on every request, never in a URL, a query, a body or a chat
         for rec in fake.requests:
@@ -515,6 +517,6 @@ async def test_a_malformed_accounts_file_stops_run_with_one_line(tmp_path):
     assert code == 2 and out == ""
     assert err.splitlines() == [
         f"quota-bot: QUOTA_ACCOUNTS_FILE: {path}: account 'studio': unknown key 'chanel' for provider useapi "
-        "(keys: name, provider, token, base_url, channel)"]
+        "(did you mean 'channel'?) (keys: name, provider, token, base_url, channel, stream)"]
     assert time.monotonic() - started < 10
     assert not (tmp_path / "q.sqlite3").exists()  # stopped before anything started

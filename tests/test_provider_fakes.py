@@ -88,8 +88,11 @@ async def test_useapi_defaults_to_sse():
                 assert resp.status == 200 and resp.content_type == "text/event-stream"
                 raw = (await resp.read()).decode()
         events = [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: ")]
-        assert events[0]["status"] == "created" and events[-1]["status"] == "completed"
-        assert "Fast Time Remaining" in events[-1]["response"]["content"]
+        assert events[0]["event"] == "initialized" and events[0]["jobId"] in fake.jobs
+        assert [e["event"] for e in events[1:]] == ["midjourney_created", "midjourney_started", "midjourney_progress",
+                                                    "midjourney_completed"]
+        assert events[1]["job"]["status"] == "created" and events[-1]["job"]["status"] == "completed"
+        assert "Fast Time Remaining" in events[-1]["job"]["response"]["content"]
 
 
 async def test_useapi_auth_channel_and_unknown_job():

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from bot.providers.timing import LearnedTiming
-from bot.upstream import AskLimiter, PollPolicy
+from bot.providers.base import AskLimiter, PollPolicy
 from bot.webhook import WebhookHub
 from tests.conftest import TEST_TOKEN
 from tests.ports import bound_socket
@@ -141,7 +141,8 @@ async def test_useapi_gets_reply_url_and_ref_and_the_callback_wins(hub_server):
     token = ALL_TEST_SECRETS["USEAPI_API_TOKEN"]
     fake = UseapiFake(require_token=token, complete_after=0.4, callback=True)
     await fake.start()
-    provider = UseapiProvider(base_url=fake.base_url, token=token, webhook=hub_server, limiter=AskLimiter(0.01))
+    provider = UseapiProvider(base_url=fake.base_url, token=token, webhook=hub_server, limiter=AskLimiter(0.01),
+                              stream=False)  # the callback beside polls (beside a stream: tests/test_useapi_stream.py)
     try:
         started = time.monotonic()
         report = await provider.fetch()

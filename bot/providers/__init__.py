@@ -53,6 +53,7 @@ class ProviderConfig:
     info_method: str = "GET"  # nextleg
     token_setting: str = ""
     account: str | None = None  # its name in QUOTA_ACCOUNTS_FILE (sentences then name the file's keys)
+    stream: bool = True  # useapi: read the job's events as they come (USEAPI_STREAM / the file's ``stream``)
 
     def __post_init__(self) -> None:
         from ..settings import _LoginUrl, url_login
@@ -71,7 +72,7 @@ class ProviderConfig:
         from ..settings import redact_url
 
         where = redact_url(self.base_url or _CLASSES[self.kind][2] or "")
-        extra = {"useapi": f", channel {self.channel}" if self.channel else "",
+        extra = {"useapi": (f", channel {self.channel}" if self.channel else "") + ("" if self.stream else ", polled"),
                  "mjproxy": f", account {self.account_id}",
                  "nextleg": f"{self.path_prefix}, info by {self.info_method}"}.get(self.kind, "")
         return f"{self.kind} ({self.label}) at {where}{extra}"
@@ -89,7 +90,7 @@ def create_provider(config: ProviderConfig, **options: Any) -> Provider:
     if config.kind == "nextleg":
         kwargs.update(path_prefix=config.path_prefix, info_method=config.info_method)
     elif config.kind == "useapi":
-        kwargs.update(channel=config.channel)
+        kwargs.update(channel=config.channel, stream=config.stream)
         if config.account:
             kwargs.update(channel_setting=f"channel in account '{config.account}' of QUOTA_ACCOUNTS_FILE")
     elif config.kind == "mjproxy":
@@ -123,7 +124,8 @@ def config_from_settings(settings: Any) -> ProviderConfig:
                               token_setting="NEXTLEG_API_TOKEN")
     if kind == "useapi":
         return ProviderConfig("useapi", secret(settings.useapi_api_token), settings.useapi_base_url,
-                              channel=settings.useapi_channel, token_setting="USEAPI_API_TOKEN")
+                              channel=settings.useapi_channel, stream=settings.useapi_stream,
+                              token_setting="USEAPI_API_TOKEN")
     if kind == "linkr":
         return ProviderConfig("linkr", secret(settings.linkr_api_key), settings.linkr_base_url,
                               token_setting="LINKR_API_KEY")

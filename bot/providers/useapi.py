@@ -11,6 +11,17 @@
   keeps polling until the deadline.
 - Manners: useapi itself looks at Discord every 15–60 s and asks clients to wait 10–30 s between
   polls, so the default rhythm is one poll every 10–15 s (see ``UseapiProvider.default_poll``).
+- Streamed (``stream=True``, the default; ``USEAPI_STREAM`` / the accounts file's ``stream``): the ask
+  is sent with ``"stream": true`` and its answer, Server-Sent Events (shared/providers.md, "results in
+  real time"), is read as it comes: the reading ends the moment ``midjourney_completed`` (or
+  ``_failed``/``_moderated``/``error``) arrives. The stream is kept open until an end event; one that
+  sends nothing for longer than the poll floor is checked with a poll (then after 2×, then every 3×
+  the floor of silence); one that breaks goes on with polls within the same deadline (or, when it
+  broke before naming its job, is asked once more without a stream). Each event is read up to
+  ``MAX_EVENT_BYTES``, a stream up to ``MAX_STREAM_BYTES``.
+- A job the bot gives up before it ends (the deadline, a shutdown: ``close()`` or a cancelled
+  reading) is deleted (``DELETE {base}/v3/midjourney/jobs/{jobid}``, once, bounded, logged), so it
+  does not hold one of the account's job slots for 14 minutes.
 
 Every user-facing sentence of this provider is a typed error below; none ever carries the token
 (texts from useapi's error bodies are clipped and scrubbed of it).
@@ -18,6 +29,8 @@ Every user-facing sentence of this provider is a typed error below; none ever ca
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
 import uuid
@@ -28,9 +41,13 @@ from urllib.parse import quote
 
 import yarl
 
+import aiohttp
+
 from ..errors import BadResponse, Expired, QuotaError, RateLimited, UpstreamUnavailable
 from ..report import QuotaReport, parse_result, parse_timestamp
-from .base import HttpProvider, PollPolicy, _DeadlineReached, _next_delay, _Retryable, _retry_after
+from .base import (MAX_REPLY_BYTES, HttpProvider, PollPolicy, _DeadlineReached, _next_delay, _read_capped, _Retryable,
+                   _retry_after, unreachable_cause)
+from .sse import EventStreamParser
 
 log = logging.getLogger("bot.upstream")
 
@@ -39,6 +56,11 @@ END_STATES = frozenset({"completed", "failed", "moderated"})
 # (Once is tolerated, in case useapi writes the status a moment before the response.)
 EMPTY_DONE_LIMIT = 3
 _CLIP = 160
+END_EVENTS = {"midjourney_completed": "completed", "midjourney_failed": "failed",
+              "midjourney_moderated": "moderated"}
+MAX_EVENT_BYTES = MAX_REPLY_BYTES  # one event of the stream is read up to this much
+MAX_STREAM_BYTES = 16 * MAX_REPLY_BYTES  # a whole stream (keep-alives included) up to this much
+DELETE_TIMEOUT = 5.0  # a job given up is deleted within this, or left (logged)
 
 
 # --- the sentences ---------------------------------------------------------------------------------
@@ -134,9 +156,12 @@ class UseapiProvider(HttpProvider):
     default_interval = 3.0
 
     def __init__(self, *, base_url: str = "https://api.useapi.net", token: str, channel: str | None = None,
-                 channel_setting: str = "USEAPI_CHANNEL", **options: Any) -> None:
+                 channel_setting: str = "USEAPI_CHANNEL", stream: bool = True, **options: Any) -> None:
         options.setdefault("token_setting", "USEAPI_API_TOKEN")
         super().__init__(base_url=base_url, token=token, **options)
+        self.stream = stream  # read the job's events as they come (else poll, as before)
+        self._unfinished: dict[str, yarl.URL] = {}  # jobs asked for and not seen to end: deleted if given up
+        self._deleting: set[asyncio.Task[None]] = set()
         self.channel_setting = channel_setting  # how sentences name the channel setting
         self._channel = str(channel).strip() if channel is not None and str(channel).strip() else None
         self._ask_url = f"{self._base}/v3/midjourney/jobs/info"
@@ -198,37 +223,54 @@ class UseapiProvider(HttpProvider):
 
     # --- one reading -----------------------------------------------------------------------------
     async def _read(self, deadline: float) -> QuotaReport:
-        body: dict[str, Any] = {"stream": False}
+        body: dict[str, Any] = {"stream": self.stream}
         if self._channel:
             body["channel"] = self._channel
         ref = f"quota-bot-{uuid.uuid4().hex[:16]}"
         pushed = self.webhook.expect(ref) if self.webhook is not None else None
         if pushed is not None:  # useapi posts the finished job there (replyUrl), tagged with our replyRef
             body.update(replyUrl=self.webhook.url, replyRef=ref)
+        watch = _Watch()
         try:
-            return await self._ask_and_wait(body, deadline, pushed)
+            if self.stream:
+                return await self._stream_and_wait(body, deadline, pushed, watch)
+            return await self._ask_and_wait(body, deadline, pushed, watch)
+        except BaseException as exc:
+            if watch.jobid is not None and watch.jobid in self._unfinished:
+                why = ("shutdown" if isinstance(exc, asyncio.CancelledError)
+                       else "deadline" if isinstance(exc, _DeadlineReached) else type(exc).__name__)
+                await self._settle_give_up(watch.jobid, why)
+            raise
         finally:
+            if watch.jobid is not None:
+                self._unfinished.pop(watch.jobid, None)
             if pushed is not None:
                 pushed.close()
 
-    async def _ask_and_wait(self, body: dict[str, Any], deadline: float, pushed: Any) -> QuotaReport:
+    async def _ask_and_wait(self, body: dict[str, Any], deadline: float, pushed: Any, watch: "_Watch") -> QuotaReport:
         asked = time.monotonic()
         log.info("useapi ask: POST %s channel=%s", yarl.URL(self._ask_url).path, self._channel or "-")
         receipt = await self._call("POST", self._ask_url, deadline, ask=True, json=body)
-        jobid = _jobid(receipt)
-        if pushed is not None:
-            pushed.add(jobid)
+        self._started(watch, _jobid(receipt), pushed)
+        return await self._poll_until_done(watch, receipt, asked, deadline, pushed)
+
+    async def _poll_until_done(self, watch: "_Watch", job: Any, asked: float, deadline: float, pushed: Any, *,
+                               poll_now: bool = False) -> QuotaReport:
+        jobid = watch.jobid
+        assert jobid is not None
         url = self.job_url(jobid)
-        log.info("useapi accepted the info job %s: status=%r", jobid, _status(receipt))
+        log.info("useapi %s the info job %s: status=%r", "follows" if poll_now else "accepted", jobid, _status(job))
         floor = self._poll.min_delay
         if pushed is not None:  # with a callback, polls are only a safety net
             backoff, plan = SAFETY_NET.delays(self._rng), iter(())
         else:
             learned = await self.timing.plan_async(floor, gap=floor, first=floor)
             backoff, plan = self._poll.delays(self._rng), iter(_spaced(learned or (), floor))
-        job: Any = receipt
-        last: str | None = None
+        last: str | None = watch.status
         empty_done = 0
+        if poll_now:
+            self._polls += 1
+            job = await self._poll_job(watch, url, deadline)
         while True:
             status = _status(job)
             if status != last:
@@ -236,8 +278,10 @@ class UseapiProvider(HttpProvider):
                          time.monotonic() - asked, self._polls)
                 last = status
             if status in ("failed", "moderated"):
+                self._ended(watch)
                 raise self._failure(jobid, status, job)
             if status == "completed":
+                self._ended(watch)
                 content = _content(job)
                 if content is not None:
                     self._learn(asked, _job_seconds(job))
@@ -259,9 +303,241 @@ class UseapiProvider(HttpProvider):
                 raise _DeadlineReached(f"job {jobid} last status {last!r}") from None
             if callback is not None:
                 log.info("useapi called back for job %s after %.2fs", jobid, time.monotonic() - asked)
-                job = callback
+                job = _unwrap(callback)
             else:
-                job = await self._call("GET", url, deadline)
+                job = await self._poll_job(watch, url, deadline)
+
+    async def _poll_job(self, watch: "_Watch", url: yarl.URL, deadline: float) -> Any:
+        try:
+            return await self._call("GET", url, deadline)
+        except JobGone:
+            self._ended(watch)  # nothing left to delete
+            raise
+
+    # --- the streamed reading --------------------------------------------------------------------
+    async def _stream_and_wait(self, body: dict[str, Any], deadline: float, pushed: Any,
+                               watch: "_Watch") -> QuotaReport:
+        asked = time.monotonic()
+        log.info("useapi ask: POST %s channel=%s, streamed", yarl.URL(self._ask_url).path, self._channel or "-")
+
+        async def follow(resp: aiohttp.ClientResponse) -> Any:
+            return await self._follow(resp, watch, asked, deadline, pushed)
+
+        outcome = await self._call("POST", self._ask_url, deadline, ask=True, json=body, opened=follow)
+        if isinstance(outcome, QuotaReport):
+            return outcome
+        if outcome is _DEADLINE:
+            raise _DeadlineReached(f"job {watch.jobid} streamed, last status {watch.status!r}")
+        if isinstance(outcome, dict):  # answered without a stream (a receipt): polls as without one
+            self._started(watch, _jobid(outcome), pushed)
+            return await self._poll_until_done(watch, outcome, asked, deadline, pushed)
+        if watch.jobid is not None:  # the stream ended without an end event: polls finish the reading
+            return await self._poll_until_done(watch, watch.job or {}, asked, deadline, pushed, poll_now=True)
+        log.warning("useapi: the stream ended before naming its job; asking once more, without a stream")
+        try:
+            await self._limiter.wait(deadline)  # a second ask takes its turn like any other
+        except _DeadlineReached:
+            raise _DeadlineReached("the stream ended before naming its job") from None
+        return await self._ask_and_wait({**body, "stream": False}, deadline, pushed, watch)
+
+    async def _follow(self, resp: aiohttp.ClientResponse, watch: "_Watch", asked: float, deadline: float,
+                      pushed: Any) -> Any:
+        """Read the stream until an end event: a report, a raised job failure, ``_STREAM_ENDED`` (it
+        ended or broke without one), or ``_DEADLINE``. Never raises a connection error or a timeout
+        (``_once`` would take those for a failed ask and ask again)."""
+        parser = EventStreamParser(MAX_EVENT_BYTES)
+        floor = max(self._poll.min_delay, 0.01)
+        quiet_limit, checks = floor, 0
+        heard = time.monotonic()  # the last byte of the stream, or the last silence check
+        total = 0
+        reading: asyncio.Task[bytes] | None = None
+        called: asyncio.Task[Any] | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= deadline - 0.05:
+                    return _DEADLINE
+                if reading is None:
+                    reading = asyncio.ensure_future(resp.content.readany())
+                if pushed is not None and called is None:
+                    called = asyncio.ensure_future(pushed.queue.get())
+                waiting = {t for t in (reading, called) if t is not None}
+                done, _ = await asyncio.wait(waiting, timeout=max(0.0, min(deadline - 0.05, heard + quiet_limit) - now),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if called is not None and called in done:
+                    job, called = _unwrap(called.result()), None
+                    log.info("useapi called back for job %s after %.2fs", watch.jobid, time.monotonic() - asked)
+                    outcome = self._settle(watch, job, asked, pushed)
+                    if outcome is not None:
+                        return outcome
+                if reading in done:
+                    finished, reading = reading, None
+                    try:
+                        chunk = finished.result()
+                    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                        log.warning("useapi: the stream of job %s broke after %.1fs: %s", watch.jobid,
+                                    time.monotonic() - asked, unreachable_cause(exc))
+                        return _STREAM_ENDED
+                    if not chunk:
+                        log.log(logging.WARNING if watch.jobid is None or not watch.ended else logging.DEBUG,
+                                "useapi: the stream of job %s ended without an end event after %.1fs",
+                                watch.jobid, time.monotonic() - asked)
+                        return _STREAM_ENDED
+                    total += len(chunk)
+                    heard, quiet_limit, checks = time.monotonic(), floor, 0
+                    if total > MAX_STREAM_BYTES:
+                        log.warning("useapi: the stream of job %s went past %d bytes and is read no further",
+                                    watch.jobid, MAX_STREAM_BYTES)
+                        return _STREAM_ENDED
+                    dropped = parser.dropped
+                    events = parser.feed(chunk)
+                    if parser.dropped > dropped:
+                        log.warning("useapi: an event of job %s's stream went past %d bytes and was skipped",
+                                    watch.jobid, parser.max_event)
+                    for event in events:
+                        outcome = self._on_event(watch, event.type, event.data, asked, pushed)
+                        if outcome is not None:
+                            return outcome
+                elif not done and watch.jobid is not None and time.monotonic() >= heard + quiet_limit - 0.001:
+                    checks += 1
+                    log.info("useapi: the stream of job %s is silent for %.1fs; checking with a poll", watch.jobid,
+                             time.monotonic() - heard)
+                    self._polls += 1
+                    try:
+                        job = await self._poll_job(watch, self.job_url(watch.jobid), deadline)
+                    except _DeadlineReached:
+                        return _DEADLINE
+                    outcome = self._settle(watch, job, asked, pushed)
+                    if outcome is not None:
+                        return outcome
+                    heard, quiet_limit = time.monotonic(), floor * min(1 + checks, 3)
+                elif not done and time.monotonic() >= heard + quiet_limit - 0.001:
+                    heard = time.monotonic()  # no job to poll yet: wait for the stream, up to the deadline
+        finally:
+            for task in (reading, called):
+                if task is not None and not task.done():
+                    task.cancel()
+
+    def _on_event(self, watch: "_Watch", kind: str, raw: str, asked: float, pushed: Any) -> Any:
+        """One event of the stream: None to read on, else what ``_follow`` returns (or a raised failure)."""
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to read: skipped, never a crash
+            data = None
+        if not isinstance(data, dict):
+            log.debug("useapi: a stream event that is not a JSON object, skipped: %s", self._clip(raw))
+            return None
+        name = data.get("event") if isinstance(data.get("event"), str) else (kind if kind != "message" else "")
+        name = name.strip().lower()
+        job = data.get("job") if isinstance(data.get("job"), dict) else (data if "status" in data else None)
+        if watch.jobid is None:
+            for holder in (data, job):
+                try:
+                    self._started(watch, _jobid(holder), pushed)
+                    break
+                except BadResponse:
+                    continue
+        if name == "error" and _status(job) not in END_STATES:
+            self._ended(watch)
+            error, details = self._clip(data.get("error") or data.get("message")), self._clip(data.get("errorDetails"))
+            raise self._failure(watch.jobid or "?", "failed", {"error": error or "the stream reported an error",
+                                                               "errorDetails": details, "code": data.get("code")})
+        if name in END_EVENTS and _status(job) not in END_STATES:  # leniently: an end event without its job
+            job = {**data, **(job or {}), "status": END_EVENTS[name]}
+        if job is None:
+            if name not in ("initialized", ""):
+                log.debug("useapi: stream event %r of job %s skipped", self._clip(name), watch.jobid)
+            return None
+        progress = job.get("response", {}).get("progress_percent") if isinstance(job.get("response"), dict) else None
+        if progress is not None:
+            log.debug("useapi job %s: progress %s%%", watch.jobid, self._clip(progress))
+        return self._settle(watch, job, asked, pushed)
+
+    def _settle(self, watch: "_Watch", job: Any, asked: float, pushed: Any) -> Any:
+        """A job object from the stream, a callback or a silence check: a report when it is done with
+        content, a raised failure, ``_STREAM_ENDED`` when it completed without content (polls go on),
+        else None."""
+        if not isinstance(job, dict):
+            return None
+        if watch.jobid is None:
+            try:
+                self._started(watch, _jobid(job), pushed)
+            except BadResponse:
+                pass
+        status = _status(job)
+        watch.job = job
+        if status != watch.status:
+            log.info("useapi job %s: status %r after %.1fs (streamed, %d polls)", watch.jobid, status,
+                     time.monotonic() - asked, self._polls)
+            watch.status = status
+        if status in ("failed", "moderated"):
+            self._ended(watch)
+            raise self._failure(watch.jobid or "?", status, job)
+        if status == "completed":
+            self._ended(watch)
+            content = _content(job)
+            if content is None:
+                log.warning("useapi job %s: completed without content; polling for it", watch.jobid)
+                return _STREAM_ENDED
+            self._learn(asked, _job_seconds(job))
+            return self._report(watch.jobid or "?", job, content)
+        return None
+
+    # --- jobs given up ---------------------------------------------------------------------------
+    def _started(self, watch: "_Watch", jobid: str, pushed: Any) -> None:
+        watch.jobid = jobid
+        self._unfinished[jobid] = self.job_url(jobid)
+        if pushed is not None:
+            pushed.add(jobid)
+
+    def _ended(self, watch: "_Watch") -> None:
+        watch.ended = True
+        if watch.jobid is not None:
+            self._unfinished.pop(watch.jobid, None)
+
+    async def _settle_give_up(self, jobid: str, why: str) -> None:
+        """Delete the job (once, bounded); a second cancellation meanwhile does not stop the delete."""
+        task = self._give_up(jobid, why)
+        if task is None:
+            return
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            pass
+
+    def _give_up(self, jobid: str, why: str) -> asyncio.Task[None] | None:
+        url = self._unfinished.pop(jobid, None)
+        if url is None:
+            return None
+        task = asyncio.get_running_loop().create_task(self._delete(jobid, url, why), name="useapi-delete-job")
+        self._deleting.add(task)
+        task.add_done_callback(self._deleting.discard)
+        return task
+
+    async def _delete(self, jobid: str, url: yarl.URL, why: str) -> None:
+        """``DELETE /v3/midjourney/jobs/{jobid}``: frees the account's job slot. Best effort: one try
+        within ``DELETE_TIMEOUT``, the outcome logged, never raised."""
+        try:
+            async with self._client().delete(url, timeout=aiohttp.ClientTimeout(total=DELETE_TIMEOUT)) as resp:
+                await _read_capped(resp, f"DELETE {url.path} -> HTTP {resp.status}", self.label, cap=64 * 1024)
+                status = resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, QuotaError) as exc:
+            cause = exc.detail if isinstance(exc, QuotaError) else unreachable_cause(exc)
+            log.warning("useapi: gave up job %s (%s) and could not delete it: %s; it may hold one of the account's "
+                        "job slots for up to 14 minutes", jobid, why, cause)
+            return
+        if 200 <= status < 300 or status in (404, 410):
+            log.info("useapi: gave up job %s (%s) before it ended; deleted it (HTTP %d)", jobid, why, status)
+        else:
+            log.warning("useapi: gave up job %s (%s); deleting it answered HTTP %d", jobid, why, status)
+
+    async def close(self) -> None:
+        """Delete the jobs still unfinished (a shutdown gives them up), then close the session."""
+        for jobid in list(self._unfinished):
+            self._give_up(jobid, "shutdown")
+        if self._deleting:
+            await asyncio.wait(set(self._deleting), timeout=DELETE_TIMEOUT + 1)
+        await super().close()
 
     def _failure(self, jobid: str, status: str, job: dict[str, Any]) -> QuotaError:
         error, details = self._clip(job.get("error")), self._clip(job.get("errorDetails"))
@@ -280,6 +556,29 @@ class UseapiProvider(HttpProvider):
         report = parse_result({"content": content}, read_at=read_at, simulated=self.simulated)
         log.info("useapi job %s read: remaining=%s read_at=%s", jobid, report.remaining, read_at.isoformat())
         return replace(report, message_id=jobid)
+
+
+class _Watch:
+    """What one reading knows of its job: its id, the last job object and status, whether it ended."""
+
+    __slots__ = ("jobid", "job", "status", "ended")
+
+    def __init__(self) -> None:
+        self.jobid: str | None = None
+        self.job: dict[str, Any] | None = None
+        self.status: str | None = None
+        self.ended = False
+
+
+_STREAM_ENDED = object()  # marker: the stream ended without an end event
+_DEADLINE = object()  # marker: the deadline came while the stream was open
+
+
+def _unwrap(body: Any) -> Any:
+    """A callback or event body → the job: the ``job`` object of an event, else the body itself."""
+    if isinstance(body, dict) and isinstance(body.get("job"), dict) and "status" not in body:
+        return body["job"]
+    return body
 
 
 SAFETY_NET = PollPolicy(initial=20.0, factor=1.5, cap=30.0, jitter=0.1, use_progress=False, min_delay=10.0)

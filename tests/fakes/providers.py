@@ -378,10 +378,14 @@ class UseapiJob:
     error: dict[str, Any] | None = None  # error / errorDetails / code of a failed or moderated job
     reading: FakeAccount | None = None  # taken when the job is first seen done
     version: str = "v3"
+    deleted_at: float | None = None  # monotonic: when a DELETE freed it
+    stuck: bool = False  # its stream's client left before the end: useapi holds it in "progress" (14 min)
 
     def status(self, now: float) -> str:
+        if self.stuck:
+            return "progress"
         if now >= self.done_at:
-            return self.outcome
+            return "failed" if self.outcome == "error" else self.outcome
         if now >= self.progress_at:
             return "progress"
         if now >= self.started_at:
@@ -393,6 +397,8 @@ class UseapiJob:
                    default=self.born)
         return _iso(self.created + (last - self.born))
 
+
+_END_EVENTS = ("midjourney_completed", "midjourney_failed", "midjourney_moderated", "error")
 
 _JOB_ERRORS = {
     "failed": {"error": "Midjourney /info failed", "errorDetails": "Discord did not answer the /info command",
@@ -423,8 +429,25 @@ class UseapiFake(_FakeServer):
     - ``POST /v2/jobs/info`` → 200, the finished job at once (``status: "completed"``, top-level
       ``content``); ``GET /v2/jobs/?jobid=…`` → the same object (400 without ``jobid`` *(inferred)*).
 
-    SSE form *(inferred: providers.md only says stream defaults to true)*: HTTP 200 ``text/event-stream``,
-    one ``data: <job JSON>`` event per status change (the receipt first), closed after the end state.
+    - ``DELETE /v3/midjourney/jobs/{jobid}`` frees the job's slot: 200 ``{"jobid", "status": "deleted"}``
+      *(inferred)*, recorded in ``deletes``; the job is then gone (polls 404). ``unfinished()`` lists the
+      jobs neither ended nor deleted (a test that leaves one has left a job stuck at useapi).
+
+    SSE form (providers.md, "results in real time"): HTTP 200 ``text/event-stream``, one ``data:`` line
+    per event then a blank line: ``{"event": "initialized", "message", "jobId", "seq", "ts"}``, then
+    ``midjourney_created``/``_started``/``_progress`` (``job.response.progress_percent``), each with
+    ``"job"`` (the job as a poll shows it), at the job's stage times, and one end event:
+    ``midjourney_completed``/``_failed``/``_moderated``, or ``error`` (``job_outcome="error"``: ``{"event":
+    "error", "error", "code", "jobId"}``; polls then say ``failed``); closed after it. Shapes, set per
+    fake or per stream (``stream_script``, a queue of option dicts, one per streamed ask):
+    ``sse_style`` a set of ``"event_lines"`` (an ``event: <name>`` line too), ``"crlf"``, ``"cr"``,
+    ``"split"`` (the JSON over several ``data:`` lines), ``"bom"``, ``"unknown"`` (events of a kind no
+    document lists, and a ``retry:``/``id:`` line); ``sse_keepalive`` seconds between ``: keep-alive``
+    comments; ``cut_after`` an event name (the connection is dropped after it, the job goes on);
+    ``silent_after`` an event name (nothing more is sent, the connection stays open, the job goes on);
+    ``events`` a list of ``(seconds after the ask, event name | raw bytes)`` replacing the job's own
+    timeline. A client that closes the stream before the end event leaves the job stuck (providers.md):
+    it stays ``progress`` until deleted.
     With ``callback=True`` and a ``replyUrl``, the finished job JSON is POSTed there when the job ends
     (``callbacks`` records each try). Asks (v3 and v2 info) go to ``asks``/``ask_script``; polls (v3 and
     v2 GET) to ``polls``/``poll_script``. The jobid looks like useapi's
@@ -446,6 +469,8 @@ class UseapiFake(_FakeServer):
         expire_after: float | None = None,
         callback: bool = False,
         sse_interval: float = 0.05,
+        sse_style: frozenset[str] | set[str] = frozenset(),
+        sse_keepalive: float | None = None,
         latency: float = 0.0,
     ) -> None:
         super().__init__(latency=latency)
@@ -461,6 +486,11 @@ class UseapiFake(_FakeServer):
         self.expire_after = expire_after
         self.callback = callback
         self.sse_interval = sse_interval
+        self.sse_style = frozenset(sse_style)
+        self.sse_keepalive = sse_keepalive
+        self.stream_script: deque[dict[str, Any]] = deque()  # per streamed ask: sse_style, cut_after, …
+        self.streams: list[dict[str, Any]] = []  # per stream: {"jobid", "sent": [names], "closed_by"}
+        self.deletes: list[Request] = []
         self.jobs: dict[str, UseapiJob] = {}
         self.callbacks: list[dict[str, Any]] = []  # {"url", "body", "status" | "error", "at"}
         self._ids = itertools.count(1)
@@ -469,6 +499,7 @@ class UseapiFake(_FakeServer):
         app = web.Application()
         app.router.add_post("/v3/midjourney/jobs/info", self._ask_v3)
         app.router.add_get("/v3/midjourney/jobs/{jobid}", self._poll_v3)
+        app.router.add_delete("/v3/midjourney/jobs/{jobid}", self._delete_v3)
         app.router.add_post("/v2/jobs/info", self._ask_v2)
         app.router.add_get("/v2/jobs/", self._poll_v2)
         app.router.add_get("/v2/jobs", self._poll_v2)
@@ -531,24 +562,144 @@ class UseapiFake(_FakeServer):
         return web.json_response(self.render(job))
 
     async def _stream(self, request: web.Request, job: UseapiJob) -> web.StreamResponse:
+        opts: dict[str, Any] = {"sse_style": self.sse_style, "sse_keepalive": self.sse_keepalive}
+        if self.stream_script:
+            opts.update(self.stream_script.popleft())
+        style = frozenset(opts.get("sse_style") or ())
+        eol = "\r\n" if "crlf" in style else "\r" if "cr" in style else "\n"
+        keepalive = opts.get("sse_keepalive")
+        record: dict[str, Any] = {"jobid": job.jobid, "sent": [], "closed_by": None}
+        self.streams.append(record)
         resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream",
                                                        "Cache-Control": "no-cache"})
         await resp.prepare(request)
-        last = None
-        while True:
-            now = time.monotonic()
-            status = job.status(now)
-            if status != last:
-                try:
-                    await resp.write(f"data: {json.dumps(self.render(job, now))}\n\n".encode())
-                except (ConnectionResetError, RuntimeError):
-                    return resp
-                last = status
-            if now >= job.done_at or self._closing.is_set():
+        seq = itertools.count()
+
+        def gone() -> bool:
+            transport = request.transport
+            return transport is None or transport.is_closing()
+
+        async def send(raw: bytes) -> bool:
+            if gone():
+                return False
+            try:
+                await resp.write(raw)
+                return True
+            except (ConnectionResetError, RuntimeError, aiohttp.ClientConnectionResetError):
+                return False
+
+        async def wait_until(at: float) -> bool:
+            """Sleep until ``at`` (keep-alives meanwhile); False when the client left or the fake stops."""
+            next_ping = time.monotonic() + keepalive if keepalive else math.inf
+            while True:
+                now = time.monotonic()
+                if gone() or self._closing.is_set():
+                    return False
+                if now >= at:
+                    return True
+                if now >= next_ping:
+                    if not await send(f": keep-alive{eol}{eol}".encode()):
+                        return False
+                    next_ping = now + keepalive
+                await self._pause(min(at, next_ping, now + 0.02) - now)
+
+        if "bom" in style and not await send(b"\xef\xbb\xbf"):
+            return resp
+        timeline = opts.get("events") or self._timeline(job)
+        ended = False
+        for at, item in timeline:
+            if not await wait_until(job.born + at if "events" in opts else at):
                 break
-            await self._pause(self.sse_interval)
-        await resp.write_eof()
+            if isinstance(item, bytes):
+                if not await send(item):
+                    break
+                continue
+            if "unknown" in style and item == "midjourney_started":
+                await send(f"retry: 3000{eol}id: 7{eol}event: account_heartbeat{eol}"
+                           f"data: {json.dumps({'event': 'account_heartbeat', 'seq': -1})}{eol}{eol}".encode())
+            if not await send(self._event(item, job, next(seq), style, eol)):
+                break
+            record["sent"].append(item)
+            if item in _END_EVENTS:
+                ended = True
+                break
+            if item == opts.get("cut_after"):
+                record["closed_by"] = "server cut"
+                if request.transport is not None:
+                    request.transport.abort()
+                return resp
+            if item == opts.get("silent_after"):
+                await wait_until(math.inf)  # until the client leaves or the fake stops
+                break
+        if not ended and gone() and not self._closing.is_set():
+            record["closed_by"] = "client"
+            now = time.monotonic()
+            if job.status(now) not in ("completed", "failed", "moderated") and job.deleted_at is None:
+                job.stuck = True  # providers.md: the job stays "progress" for 14 minutes
+            self.changes.touch()
+            return resp
+        record["closed_by"] = record["closed_by"] or ("end" if ended else "stop")
+        try:
+            await resp.write_eof()
+        except (ConnectionResetError, RuntimeError, aiohttp.ClientConnectionResetError):
+            pass
         return resp
+
+    def _timeline(self, job: UseapiJob) -> list[tuple[float, str]]:
+        """The job's own events at its stage times (monotonic)."""
+        end = {"completed": "midjourney_completed", "failed": "midjourney_failed",
+               "moderated": "midjourney_moderated", "error": "error"}.get(job.outcome, "midjourney_failed")
+        return [(job.born, "initialized"), (job.born, "midjourney_created"), (job.started_at, "midjourney_started"),
+                (job.progress_at, "midjourney_progress"), (job.done_at, end)]
+
+    def _event(self, name: str, job: UseapiJob, seq: int, style: frozenset[str], eol: str) -> bytes:
+        now = time.monotonic()
+        ts = datetime.now(timezone.utc).strftime("%H:%M:%S.%f")[:12]
+        body: dict[str, Any] = {"event": name, "seq": seq, "ts": ts}
+        if name == "initialized":
+            body.update(message="Stream initialized", jobId=job.jobid)
+        elif name == "error":
+            error = job.error or self.job_error or {"error": "Midjourney did not answer", "code": 500}
+            body.update(jobId=job.jobid, error=error.get("error"), code=error.get("code"))
+        elif name.startswith("midjourney_"):
+            stage = name.removeprefix("midjourney_")
+            # the job as a poll shows it, at least at this event's stage (a scripted timeline may run ahead)
+            at = {"created": job.born, "started": job.started_at, "progress": job.progress_at}.get(stage, job.done_at)
+            if stage in ("completed", "failed", "moderated") and job.outcome != stage:
+                job.outcome = stage
+            if stage in ("created", "started", "progress", "completed", "failed", "moderated"):
+                if now < at:  # a scripted event ahead of the job's own times moves the job along
+                    setattr(job, {"created": "born", "started": "started_at", "progress": "progress_at"}.get(
+                        stage, "done_at"), now)
+                job_body = self.render(job, max(now, at))
+                if stage == "progress":
+                    job_body.setdefault("response", {})
+                    job_body["response"] = {**(job_body["response"] or {}), "progress_percent": 40}
+                body["job"] = job_body
+            else:
+                body["jobId"] = job.jobid
+        else:
+            body["jobId"] = job.jobid  # an event kind no document lists
+        text = json.dumps(body, indent=1) if "split" in style else json.dumps(body)
+        lines = [f"event: {name}"] if "event_lines" in style else []
+        lines += [f"data: {line}" for line in text.split("\n")]
+        return (eol.join(lines) + eol + eol).encode()
+
+    async def _delete_v3(self, request: web.Request) -> web.Response:
+        rec = await self._record(request, self.deletes)
+        if not _bearer(rec, self.require_token):
+            return self._error(401, "Unauthorized")
+        job = self.jobs.get(request.match_info["jobid"])
+        if job is None or job.deleted_at is not None:
+            return self._error(404, f"Job {request.match_info['jobid']} not found")
+        job.deleted_at = time.monotonic()
+        return web.json_response({"jobid": job.jobid, "status": "deleted"})
+
+    def unfinished(self) -> list[str]:
+        """The jobs neither ended nor deleted: each would hold one of the account's job slots."""
+        now = time.monotonic()
+        return [j.jobid for j in self.jobs.values()
+                if j.deleted_at is None and j.status(now) not in ("completed", "failed", "moderated")]
 
     # --- polls ---
     async def _poll_v3(self, request: web.Request) -> web.Response:
@@ -568,7 +719,7 @@ class UseapiFake(_FakeServer):
         if v2 and not jobid:
             return self._error(400, "jobid parameter is required")
         job = self.jobs.get(jobid)
-        if job is None:
+        if job is None or job.deleted_at is not None:
             return self._error(404, f"Job {jobid} not found")
         now = time.monotonic()
         if self.expire_after is not None and now - job.born >= self.expire_after:

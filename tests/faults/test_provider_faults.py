@@ -63,7 +63,7 @@ async def test_a_poll_told_to_retry_at_once_waits_the_floor_useapi(caplog):
     try:
         fake.poll_script.extend(useapi_error(429, retry_after=0) for _ in range(100_000))
         provider = UseapiProvider(base_url=fake.base_url, token=TOKEN, poll=FAST, limiter=AskLimiter(0.02),
-                                  poll_timeout=DEADLINE)
+                                  poll_timeout=DEADLINE, stream=False)  # polls (a streamed reading has none)
         with pytest.raises(RateLimited):
             await provider.fetch()
         await provider.close()
