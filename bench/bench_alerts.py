@@ -30,7 +30,8 @@ from bot.history import History
 from bot.service import QuotaService
 from bot.simulator import UpstreamSimulator
 from bot.store import Store
-from bot.upstream import AskLimiter, NextLegProvider, PollPolicy
+from bot.providers.base import AskLimiter, PollPolicy
+from bot.providers.nextleg import NextLegProvider
 
 TARGET_MS = 20.0
 TOTAL = 15.0

@@ -19,7 +19,7 @@ import aiohttp
 
 from bot.service import QuotaService
 from bot.simulator import UpstreamSimulator
-from bot.upstream import NextLegProvider
+from bot.providers.nextleg import NextLegProvider
 
 TOKEN = "bench-token"
 

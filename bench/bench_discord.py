@@ -22,7 +22,7 @@ from adapters.discord.bot import DiscordAdapter
 from bot.service import QuotaService
 from bot.settings import load_settings
 from bot.simulator import UpstreamSimulator
-from bot.upstream import NextLegProvider
+from bot.providers.nextleg import NextLegProvider
 from bench.common import Remote, pct, recv
 from tests.fakes.discord import FakeDiscord
 

@@ -30,7 +30,7 @@ from bot.providers.timing import LearnedTiming, best_plan
 from bot.providers.useapi import UseapiProvider
 from bot.service import QuotaService
 from bot.simulator import UpstreamSimulator
-from bot.upstream import NextLegProvider
+from bot.providers.nextleg import NextLegProvider
 from bot.webhook import WebhookHub
 from tests.fakes.providers import UseapiFake
 from tests.ports import bound_socket
@@ -141,12 +141,13 @@ async def useapi_rows(readings: int, seed: int, hub: WebhookHub) -> list[dict[st
     history = _draws(seed + 1, 30, 15, 60)
     starts = [random.Random(seed + i).uniform(0, 5) for i in range(readings)]
     fakes = {k: UseapiFake(require_token=TOKEN, complete_after=(lambda it=iter(draws): next(it)), callback=True)
-             for k in ("webhook", "learned", "today")}
+             for k in ("webhook", "learned", "today", "stream", "stream+webhook")}
     for fake in fakes.values():
         await fake.start()
 
     async def ours(kind: str, start: float, **options: Any) -> tuple[float, int]:
         await asyncio.sleep(start)
+        options.setdefault("stream", False)
         provider = UseapiProvider(base_url=fakes[kind].base_url, token=TOKEN, poll_timeout=180, **options)
         service = QuotaService(provider)
         try:
@@ -160,15 +161,28 @@ async def useapi_rows(readings: int, seed: int, hub: WebhookHub) -> list[dict[st
         results = await asyncio.gather(
             asyncio.gather(*(ours("webhook", t, webhook=hub) for t in starts)),
             asyncio.gather(*(ours("learned", t, timing=_trained(history)) for t in starts)),
-            asyncio.gather(*(ours("today", t) for t in starts)))
+            asyncio.gather(*(ours("today", t) for t in starts)),
+            asyncio.gather(*(ours("stream", t, stream=True) for t in starts)),
+            asyncio.gather(*(ours("stream+webhook", t, stream=True, webhook=hub) for t in starts)))
     finally:
         for fake in fakes.values():
             await fake.stop()
     learned = _row("useapi.net, jobs 15–60 s: learned timing (10 s floor)", results[1])
     learned["bound"] = _bound(draws, 10.0, gap=10.0, first=10.0)
-    return [_row("useapi.net, jobs 15–60 s: webhook (replyUrl)", results[0]),
+    rows = [_row("useapi.net, jobs 15–60 s: webhook (replyUrl)", results[0]),
             learned,
-            _row("useapi.net, jobs 15–60 s: today's rhythm (13 s, then 10.5 s)", results[2])]
+            _row("useapi.net, jobs 15–60 s: today's rhythm (13 s, then 10.5 s)", results[2]),
+            _row("useapi.net, jobs 15–60 s: streamed (SSE, no public URL)", results[3]),
+            _row("useapi.net, jobs 15–60 s: streamed + webhook", results[4])]
+    for row, kind in zip(rows, ("webhook", "learned", "today", "stream", "stream+webhook")):
+        row["requests"] = fakes[kind].request_count / readings  # asks, polls and deletes; a stream is one
+    naive = [math.ceil(d / 10.0) + 1 for d in draws]  # a 10 s poller: its ask and its polls, same jobs
+    rows.append({"name": "useapi.net, jobs 15–60 s: naive, poll every 10 s (computed)",
+                 "p50": statistics.median(math.ceil(d / 10.0) * 10.0 - d for d in draws),
+                 "mean": statistics.mean(math.ceil(d / 10.0) * 10.0 - d for d in draws),
+                 "p95": sorted(math.ceil(d / 10.0) * 10.0 - d for d in draws)[round(0.95 * (len(draws) - 1))],
+                 "polls": statistics.mean(n - 1 for n in naive), "requests": statistics.mean(naive)})
+    return rows
 
 
 async def main(readings: int, seed: int) -> int:
@@ -180,12 +194,14 @@ async def main(readings: int, seed: int) -> int:
         await runner.cleanup()
     print(f"{readings} readings per row (seed {seed}); added latency = from the provider having the result to the "
           "caller getting it\n")
-    print(f"| {'client':<62} | {'p50 added':>10} | {'mean added':>10} | {'p95 added':>10} | {'polls':>6} |")
-    print(f"|{'-' * 64}|{'-' * 12}|{'-' * 12}|{'-' * 12}|{'-' * 8}|")
+    print(f"| {'client':<62} | {'p50 added':>10} | {'mean added':>10} | {'p95 added':>10} | {'polls':>6} "
+          f"| {'requests':>8} |")
+    print(f"|{'-' * 64}|{'-' * 12}|{'-' * 12}|{'-' * 12}|{'-' * 8}|{'-' * 10}|")
     for group in groups:
         for row in group:
+            reqs = f"{row['requests']:>8.2f}" if "requests" in row else f"{'':>8}"
             print(f"| {row['name']:<62} | {row['p50']:>8.3f} s | {row['mean']:>8.3f} s | {row['p95']:>8.3f} s "
-                  f"| {row['polls']:>6.2f} |")
+                  f"| {row['polls']:>6.2f} | {reqs} |")
     print()
     met = True
     for group in groups[:2]:
@@ -206,6 +222,12 @@ async def main(readings: int, seed: int) -> int:
           f"{'met' if webhook['p50'] <= 0.05 else 'NOT MET'}; learned timing within useapi's 10 s floor: the best plan "
           f"within a 10 s poller's polls, fitted to these jobs in hindsight, {learned['bound']:.2f}× its mean added latency")
     met &= webhook["p50"] <= 0.05
+    streamed, naive = groups[2][3], groups[2][5]
+    ok_stream = streamed["p50"] <= 0.05 and streamed["requests"] < naive["requests"]
+    print(f"useapi.net streamed (no public URL): p50 {streamed['p50'] * 1000:.0f} ms, p95 {streamed['p95'] * 1000:.0f} ms "
+          f"(target p50 ≤ 50 ms); {streamed['requests']:.2f} requests per reading vs {naive['requests']:.2f} for a 10 s "
+          f"poller (target fewer) → {'met' if ok_stream else 'NOT MET'}")
+    met &= ok_stream
     costs = []
     for trial in range(20):  # what working out a plan costs (in a thread: plan_async), once per new sample
         timing = _trained(_draws(seed + trial, 200, 1, 60))

@@ -56,7 +56,7 @@ async def replica_child(conn, store_url: str, upstream_url: str, api_url: str, o
     from bot.service import QuotaService
     from bot.settings import load_settings
     from bot.store import open_store
-    from bot.upstream import NextLegProvider
+    from bot.providers.nextleg import NextLegProvider
 
     clock = _shifted(offset)
     store = await open_store(store_url)

@@ -27,7 +27,7 @@ from bot.service import QuotaService
 from bot.settings import load_settings
 from bot.simulator import UpstreamSimulator
 from bot.store import Store
-from bot.upstream import NextLegProvider
+from bot.providers.nextleg import NextLegProvider
 from tests.fakes.slack import FakeSlack
 
 BOT = "xoxb-bench-0000-token"

@@ -32,7 +32,7 @@ from adapters.slack.app import SlackAdapter
 from bot.service import QuotaService
 from bot.settings import load_settings
 from bot.simulator import UpstreamSimulator
-from bot.upstream import NextLegProvider
+from bot.providers.nextleg import NextLegProvider
 from bench.common import Remote, pct, recv
 from tests.fakes.slack import FakeSlack, form, sign
 

@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable
 from . import metrics
 from .errors import QuotaError, UnknownAccount
 from .report import QuotaReport
-from .upstream import Provider
+from .providers.base import Provider
 
 log = logging.getLogger(__name__)
 

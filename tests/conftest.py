@@ -8,7 +8,8 @@ import pytest
 
 from bot.service import QuotaService
 from bot.simulator import UpstreamSimulator
-from bot.upstream import AskLimiter, NextLegProvider, PollPolicy
+from bot.providers.base import AskLimiter, PollPolicy
+from bot.providers.nextleg import NextLegProvider
 
 from tests.secrets import ALL_TEST_SECRETS
 

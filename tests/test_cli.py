@@ -175,8 +175,9 @@ async def test_run_port_in_use_is_one_line(tmp_path):
 def test_core_imports_no_platform_library():
     import subprocess
 
-    code = ("import sys, bot.service, bot.upstream, bot.report, bot.settings, bot.simulator, bot.errors, "
-            "bot.schedules, bot.scheduler, bot.store, bot.logs; "
+    code = ("import sys, bot.service, bot.providers, bot.report, bot.settings, bot.simulator, bot.errors, "
+            "bot.schedules, bot.scheduler, bot.store, bot.logs, bot.commands, bot.alerts, bot.history, bot.config, "
+            "bot.replicas, bot.webhook, bot.inbound, bot.accounts; "
             "mods = [m for m in sys.modules if m.split('.')[0] in ('discord', 'slack_bolt', 'slack_sdk', 'adapters')]; "
             "print(','.join(mods))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

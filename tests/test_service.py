@@ -39,7 +39,7 @@ async def test_cache_zero_only_shares_in_flight(upstream, make_service):
 
 
 async def test_limiter_spaces_back_to_back_asks(upstream, make_service):
-    from bot.upstream import AskLimiter
+    from bot.providers.base import AskLimiter
 
     service = make_service(cache_seconds=0, limiter=AskLimiter(0.5))
     await service.get_report()

@@ -9,7 +9,7 @@ import pytest
 
 from bot.errors import AccountProblem, BadResponse, BadToken, Expired, RateLimited, TimedOut, UpstreamUnavailable
 from bot.simulator import Scripted
-from bot.upstream import AskLimiter, PollPolicy
+from bot.providers.base import AskLimiter, PollPolicy
 from tests.conftest import TEST_TOKEN
 
 
@@ -269,7 +269,7 @@ async def test_progress_100_that_never_brings_a_result_times_out(upstream, make_
 
 
 def test_done_rule_helpers():
-    from bot.upstream import poll_result, progress_is_done
+    from bot.providers.nextleg import poll_result, progress_is_done
 
     result = {"content": {"Fast Time Remaining": "1/15 hours"}}
     assert poll_result({"progress": 100, "response": result}) is result
