@@ -300,13 +300,13 @@ async def test_discord_quota_history_attaches_the_chart_and_the_embed_shows_it(r
     assert len(upstream.asks) == 0  # the history is the store's: no reading is taken for it
 
 
-async def test_discord_days_is_limited_to_1_90_by_the_registered_command(run_bot, tmp_path):
+async def test_discord_days_is_limited_to_quota_history_days_by_the_registered_command(run_bot, tmp_path):
     bot = await run_bot(str(tmp_path / "q.sqlite3"))
     assert len(bot.discord.command_puts) == 1
     command = next(c for c in bot.discord.command_puts[0].body if c["name"] == "quota-history")
     options = {o["name"]: o for o in command["options"]}
     assert options["days"]["type"] == 4 and options["days"]["required"] is False  # INTEGER, default 30
-    assert options["days"]["min_value"] == 1 and options["days"]["max_value"] == 90
+    assert options["days"]["min_value"] == 1 and options["days"]["max_value"] == 400  # QUOTA_HISTORY_DAYS' default
     assert options["public"]["type"] == 5
     assert "account" not in options  # one account: nothing to choose
 

@@ -1,7 +1,8 @@
-"""The Discord adapter: `/quota`, `/quota-schedule` and `/quota-alert` as real app commands (discord.py 2.x).
+"""The Discord adapter: `/quota`, `/quota-history`, `/quota-schedule` and `/quota-alert` as real app
+commands (discord.py 2.x), derived from the command definitions of ``bot.commands`` and run by them.
 
-Defer first, work later: the handler defers before anything that can wait, then edits the original
-response with the embed. Commands are synced once, in ``setup_hook`` (never in ``on_ready``, which
+Defer first, work later: every callback defers before anything that can wait, then edits the original
+response with the rendered answer. Commands are synced once, in ``setup_hook`` (never in ``on_ready``, which
 runs again on every reconnect). No privileged intent is needed: ``Intents.none()``.
 
 Replicas: with ``gateway_lease`` (``bot.replicas.Lease`` on the store's lock ``discord-gateway``, set by
@@ -15,10 +16,10 @@ replica (after a database restart) closes its gateway connection and stands by.
 from __future__ import annotations
 
 import asyncio
-import io
+import inspect
 import logging
 import time
-from typing import Any
+from typing import Any, Optional
 
 import aiohttp
 import discord
@@ -27,16 +28,16 @@ from discord import app_commands
 
 from adapters import startup
 from bot import metrics
-from bot.alerts import AlertError, AlertNotice
-from bot.errors import PostError, QuotaError
-from bot.history import history_chart
+from bot.alerts import AlertNotice
+from bot.commands import Arg, Call, Caller, Command, Commands, Failure
+from bot.commands.run import Unexpected
+from bot.errors import PostError, QuotaError, UserError
 from bot.report import PoolReport, QuotaReport
-from bot.schedules import ScheduleError, ScheduleManager
+from bot.schedules import ScheduleManager
 from bot.service import QuotaService
 from bot.settings import Settings
 
-from .render import (CHART_FILENAME, alert_added_text, alert_list_text, error_sentence, render_alert, render_error,
-                     render_history, render_notice, render_reading, schedule_added_text, schedule_list_text)
+from .render import render_alert, render_answer, render_error, render_reading
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,12 @@ POSTABLE = [discord.ChannelType.text, discord.ChannelType.news, discord.ChannelT
             discord.ChannelType.stage_voice, discord.ChannelType.public_thread,
             discord.ChannelType.private_thread, discord.ChannelType.news_thread]
 MANAGE_HINT = "Only members with the Manage Server permission can manage quota {what}."
-NOT_AVAILABLE = "{What} are not available on this bot."
+# What Discord takes: 100 characters of a description, 25 autocomplete choices.
+DESCRIPTION_MAX = 100
+CHOICES_MAX = 25
+# A group needs a description of its own (the catalog describes its subcommands).
+GROUP_DESCRIPTIONS = {"schedule": "Post the quota into a channel on a schedule",
+                      "alert": "Post into a channel when the fast time runs low"}
 
 
 class _NoIntentWarning(logging.Filter):
@@ -92,6 +98,26 @@ class PostableChannel(app_commands.Transformer):
         return value  # an AppCommandChannel / AppCommandThread: its id is all a schedule needs
 
 
+def _short(text: str) -> str:
+    return text if len(text) <= DESCRIPTION_MAX else text[: DESCRIPTION_MAX - 1] + "…"
+
+
+def _option(arg: Arg) -> tuple[Any, Any]:
+    """(annotation, default) of the callback parameter discord.py turns into ``arg``'s option:
+    bool, an integer within the argument's range, an id, a text, an account name (autocompleted), or
+    a channel a message can be posted into. Optional arguments default to theirs, or None."""
+    annotation: Any = {"bool": bool, "id": int, "text": str, "account": str}.get(arg.kind)
+    if arg.kind == "int":
+        annotation = app_commands.Range[int, arg.low, arg.high] if arg.low is not None or arg.high is not None else int
+    elif arg.kind == "channel":
+        annotation = app_commands.Transform[app_commands.AppCommandChannel, PostableChannel]
+    if arg.required:
+        return annotation, inspect.Parameter.empty
+    if arg.default is None:
+        return Optional[annotation], None  # noqa: UP045 - a transformer instance (Range, Transform) takes no `|`
+    return annotation, arg.default
+
+
 class _Client(discord.Client):
     def __init__(self, adapter: "DiscordAdapter") -> None:
         # The bot never joins voice: no "PyNaCl/davey is not installed" warnings in the operator's log.
@@ -124,6 +150,8 @@ class DiscordAdapter:
         self._settings = settings
         self.service = service
         self.schedules = schedules
+        self.commands = Commands(service, schedules=schedules, alerts=getattr(service, "alerts", None),
+                                 history_days=settings.quota_history_days)
         self.client = _Client(self)
         self._task: asyncio.Task[None] | None = None
         self.synced = 0
@@ -254,166 +282,77 @@ class DiscordAdapter:
         if app_id:
             log.info("Invite the bot with: %s", invite_url(app_id))
 
-    # --- commands -------------------------------------------------------------------------------
+    # --- commands (declared once in bot.commands; derived and rendered here) ----------------------
     def _register(self, tree: app_commands.CommandTree) -> None:
-        async def answer_quota(interaction: discord.Interaction, public: bool, account: str | None) -> None:
-            await self._defer(interaction, ephemeral=not public)
-            outcome = "ok"
-            try:
-                embed = render_reading(await self.service.get_report(account))
-            except Exception as exc:
-                embed, outcome = self._error_embed(exc, "/quota"), "error"
-            await interaction.edit_original_response(embed=embed)
-            metrics.COMMANDS.labels("discord", "quota", outcome).inc()
+        """One app command per definition of ``self.commands.all``: `quota`, `quota-history`, and the
+        groups `quota-schedule` / `quota-alert` (Manage Server by default, guild only) with their
+        subcommands. `help` is not registered: Discord shows every option's description itself."""
+        names = self.commands.names
 
-        names = tuple(getattr(self.service, "names", ()))
-        if not names:  # one account: no option to choose one
-            @tree.command(name="quota", description="How much Midjourney fast time is left")
-            @app_commands.describe(public="Show the answer to everyone in the channel (default: only you)")
-            async def quota(interaction: discord.Interaction, public: bool = False) -> None:
-                await answer_quota(interaction, public, None)
-        else:  # an accounts file: `account` (autocompleted over the names) reads one of them
-            @tree.command(name="quota", description="How much Midjourney fast time is left, across the accounts")
-            @app_commands.describe(public="Show the answer to everyone in the channel (default: only you)",
-                                   account="Only this account (default: all of them, with the sum)")
-            async def quota_accounts(interaction: discord.Interaction, public: bool = False,
-                                     account: str | None = None) -> None:
-                await answer_quota(interaction, public, account.strip().lower() if account else None)
+        async def account_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+            typed = current.strip().lower()
+            return [app_commands.Choice(name=n, value=n) for n in names if typed in n][:CHOICES_MAX]
 
-            @quota_accounts.autocomplete("account")
-            async def account_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-                typed = current.strip().lower()
-                return [app_commands.Choice(name=n, value=n) for n in names if typed in n][:25]
-
-        async def answer_history(interaction: discord.Interaction, days: int, public: bool, account: str | None) -> None:
-            await self._defer(interaction, ephemeral=not public)
-            try:
-                data, png = await history_chart(self.service, days, account)
-            except Exception as exc:
-                await interaction.edit_original_response(embed=self._error_embed(exc, "/quota-history"))
-                metrics.COMMANDS.labels("discord", "quota-history", "error").inc()
-                return
-            metrics.COMMANDS.labels("discord", "quota-history", "ok").inc()
-            await interaction.edit_original_response(
-                embed=render_history(data), attachments=[discord.File(io.BytesIO(png), filename=CHART_FILENAME)])
-
-        if not names:
-            @tree.command(name="quota-history", description="Fast time over the last days: pace, forecast and a chart")
-            @app_commands.describe(days="How many days back (1-90, default 30)",
-                                   public="Show the answer to everyone in the channel (default: only you)")
-            async def quota_history(interaction: discord.Interaction, days: app_commands.Range[int, 1, 90] = 30,
-                                    public: bool = False) -> None:
-                await answer_history(interaction, days, public, None)
-        else:
-            @tree.command(name="quota-history", description="Fast time over the last days: pace, forecast and a chart")
-            @app_commands.describe(days="How many days back (1-90, default 30)",
-                                   public="Show the answer to everyone in the channel (default: only you)",
-                                   account="Only this account (default: all of them and the pool)")
-            async def quota_history_accounts(interaction: discord.Interaction, days: app_commands.Range[int, 1, 90] = 30,
-                                             public: bool = False, account: str | None = None) -> None:
-                await answer_history(interaction, days, public, account.strip().lower() if account else None)
-
-            @quota_history_accounts.autocomplete("account")
-            async def history_account_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-                typed = current.strip().lower()
-                return [app_commands.Choice(name=n, value=n) for n in names if typed in n][:25]
-
-        group = app_commands.Group(
-            name="quota-schedule",
-            description="Post the quota into a channel on a schedule",
-            default_permissions=discord.Permissions(manage_guild=True),
-            guild_only=True,
-        )
-
-        @group.command(name="add", description="Post the quota on a schedule (cron or 'every 6h')")
-        @app_commands.describe(when="A cron expression such as '0 9 * * 1-5', or 'every 6h'",
-                               channel="Where to post (default: this channel)")
-        async def add(interaction: discord.Interaction, when: str,
-                      channel: app_commands.Transform[app_commands.AppCommandChannel, PostableChannel] | None = None) -> None:
-            if not await self._may_manage(interaction):
-                return
-            target = str(channel.id if channel is not None else interaction.channel_id)
-            view = await self.schedules.add("discord", target, when, created_by=str(interaction.user.id))  # type: ignore[union-attr]
-            await interaction.edit_original_response(embed=render_notice(schedule_added_text(view)))
-
-        @group.command(name="list", description="List the quota schedules of this server's bot")
-        async def list_(interaction: discord.Interaction) -> None:
-            if not await self._may_manage(interaction):
-                return
-            views = await self.schedules.list("discord")  # type: ignore[union-attr]
-            await interaction.edit_original_response(embed=render_notice(schedule_list_text(views)))
-
-        @group.command(name="remove", description="Remove a quota schedule by its id")
-        @app_commands.describe(id="The schedule's id, as shown by /quota-schedule list")
-        async def remove(interaction: discord.Interaction, id: int) -> None:
-            if not await self._may_manage(interaction):
-                return
-            removed = await self.schedules.remove("discord", id)  # type: ignore[union-attr]
-            text = f"Removed schedule #{id}." if removed else f"There is no schedule #{id}; see `/quota-schedule list`."
-            await interaction.edit_original_response(embed=render_notice(text, ok=removed))
-
-        tree.add_command(group)
-        self._register_alerts(tree, names)
+        groups: dict[str, app_commands.Group] = {}
+        for command in self.commands.all:
+            if command.path == ("help",):
+                continue
+            callback = self._callback(command, account_names)
+            if len(command.path) == 1:
+                tree.add_command(app_commands.Command(name=command.family, description=_short(command.summary),
+                                                      callback=callback))
+                continue
+            group = groups.get(command.family)
+            if group is None:
+                group = groups[command.family] = app_commands.Group(
+                    name=command.family, description=GROUP_DESCRIPTIONS[command.path[0]],
+                    default_permissions=discord.Permissions(manage_guild=True) if command.manage else None,
+                    guild_only=True)
+                tree.add_command(group)
+            group.add_command(app_commands.Command(name=command.path[1], description=_short(command.summary),
+                                                   callback=callback, parent=group))
 
         @tree.error
         async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
             await self._answer_error(interaction, getattr(error, "original", error))
 
-    def _register_alerts(self, tree: app_commands.CommandTree, names: tuple[str, ...]) -> None:
-        """`/quota-alert add|list|remove`: the same permissions and shape as `/quota-schedule`."""
-        group = app_commands.Group(
-            name="quota-alert",
-            description="Post into a channel when the fast time runs low",
-            default_permissions=discord.Permissions(manage_guild=True),
-            guild_only=True,
-        )
+    def _callback(self, command: Command, account_names: Any) -> Any:
+        """The callback discord.py calls for ``command``, its signature synthesized from the arguments
+        (discord.py reads the options from it: types, ranges, defaults, descriptions, autocomplete)."""
+        async def callback(interaction: discord.Interaction, **values: Any) -> None:
+            await self._run(interaction, command, values)
 
-        async def answer_add(interaction: discord.Interaction, condition: str, channel: Any, account: str | None) -> None:
-            if not await self._may_manage(interaction, "alerts"):
-                return
-            target = str(channel.id if channel is not None else interaction.channel_id)
-            view = await self.service.alerts.add("discord", target, condition, account=account,  # type: ignore[attr-defined]
-                                                 created_by=str(interaction.user.id))
-            await interaction.edit_original_response(embed=render_notice(alert_added_text(view)))
+        parameters = [inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                        annotation=discord.Interaction)]
+        for arg in command.args:
+            annotation, default = _option(arg)
+            parameters.append(inspect.Parameter(arg.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                                default=default))
+        callback.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]  # read by discord.py
+        callback.__qualname__ = callback.__name__ = command.family.replace("-", "_") + "".join(
+            f"_{word}" for word in command.path[1:])
+        derived: Any = app_commands.describe(**{a.name: _short(a.help) for a in command.args})(callback)
+        if any(a.kind == "account" for a in command.args):
+            derived = app_commands.autocomplete(account=account_names)(derived)
+        return derived
 
-        condition_help = "Below what: a percentage, an amount or runout, e.g. 20%, 5h, 90m"
-        if not names:  # one account: no option to choose one
-            @group.command(name="add", description="Post into a channel when the fast time falls below a line")
-            @app_commands.describe(condition=condition_help, channel="Where to post (default: this channel)")
-            async def add(interaction: discord.Interaction, condition: str,
-                          channel: app_commands.Transform[app_commands.AppCommandChannel, PostableChannel] | None = None) -> None:
-                await answer_add(interaction, condition, channel, None)
-        else:  # an accounts file: `account` (autocompleted over the names) watches one of them
-            @group.command(name="add", description="Post into a channel when the fast time falls below a line")
-            @app_commands.describe(condition=condition_help, channel="Where to post (default: this channel)",
-                                   account="Only this account (default: all of them, the sum)")
-            async def add_accounts(interaction: discord.Interaction, condition: str,
-                                   channel: app_commands.Transform[app_commands.AppCommandChannel, PostableChannel] | None = None,
-                                   account: str | None = None) -> None:
-                await answer_add(interaction, condition, channel, account.strip().lower() if account else None)
+    async def _run(self, interaction: discord.Interaction, command: Command, values: dict[str, Any]) -> None:
+        """Defer at once (only the caller sees it unless `public`; manage commands always private), run
+        the command, edit the original response with its answer."""
+        await self._defer(interaction, ephemeral=command.manage is not None or not values.get("public"))
+        given: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
+        if "account" in given:
+            given["account"] = str(given["account"]).strip().lower()
+        if "channel" in given:  # an AppCommandChannel / AppCommandThread: its id is all a post needs
+            given["channel"] = str(given["channel"].id)
 
-            @add_accounts.autocomplete("account")
-            async def alert_account_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-                typed = current.strip().lower()
-                return [app_commands.Choice(name=n, value=n) for n in names if typed in n][:25]
+        async def may_manage(what: str) -> bool | str:
+            # the default permission is only a hint (a server can change it): checked on every call
+            return True if interaction.permissions.manage_guild else MANAGE_HINT.format(what=what)
 
-        @group.command(name="list", description="List the quota alerts of this server's bot")
-        async def list_(interaction: discord.Interaction) -> None:
-            if not await self._may_manage(interaction, "alerts"):
-                return
-            views = await self.service.alerts.list("discord")  # type: ignore[attr-defined]
-            await interaction.edit_original_response(embed=render_notice(alert_list_text(views)))
-
-        @group.command(name="remove", description="Remove a quota alert by its id")
-        @app_commands.describe(id="The alert's id, as shown by /quota-alert list")
-        async def remove(interaction: discord.Interaction, id: int) -> None:
-            if not await self._may_manage(interaction, "alerts"):
-                return
-            removed = await self.service.alerts.remove("discord", id)  # type: ignore[attr-defined]
-            text = f"Removed alert #{id}." if removed else f"There is no alert #{id}; see `/quota-alert list`."
-            await interaction.edit_original_response(embed=render_notice(text, ok=removed))
-
-        tree.add_command(group)
+        caller = Caller("discord", str(interaction.channel_id), str(interaction.user.id), may_manage)
+        answer = await self.commands.run(caller, Call(command, given))
+        await interaction.edit_original_response(**render_answer(answer))
 
     @staticmethod
     async def _defer(interaction: discord.Interaction, *, ephemeral: bool) -> None:
@@ -422,35 +361,15 @@ class DiscordAdapter:
         await interaction.response.defer(ephemeral=ephemeral, thinking=True)
         metrics.ACK_SECONDS.labels("discord").observe(time.monotonic() - started)
 
-    async def _may_manage(self, interaction: discord.Interaction, what: str = "schedules") -> bool:
-        """Defer (ephemeral), then check Manage Server again: the default permission is only a hint.
-        ``what``: ``schedules`` or ``alerts``, the manager that must be there."""
-        await self._defer(interaction, ephemeral=True)
-        command = f"quota-{what[:-1]}"
-        if not interaction.permissions.manage_guild:
-            await interaction.edit_original_response(embed=render_notice(MANAGE_HINT.format(what=what), ok=False))
-            metrics.COMMANDS.labels("discord", command, "refused").inc()
-            return False
-        metrics.COMMANDS.labels("discord", command, "ok").inc()
-        manager = self.schedules if what == "schedules" else getattr(self.service, "alerts", None)
-        if manager is None:
-            text = NOT_AVAILABLE.format(What=what.capitalize())
-            await interaction.edit_original_response(embed=render_notice(text, ok=False))
-            return False
-        return True
-
-    def _error_embed(self, exc: BaseException, what: str) -> discord.Embed:
-        if isinstance(exc, (QuotaError, ScheduleError, AlertError)):
+    async def _answer_error(self, interaction: discord.Interaction, exc: BaseException) -> None:
+        """The last resort (commands never raise; this sees a failed option transform or a failed edit):
+        the user still gets one line, the detail goes to the log."""
+        what = f"/{interaction.command.qualified_name if interaction.command else '?'}"
+        if isinstance(exc, UserError):
             log.info("%s answered with an error: %s", what, exc)
-            if isinstance(exc, (ScheduleError, AlertError)):
-                return render_notice(error_sentence(exc), ok=False)
         else:
             log.error("%s failed unexpectedly", what, exc_info=exc)
-        return render_error(exc)
-
-    async def _answer_error(self, interaction: discord.Interaction, exc: BaseException) -> None:
-        """The one error handler: every failure still answers the user in one line."""
-        embed = self._error_embed(exc, f"/{interaction.command.qualified_name if interaction.command else '?'}")
+        embed = render_answer(Failure(exc if isinstance(exc, UserError) else Unexpected()))["embed"]
         try:
             if interaction.response.is_done():
                 await interaction.edit_original_response(embed=embed)

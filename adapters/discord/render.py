@@ -1,14 +1,30 @@
-"""How the Discord reply looks: one embed per reading or error, within Discord's embed limits."""
+"""How the Discord reply looks: one embed per answer (a reading, a history with its chart, a notice or an
+error), within Discord's embed limits."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import io
+from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.errors import echo_parts, user_sentence
+from bot.alerts import AlertError
+from bot.commands import (
+    AlertAdded,
+    AlertList,
+    Answer,
+    Failure,
+    Help,
+    HistoryAnswer,
+    Notice,
+    Reading,
+    Removed,
+    ScheduleAdded,
+    ScheduleList,
+)
+from bot.errors import UsageError, echo_parts, user_sentence
 from bot.report import AccountReading, PoolReport, QuotaReport
-from bot.schedules import ScheduleView
+from bot.schedules import ScheduleError, ScheduleView
 
 if TYPE_CHECKING:
     from bot.alerts import AlertNotice, AlertView
@@ -283,3 +299,35 @@ def render_alert(notice: "AlertNotice") -> discord.Embed:
                           colour=COLOURS["critical"])
     embed.set_footer(text=f"quota-bot alert #{notice.alert_id} · {notice.condition}")
     return embed
+
+
+def render_answer(answer: Answer) -> dict[str, Any]:
+    """What edits the deferred response for any command's answer: ``embed``, and ``attachments`` (the
+    chart, named CHART_FILENAME) for a history."""
+    if isinstance(answer, Reading):
+        return {"embed": render_reading(answer.outcome)}
+    if isinstance(answer, HistoryAnswer):
+        return {"embed": render_history(answer.data),
+                "attachments": [discord.File(io.BytesIO(answer.png), filename=CHART_FILENAME)]}
+    if isinstance(answer, Failure):
+        error = answer.error  # a refused schedule or alert is a notice; a reading that failed, "Quota unavailable"
+        if isinstance(error, (ScheduleError, AlertError, UsageError)):
+            return {"embed": render_notice(error_sentence(error), ok=False)}
+        return {"embed": render_error(error)}
+    if isinstance(answer, Notice):
+        return {"embed": render_notice(answer.text, ok=answer.ok)}
+    if isinstance(answer, ScheduleAdded):
+        text = schedule_added_text(answer.view)
+    elif isinstance(answer, ScheduleList):
+        text = schedule_list_text(answer.views)
+    elif isinstance(answer, AlertAdded):
+        text = alert_added_text(answer.view)
+    elif isinstance(answer, AlertList):
+        text = alert_list_text(answer.views)
+    elif isinstance(answer, Removed):
+        return {"embed": render_notice(answer.text(), ok=answer.ok)}
+    elif isinstance(answer, Help):
+        text = "\n".join(answer.lines)
+    else:  # pragma: no cover - every answer type is handled above
+        raise TypeError(f"no Discord rendering for {type(answer).__name__}")
+    return {"embed": render_notice(text)}
