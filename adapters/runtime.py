@@ -296,7 +296,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, console_io: tuple[An
 
         posters: dict[str, Any] = {}
         scheduler = Scheduler(store, core.service, posters, timezone=settings.quota_timezone,
-                              grace=settings.quota_schedule_grace)
+                              grace=settings.quota_schedule_grace, min_every=settings.quota_schedule_min_every)
         alerts = Alerts(store, core.pool, posters, history=history, mentions=mentions)
         core.pool.alerts = alerts  # what the adapters' /quota-alert commands manage
         adapters = chat_adapters(settings, core.service, scheduler)

@@ -2,7 +2,8 @@
 
 ``load_settings`` checks each setting's type; ``validate`` then parses what the settings only hold as
 text (the accounts file, QUOTA_SCHEDULES, QUOTA_ALERTS, QUOTA_ALERT_MENTION) and raises
-``SettingsError`` with the one line that names the setting. What it returns is what `run` builds from,
+``SettingsError`` with the one line that names the setting (a QUOTA_SCHEDULES item that fires more often
+than QUOTA_SCHEDULE_MIN_EVERY is one). What it returns is what `run` builds from,
 and what `check` reports on.
 
 A well-formed item that posts to a platform whose token is not set is not malformed: ``unconfigured``
@@ -54,7 +55,7 @@ def validate(settings: Settings) -> Config:
     accounts = accounts_from_settings(settings)  # SettingsError naming QUOTA_ACCOUNTS_FILE
     names = tuple(a.name for a in accounts) if settings.quota_accounts_file else ()
     try:
-        schedules = parse_schedules(settings.quota_schedules)
+        schedules = parse_schedules(settings.quota_schedules, settings.quota_schedule_min_every)
     except ScheduleError as exc:
         raise SettingsError(exc.user_message) from None
     try:

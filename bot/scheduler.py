@@ -41,9 +41,11 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
 from zoneinfo import ZoneInfo
 
 from . import metrics
+from .config import TOKENS
 from .errors import PostError, QuotaError
 from .replicas import Ownership
-from .schedules import CHAT_PLATFORMS, PLATFORMS, ConfigItem, ScheduleError, ScheduleView, When, parse_when
+from .schedules import (CHAT_PLATFORMS, DEFAULT_MIN_EVERY, PLATFORMS, ConfigItem, ScheduleError, ScheduleView, When,
+                        parse_when, refuse_below, span)
 from .service import QuotaService
 from .store import ScheduleRow, Store
 
@@ -201,7 +203,8 @@ def _why(exc: BaseException) -> str:
 class Scheduler:
     def __init__(self, store: Store, service: QuotaService, posters: Mapping[str, Poster], *,
                  timezone: str = "UTC", grace: float = 600, clock: Clock | None = None,
-                 policy: PostPolicy = PostPolicy(), stop_wait: float = STOP_WAIT) -> None:
+                 policy: PostPolicy = PostPolicy(), stop_wait: float = STOP_WAIT,
+                 min_every: float = DEFAULT_MIN_EVERY) -> None:
         self.store = store
         self.service = service
         self.posters = posters
@@ -223,12 +226,19 @@ class Scheduler:
         self._held: set[tuple[int, float]] = set()  # runs claimed here, not yet posting: released at stop
         self._recovering: asyncio.Lock = asyncio.Lock()
         self.taken_over = 0  # runs of stopped processes taken over and posted here
+        # QUOTA_SCHEDULE_MIN_EVERY (seconds): ``add`` refuses a schedule that fires more often; a stored one
+        # runs at most this often (``When.at_least``)
+        self.min_every = min_every
+        # schedules whose platform has no poster here (its token is not set): logged once, never armed,
+        # claimed or taken over by this process (a replica that has the platform posts them)
+        self._paused: set[int] = set()
 
     # --- ScheduleManager ------------------------------------------------------------------------
     async def add(self, platform: str, channel: str, when: str, *, created_by: str = "") -> ScheduleView:
         if platform not in CHAT_PLATFORMS or platform not in self.posters:
             raise ScheduleError(f"This bot cannot post to {platform}: it is not configured.")
         parsed = parse_when(when)
+        refuse_below(parsed, self.min_every)
         row = await self.store.add_schedule(platform, channel, parsed.text, self.timezone, "chat",
                                             self.clock.now().timestamp(), created_by)
         armed = self._arm(row, parsed)
@@ -282,12 +292,15 @@ class Scheduler:
         the removed ones, re-arm those whose timezone changed; the others keep their next run."""
         rows = {row.id: row for row in await self.store.schedules()}
         changed = False
+        self._paused &= set(rows)
         for sid in [sid for sid in self._armed if sid not in rows]:
             armed = self._armed.pop(sid)
             changed = True
             log.info("schedule #%d (%s:%s=%s) removed on another replica", sid, armed.row.platform, armed.row.channel,
                      armed.row.when_text)
         for row in rows.values():
+            if not self._postable(row):
+                continue
             armed = self._armed.get(row.id)
             if armed is not None and (armed.row.when_text, armed.row.timezone) == (row.when_text, row.timezone):
                 armed.row = row  # e.g. its failing reason, set by the replica that posted
@@ -314,6 +327,8 @@ class Scheduler:
         last = await self.store.last_claimed()
         catching_up = 0
         for row in await self.store.schedules():
+            if not self._postable(row):
+                continue
             try:
                 when = parse_when(row.when_text)
             except ScheduleError as exc:
@@ -340,7 +355,8 @@ class Scheduler:
         resumed = await self.recover()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="schedule-dispatcher")
         log.info("scheduler started with %d schedule(s), %d missed run(s) to post now, %d claimed but not posted "
-                 "before a stop to post now", len(self._armed), catching_up, resumed)
+                 "before a stop to post now%s", len(self._armed), catching_up, resumed,
+                 f"; {len(self._paused)} paused (their platform is not configured)" if self._paused else "")
 
     async def stop(self) -> None:
         """Stop dispatching; the runs in progress get ``stop_wait`` seconds to be posted, then those not
@@ -382,7 +398,7 @@ class Scheduler:
                 return 0
             groups: dict[str | None, list[tuple[int, float, str]]] = {}
             for sid, due, owner, state in rows:
-                if owner != self.owner:
+                if owner != self.owner and sid not in self._paused:  # a paused one is left to who can post it
                     groups.setdefault(owner, []).append((sid, due, state))
             resumed = 0
             for owner, runs in groups.items():
@@ -443,7 +459,28 @@ class Scheduler:
         batch.add_done_callback(lambda _, marks=marks: self._release(marks))
 
     # --- the dispatcher -------------------------------------------------------------------------
+    def _postable(self, row: ScheduleRow) -> bool:
+        """Whether this process can post the schedule's runs; when not (its platform's token is not set), it
+        is paused: logged once, then neither armed nor claimed here (no reading is spent on a post that
+        cannot go out)."""
+        if row.platform in self.posters:
+            return True
+        if row.id not in self._paused:
+            self._paused.add(row.id)
+            self._armed.pop(row.id, None)
+            why = ("the console chat runs only when neither DISCORD_BOT_TOKEN nor SLACK_BOT_TOKEN is set"
+                   if row.platform not in TOKENS else f"{row.platform} is not configured here (set "
+                   f"{TOKENS[row.platform]}, or remove it with /quota-schedule remove {row.id})")
+            log.warning("schedule #%d (%s:%s=%s) is paused: %s", row.id, row.platform, row.channel, row.when_text, why)
+        return False
+
     def _arm(self, row: ScheduleRow, when: When, wake: bool = True, now: datetime | None = None) -> _Armed:
+        floored = when.at_least(self.min_every)
+        if floored.floor is not None:
+            log.warning("schedule #%d (%s:%s=%s) fires %severy %s, more often than QUOTA_SCHEDULE_MIN_EVERY allows: "
+                        "it runs at most every %s", row.id, row.platform, row.channel, row.when_text,
+                        "" if when.every is not None else "as often as ", span(when.min_gap), span(self.min_every))
+        when = floored
         tz = ZoneInfo(row.timezone)
         anchor = datetime.fromtimestamp(row.anchor, UTC)
         armed = _Armed(row, when, tz, when.next_after(now or self.clock.now(), tz, anchor))

@@ -192,6 +192,7 @@ class Settings(BaseSettings):
     quota_schedules: str = ""
     quota_timezone: str = "UTC"
     quota_schedule_grace: float = 600.0
+    quota_schedule_min_every: float = 900.0  # seconds: a schedule may fire at most this often
 
     # --- alerts ---------------------------------------------------------------------------------
     quota_alerts: str = ""
@@ -214,12 +215,12 @@ class Settings(BaseSettings):
     def _url(cls, value: str | None, info: Any) -> str | None:
         return None if value is None else _login_checked(_http_url(value, info.field_name), info.field_name)
 
-    @field_validator("useapi_channel", "mjproxy_account_id")
     @field_validator("useapi_stream", mode="before")
     @classmethod
     def _on_off(cls, value: Any) -> bool:
         return parse_on_off(value)
 
+    @field_validator("useapi_channel", "mjproxy_account_id")
     @classmethod
     def _id(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", value.strip()):
@@ -294,6 +295,14 @@ class Settings(BaseSettings):
     @classmethod
     def _grace(cls, value: Any) -> float:
         return parse_duration(value)
+
+    @field_validator("quota_schedule_min_every", mode="before")
+    @classmethod
+    def _min_every(cls, value: Any) -> float:
+        seconds = parse_duration(value)
+        if not 1 <= seconds <= 86400:
+            raise ValueError("must be between 1s and 1d, e.g. 15m")
+        return seconds
 
     @field_validator("discord_bot_token", "slack_bot_token", "slack_app_token", "slack_signing_secret", "nextleg_api_token",
                      "useapi_api_token", "linkr_api_key", "mjproxy_api_secret")

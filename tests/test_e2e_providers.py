@@ -391,7 +391,8 @@ async def test_accounts_file_pools_in_chats_schedules_and_the_cli(pool, run_bot,
             asyncio.ensure_future(_cli("quota", "--account", "basic", "--json", env=env, cwd=tmp_path)),
             asyncio.ensure_future(_cli("quota", "--account", "nope", "--json", env=env, cwd=tmp_path))]
     bot = await run_bot(quota_accounts_file=pool["file"],
-                        quota_schedules=f"slack:{SLACK_SCHEDULED}=every 3s;discord:{DISCORD_SCHEDULED}=every 3s")
+                        quota_schedules=f"slack:{SLACK_SCHEDULED}=every 3s;discord:{DISCORD_SCHEDULED}=every 3s",
+                        quota_schedule_min_every="1s")
     quota = next(c for c in bot.discord.command_puts[-1].body if c["name"] == "quota")
     account_option = next(o for o in quota["options"] if o["name"] == "account")
     assert account_option["type"] == 3 and account_option["autocomplete"] is True

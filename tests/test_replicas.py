@@ -79,7 +79,7 @@ class Cluster:
                    PORT=str(port), DATABASE_URL=self.url, LOG_LEVEL="INFO",
                    SLACK_BOT_TOKEN=SLACK_BOT, SLACK_SIGNING_SECRET=SLACK_SECRET, SLACK_API_URL=self.slack.api_url,
                    DISCORD_BOT_TOKEN=DISCORD_TOKEN, DISCORD_API_BASE_URL=self.discord.api_url,
-                   DISCORD_GATEWAY_URL=self.discord.gateway_url)
+                   DISCORD_GATEWAY_URL=self.discord.gateway_url, QUOTA_SCHEDULE_MIN_EVERY="1s")  # `every 3s`
         env.update(extra)
         return env
 

@@ -38,7 +38,8 @@ def _settings(tmp_path, upstream, slack_fake, **extra):
     return load_settings(
         None, nextleg_api_token=TEST_TOKEN, nextleg_base_url=upstream.base_url, host="127.0.0.1", port=0,
         database_url=f"sqlite:///{tmp_path}/q.sqlite3", slack_bot_token=ALL_TEST_SECRETS["SLACK_BOT_TOKEN"],
-        slack_app_token=ALL_TEST_SECRETS["SLACK_APP_TOKEN"], slack_api_url=slack_fake.api_url, **extra)
+        slack_app_token=ALL_TEST_SECRETS["SLACK_APP_TOKEN"], slack_api_url=slack_fake.api_url,
+        quota_schedule_min_every="1s", **extra)  # `every 3s` is allowed here
 
 
 async def test_every_3s_posts_every_3s_and_a_restart_keeps_the_rhythm(tmp_path, upstream, slack_fake):

@@ -215,9 +215,9 @@ async def _check(settings: Settings) -> int:
 
     problems = 0
 
-    def say(ok: bool | None, text: str) -> None:
+    def say(ok: bool | str | None, text: str) -> None:  # "warn": worth fixing, not a failure
         nonlocal problems
-        mark = {True: "ok  ", False: "FAIL", None: "--  "}[ok]
+        mark = {True: "ok  ", False: "FAIL", None: "--  ", "warn": "warn"}[ok]
         problems += ok is False
         print(f"[{mark}] {text}")
 
@@ -286,10 +286,16 @@ async def _check(settings: Settings) -> int:
     except StoreError as exc:
         say(False, str(exc))
     for row in stored_schedules:  # added from a chat, then run without that chat: nothing can post them
+        if row.platform == "console":  # posts while the console chat runs (no chat token), paused otherwise
+            if configured:
+                say(None, f"schedule #{row.id} from the console ({row.when_text}) is paused: the console chat runs "
+                          "only when neither DISCORD_BOT_TOKEN nor SLACK_BOT_TOKEN is set")
+            continue
         if row.source == "chat" and row.platform not in configured:
             say(False, f"schedule #{row.id} from chat posts to {row.platform}:{row.channel} ({row.when_text}), "
                        f"but {_title(row.platform)} is not configured (set {TOKENS[row.platform]}, or remove it "
                        f"there with /quota-schedule remove {row.id})")
+    _say_floor(say, stored_schedules, settings.quota_schedule_min_every)
     # QUOTA_SCHEDULES / QUOTA_ALERTS are well-formed here (a malformed one stopped the command in _settings)
     missing = sorted({i.platform for i in configuration.schedules} - configured)
     if missing:
@@ -305,8 +311,11 @@ async def _check(settings: Settings) -> int:
             say(False, f"QUOTA_ALERTS: {where} posts to {item.platform}, which is not configured")
     for row in stored_alerts:
         where = f"{row.platform}:{row.channel}" + (f"@{row.account}" if row.account else "")
-        if row.platform in configured:
+        if row.platform in configured or (row.platform == "console" and not configured):
             say(True, f"alert #{row.id} from chat: {where} when below {row.condition} ({row.state})")
+        elif row.platform == "console":  # posts while the console chat runs (no chat token), paused otherwise
+            say(None, f"alert #{row.id} from the console (below {row.condition}) is paused: the console chat runs "
+                      "only when neither DISCORD_BOT_TOKEN nor SLACK_BOT_TOKEN is set")
         else:
             say(False, f"alert #{row.id} from chat posts to {where} (below {row.condition}), but "
                        f"{_title(row.platform)} is not configured (set {TOKENS[row.platform]}, or remove it "
@@ -322,6 +331,23 @@ async def _check(settings: Settings) -> int:
         say(None, "no chat platform configured: `quota-bot run` opens the console chat")
     print("all checks passed" if not problems else f"{problems} check(s) failed")
     return 0 if not problems else 1
+
+
+def _say_floor(say: Any, rows: list[Any], minimum: float) -> None:
+    """A stored schedule that fires more often than QUOTA_SCHEDULE_MIN_EVERY (added before it was raised):
+    a warning naming it; `run` runs it at the minimum (bot.scheduler)."""
+    from bot.schedules import ScheduleError, parse_when, span
+
+    for row in rows:
+        try:
+            gap = parse_when(row.when_text).min_gap
+        except ScheduleError:
+            continue
+        if gap < minimum:
+            say("warn", f"schedule #{row.id} from {row.source} ({row.platform}:{row.channel}={row.when_text}) fires "
+                        f"{'as often as ' if not row.when_text.lower().startswith('every') else ''}every {span(gap)}, "
+                        f"more often than QUOTA_SCHEDULE_MIN_EVERY ({span(minimum)}): it runs at most every "
+                        f"{span(minimum)} (remove it with /quota-schedule remove {row.id} and add a slower one)")
 
 
 CHAT_CHECK_SECONDS = 60.0  # one platform's whole check (a login and its registrations, or two Web API calls)

@@ -49,7 +49,7 @@ async def rig(tmp_path):
 
 def slack_only(**extra: str) -> dict[str, str]:
     """Settings of a Slack-only bot (no Discord gateway: quicker to start and to kill)."""
-    return {"DISCORD_BOT_TOKEN": "", "QUOTA_CACHE_SECONDS": "0", **extra}
+    return {"DISCORD_BOT_TOKEN": "", "QUOTA_CACHE_SECONDS": "0", "QUOTA_SCHEDULE_MIN_EVERY": "1s", **extra}
 
 
 async def schedule_runs(url: str, channel: str = SCHEDULED) -> tuple[float, list[tuple[float, float | None, str | None]]]:
