@@ -1,4 +1,4 @@
-"""What the composition root (``adapters.runtime``) and the scheduler expect of a chat adapter."""
+"""What the composition root (``adapters.app``) and the scheduler expect of a chat adapter."""
 
 from __future__ import annotations
 

@@ -8,12 +8,13 @@ line too. Tracebacks go to the log at DEBUG only.
 
 from __future__ import annotations
 
+from bot.errors import StartupError
 from bot.logs import mask
 
 TITLES = {"discord": "Discord", "slack": "Slack"}
 
 
-class AdapterStartError(RuntimeError):
+class AdapterStartError(StartupError):
     """A chat adapter cannot start; ``str()`` is one line naming the setting (never a secret)."""
 
 

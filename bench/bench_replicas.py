@@ -60,10 +60,9 @@ async def replica_child(conn, store_url: str, upstream_url: str, api_url: str, o
 
     clock = _shifted(offset)
     store = await open_store(store_url)
-    service = QuotaService(NextLegProvider(base_url=upstream_url, token="bench"))
     shared = SharedReadings(store)
     await shared.start()
-    service.shared_readings = shared
+    service = QuotaService(NextLegProvider(base_url=upstream_url, token="bench"), shared=shared)
     adapter = SlackAdapter(load_settings(None, slack_bot_token=BOT, slack_signing_secret="bench-secret",
                                          slack_api_url=api_url), service)
     scheduler = Scheduler(store, service, {"slack": adapter}, clock=clock)

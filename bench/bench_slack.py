@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from adapters.runtime import LISTEN_BACKLOG
+from adapters.app import LISTEN_BACKLOG
 from adapters.slack.app import SlackAdapter
 from bot.service import QuotaService
 from bot.settings import load_settings

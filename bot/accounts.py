@@ -24,7 +24,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from dotenv import dotenv_values
 
@@ -170,14 +170,15 @@ class QuotaPool:
     environment's one account as ``default`` and answers exactly as that account's service does."""
 
     def __init__(self, services: dict[str, QuotaService], *, pooled: bool = True,
-                 annotate: Callable[[Any, str | None], Awaitable[Any]] | None = None) -> None:
+                 annotate: Callable[[Any, str | None], Awaitable[Any]] | None = None,
+                 listeners: Sequence[Callable[[str, QuotaReport], Any]] = ()) -> None:
         self.services = services
         for name, service in services.items():
             service.account = name  # its label in the metrics
         self.pooled = pooled
         self.annotate = annotate  # bot.history: the forecast put on every answer
-        self.history: Any = None  # bot.history.History, for the history commands (set with a store)
-        self.alerts: Any = None  # bot.alerts.Alerts, for the /quota-alert commands
+        for listener in listeners:  # e.g. the store's recorder: every fresh reading of every account
+            self.subscribe(listener)
         self._inflight: asyncio.Task[PoolReport] | None = None
         self.providers = {name: "simulated" if s.simulated else getattr(s.provider, "name", "?")
                           for name, s in services.items()}

@@ -29,6 +29,20 @@ class UsageError(UserError):
         self.echo = echo
 
 
+class StartupError(UserError):
+    """The bot cannot start (or a command cannot run) as configured: ``str()`` is the one line printed
+    before exiting with code 2, naming the setting and what is wrong (never a secret)."""
+
+    code = "startup"
+
+    def __init__(self, user_message: str) -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
+
+    def __str__(self) -> str:
+        return self.user_message
+
+
 class QuotaError(UserError):
     """Base of every error the quota service raises. ``user_message`` is one plain line for chat."""
 

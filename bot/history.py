@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .errors import QuotaError
 from .forecast import Forecast, Sample, combine, forecast, pace_line
@@ -97,13 +97,15 @@ class HistoryData:
 
 
 class History:
-    def __init__(self, store: Any, pool: Any, *, sample_every: float | None = None, keep_days: float = 400.0,
+    def __init__(self, store: Any, accounts: Any, *, sample_every: float | None = None, keep_days: float = 400.0,
                  tz: tzinfo = timezone.utc, clock: Any = None,
                  configured_alerts: Sequence[tuple[str, str]] | None = None) -> None:
         from .scheduler import SystemClock
 
         self.store = store
-        self.pool = pool
+        # every account's service by name (a QuotaPool's ``services``, or the mapping itself): the history
+        # is built before the pool, whose answers it annotates
+        self.services: Mapping[str, Any] = getattr(accounts, "services", accounts)
         # QUOTA_ALERTS as (account, condition) pairs: with them, the chart's alert lines are these and the
         # alerts added from chat (stored configured rows may be stale); without, every stored alert
         self.configured_alerts = None if configured_alerts is None else tuple(configured_alerts)
@@ -119,7 +121,7 @@ class History:
 
     # --- forecasts -------------------------------------------------------------------------------
     def _simulated(self, account: str) -> bool:
-        return bool(self.pool.services[account].simulated)
+        return bool(self.services[account].simulated)
 
     async def samples(self, account: str, since: float) -> list[Sample]:
         rows = await self.store.history(account, since, self._simulated(account))
@@ -147,7 +149,7 @@ class History:
         return result
 
     async def pooled_forecast(self, accounts: list[str] | None = None) -> Forecast:
-        names = accounts or list(self.pool.services)
+        names = accounts or list(self.services)
         parts = await asyncio.gather(*(self.forecast(n) for n in names))
         return parts[0] if len(parts) == 1 else combine(parts, self.clock.now().timestamp())
 
@@ -161,7 +163,7 @@ class History:
                 f = await self.pooled_forecast(names)
                 return dataclasses.replace(outcome, forecast=f, pace=pace_line(f, self.tz))
             if isinstance(outcome, QuotaReport):
-                name = account or next(iter(self.pool.services))
+                name = account or next(iter(self.services))
                 done = self._annotated.get(name)
                 if done is not None and done[0] == id(outcome):  # the same cached reading: same answer
                     return done[1]
@@ -177,7 +179,7 @@ class History:
         """The series of the last ``days`` days (an account, or every account and the pool)."""
         now = self.clock.now().timestamp()
         start = now - days * 86400
-        names = [account] if account else list(self.pool.services)
+        names = [account] if account else list(self.services)
         series: dict[str, list[tuple[float, float]]] = {}
         totals: dict[str, float | None] = {}
         renewals: set[float] = set()
@@ -192,7 +194,7 @@ class History:
         plotted = [n for n in names if series[n]]
         simulated_accounts = tuple(n for n in plotted if self._simulated(n))
         simulated = bool(simulated_accounts) if plotted else all(self._simulated(n) for n in names)
-        lines = await self._alert_lines(series, totals, whole_pool=len(names) == len(self.pool.services))
+        lines = await self._alert_lines(series, totals, whole_pool=len(names) == len(self.services))
         return HistoryData(days, start, now, series, sorted(renewals), f, pace_line(f, self.tz), simulated, lines,
                            simulated_accounts)
 
@@ -268,7 +270,7 @@ class History:
     async def seed_demo(self) -> None:
         """A simulated account gets a plausible 30-day past, written once and labelled simulated."""
         now = time.time()
-        for name, service in self.pool.services.items():
+        for name, service in self.services.items():
             if service.simulated and not await self.store.has_readings(name, True):
                 rows = demo_history(now)
                 await self.store.record_history(name, rows, simulated=True)
@@ -280,7 +282,7 @@ class History:
         assert self.sample_every
         now = self.clock.now().timestamp()
         due_in = self.sample_every
-        for name, service in self.pool.services.items():
+        for name, service in self.services.items():
             latest = await self.store.latest_reading_at(name, service.simulated)  # the demo's past does not count
             age = now - latest if latest is not None else float("inf")
             if age < self.sample_every:
@@ -387,16 +389,17 @@ class NoHistory(QuotaError):
     user_message = "History is not available on this bot (no database)."
 
 
-async def history_chart(service: Any, days: int, account: str | None) -> tuple[HistoryData, bytes]:
+async def history_chart(history: History | None, names: Sequence[str], days: int,
+                        account: str | None) -> tuple[HistoryData, bytes]:
     """What every history command answers: the data and its chart (drawn off the loop). Raises the
-    typed errors every chat turns into its one line: no history, or an unknown account."""
+    typed errors every chat turns into its one line: no history, or an unknown account. ``names``: the
+    accounts a command may choose from (none without an accounts file)."""
     from .chart import render_png_async
     from .errors import UnknownAccount
 
-    history = getattr(service, "history", None)
     if history is None:
         raise NoHistory("no store")
-    names = tuple(getattr(service, "names", ()))
+    names = tuple(names)
     if account is not None and account not in names:
         raise UnknownAccount(account, names)
     data = await history.data(days, account)

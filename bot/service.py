@@ -35,6 +35,7 @@ class QuotaService:
         *,
         cache_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        shared: Any = None,
     ) -> None:
         self.provider = provider
         self.cache_seconds = cache_seconds
@@ -47,7 +48,7 @@ class QuotaService:
         self.cache_hits = 0
         self.shared = 0
         # bot.replicas.SharedReadings: readings shared with the other replicas through the store
-        self.shared_readings: Any = None
+        self.shared_readings: Any = shared
 
     @property
     def simulated(self) -> bool:

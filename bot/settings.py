@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .errors import StartupError
+
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -26,7 +28,7 @@ PROVIDER_CREDENTIALS: dict[str, str] = {"nextleg": "NEXTLEG_API_TOKEN", "useapi"
                                         "linkr": "LINKR_API_KEY", "mjproxy": "MJPROXY_BASE_URL"}
 
 
-class SettingsError(Exception):
+class SettingsError(StartupError):
     """A bad setting: ``str()`` is the one line start-up prints before exiting with code 2."""
 
 

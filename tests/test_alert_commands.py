@@ -39,7 +39,6 @@ async def alerting(tmp_path, make_service):
         pool = QuotaPool(services, pooled=pooled)
         posters: dict = {}
         alerts = Alerts(store, pool, posters)
-        pool.alerts = alerts
         await alerts.start()
         made.append((alerts, store))
         return pool, alerts, posters
@@ -69,8 +68,8 @@ def _condition(value: str, account: str | None = None) -> list[dict]:
 
 
 async def test_discord_registers_the_group_and_the_account_option_only_with_names(discord_fake, start_discord, alerting):  # noqa: F811
-    pool, _, _ = await alerting()
-    await start_discord(pool)
+    pool, alerts, _ = await alerting()
+    await start_discord(pool, alerts=alerts)
     group = next(c for c in discord_fake.command_puts[-1].body if c["name"] == "quota-alert")
     assert group["default_member_permissions"] in (str(1 << 5), 1 << 5)
     assert group.get("dm_permission") is False or group.get("contexts") == [0]
@@ -84,7 +83,7 @@ async def test_discord_registers_the_group_and_the_account_option_only_with_name
 
 async def test_discord_account_option_is_autocompleted_and_an_unknown_one_gets_the_list(discord_fake, start_discord, alerting):  # noqa: F811
     pool, alerts, posters = await alerting(pooled=True)
-    posters["discord"] = await start_discord(pool)
+    posters["discord"] = await start_discord(pool, alerts=alerts)
     group = next(c for c in discord_fake.command_puts[-1].body if c["name"] == "quota-alert")
     account = next(o for o in group["options"][0]["options"] if o["name"] == "account")
     assert account["autocomplete"] is True and not account["required"]
@@ -101,7 +100,7 @@ async def test_discord_account_option_is_autocompleted_and_an_unknown_one_gets_t
 
 async def test_discord_add_list_remove_with_manage_server(discord_fake, start_discord, alerting):  # noqa: F811
     pool, alerts, posters = await alerting()
-    posters["discord"] = await start_discord(pool)
+    posters["discord"] = await start_discord(pool, alerts=alerts)
     embed = await _discord(discord_fake, "quota-alert", _condition("20%"), subcommand="add")
     assert embed["description"] == f"Alert **#1** added: below `20%` for all accounts, posted in <#{CHANNEL_ID}>."
     listed = (await _discord(discord_fake, "quota-alert", subcommand="list"))["description"]
@@ -117,7 +116,7 @@ async def test_discord_add_list_remove_with_manage_server(discord_fake, start_di
 
 async def test_discord_without_manage_server_is_refused_and_a_bad_condition_gets_an_example(discord_fake, start_discord, alerting):  # noqa: F811
     pool, alerts, posters = await alerting()
-    posters["discord"] = await start_discord(pool)
+    posters["discord"] = await start_discord(pool, alerts=alerts)
     for subcommand, options in (("add", _condition("20%")), ("list", None),
                                 ("remove", [{"type": 4, "name": "id", "value": 1}])):
         embed = await _discord(discord_fake, "quota-alert", options, subcommand=subcommand, permissions="0")
@@ -129,7 +128,7 @@ async def test_discord_without_manage_server_is_refused_and_a_bad_condition_gets
 
 async def test_discord_already_below_fires_with_the_next_reading_and_list_says_fired(discord_fake, start_discord, alerting, upstream):  # noqa: F811
     pool, alerts, posters = await alerting()
-    posters["discord"] = await start_discord(pool)
+    posters["discord"] = await start_discord(pool, alerts=alerts)
     upstream.content = LOW
     await pool.get_report()  # a reading with 1 h of 15 h left
     embed = await _discord(discord_fake, "quota-alert", _condition("20%"), subcommand="add")
@@ -150,7 +149,7 @@ async def test_discord_already_below_fires_with_the_next_reading_and_list_says_f
 
 
 async def test_discord_without_alerts_says_so(discord_fake, start_discord, make_service):  # noqa: F811
-    await start_discord(QuotaPool({"default": make_service()}, pooled=False))  # pool.alerts is None
+    await start_discord(QuotaPool({"default": make_service()}, pooled=False))  # no alerts on this bot
     embed = await _discord(discord_fake, "quota-alert", subcommand="list")
     assert embed["description"] == "Alerts are not available on this bot." and embed["color"] == RED
 
@@ -172,7 +171,7 @@ async def _ask(bot, text: str, user: str = ADMIN_ID) -> dict:
 ])
 async def test_slack_permission(slack_http, alerting, user, admins, allowed):  # noqa: F811
     pool, alerts, posters = await alerting()
-    bot = await slack_http(pool, admins=admins)
+    bot = await slack_http(pool, alerts=alerts, admins=admins)
     posters["slack"] = bot.adapter
     for text in ("add 20%", "list", "remove 1"):
         answer = (await _ask(bot, text, user))["text"]
@@ -186,7 +185,7 @@ async def test_slack_permission(slack_http, alerting, user, admins, allowed):  #
 
 async def test_slack_add_list_remove_bad_input_and_usage(slack_http, alerting):  # noqa: F811
     pool, alerts, posters = await alerting()
-    bot = await slack_http(pool)
+    bot = await slack_http(pool, alerts=alerts)
     posters["slack"] = bot.adapter
     assert (await _ask(bot, "add 90 m"))["text"] == "Alert *#1* added: below `90m` for all accounts, posted in <#C0FAKE01>."
     assert (await _ask(bot, "add run out"))["text"].startswith("Alert *#2* added: below `runout`")
@@ -207,7 +206,7 @@ async def test_slack_add_list_remove_bad_input_and_usage(slack_http, alerting): 
 
 async def test_slack_account_is_the_last_word(slack_http, alerting):  # noqa: F811
     pool, alerts, posters = await alerting(pooled=True)
-    bot = await slack_http(pool)
+    bot = await slack_http(pool, alerts=alerts)
     posters["slack"] = bot.adapter
     assert (await _ask(bot, "add 5h studio"))["text"] == (
         "Alert *#1* added: below `5h` for account *studio*, posted in <#C0FAKE01>.")
@@ -217,7 +216,7 @@ async def test_slack_account_is_the_last_word(slack_http, alerting):  # noqa: F8
 
 async def test_slack_already_below_fires_with_the_next_reading_and_list_says_fired(slack_http, alerting, upstream):  # noqa: F811
     pool, alerts, posters = await alerting()
-    bot = await slack_http(pool)
+    bot = await slack_http(pool, alerts=alerts)
     posters["slack"] = bot.adapter
     upstream.content = LOW
     await pool.get_report()

@@ -628,7 +628,7 @@ async def slack_fake():
 
 async def test_end_to_end_one_slack_alert_when_crossing_50_percent_and_none_after_a_restart(
         tmp_path, upstream, slack_fake, monkeypatch):
-    from adapters.runtime import serve
+    from adapters.app import serve
     from bot.providers.nextleg import NextLegProvider
     from bot.settings import load_settings
 
@@ -656,7 +656,9 @@ async def test_end_to_end_one_slack_alert_when_crossing_50_percent_and_none_afte
         # this run's own Socket Mode connection (after a restart the last one may not be gone yet)
         await slack_fake.wait(lambda: True if slack_fake.accepted > accepted and slack_fake.connected.is_set()
                               else None, timeout=10)
-        return stop, task, started.result()["runtime"]
+        result = started.result()
+        result["runtime"].alerts = result["commands"].alerts  # what the test watches: the running bot's alerts
+        return stop, task, result["runtime"]
 
     def alert_posts() -> list[Any]:
         return [p for p in slack_fake.posts if p.body.get("channel") == "C0123"]
@@ -664,7 +666,7 @@ async def test_end_to_end_one_slack_alert_when_crossing_50_percent_and_none_afte
     async def quota(remaining: float, runtime: Any) -> None:
         """`/quota` in Slack with the upstream saying `remaining`; waits for the answer and the check it kicked."""
         feed.remaining = remaining
-        alerts = runtime.core.pool.alerts
+        alerts = runtime.alerts
         before = alerts.evaluations
         _, rid = await slack_fake.envelope("/quota", "")
         answer = (await slack_fake.wait_response(rid, 10)).body
@@ -691,7 +693,7 @@ async def test_end_to_end_one_slack_alert_when_crossing_50_percent_and_none_afte
 
     stop, task, runtime = await start()  # the same DATABASE_URL
     try:
-        [view] = await runtime.core.pool.alerts.list("slack")
+        [view] = await runtime.alerts.list("slack")
         assert FIRED_AT.match(view.state_text) and view.channel == "C0123"
         await quota(6.0, runtime)
         await quota(5.5, runtime)

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from bot.commands import Commands
+from bot.errors import StartupError
 from adapters.discord.bot import DiscordAdapter
 from bot.errors import PostError
 from bot.settings import load_settings
@@ -32,10 +34,13 @@ async def start_discord(discord_fake, make_service):
     """Start the bot's real Discord adapter against the fake; stopped after the test."""
     adapters: list[DiscordAdapter] = []
 
-    async def start(service=None, guilds: str = "", schedules=None) -> DiscordAdapter:
+    async def start(service=None, guilds: str = "", schedules=None, alerts=None, history=None) -> DiscordAdapter:
         settings = load_settings(None, discord_bot_token=TOKEN, discord_api_base_url=discord_fake.api_url,
                                  discord_gateway_url=discord_fake.gateway_url, discord_guild_ids=guilds)
-        adapter = DiscordAdapter(settings, service or make_service(), schedules)
+        service = service or make_service()
+        commands = Commands(service, schedules=schedules, alerts=alerts, history=history,
+                            history_days=settings.quota_history_days)
+        adapter = DiscordAdapter(settings, service, schedules, commands=commands)
         adapters.append(adapter)
         await adapter.start()
         await asyncio.wait_for(discord_fake.ready.wait(), 10)
@@ -203,7 +208,7 @@ async def test_rejected_bot_token_is_one_clear_line(discord_fake, make_service):
     settings = load_settings(None, discord_bot_token="wrong-discord-token-1234", discord_api_base_url=discord_fake.api_url,
                              discord_gateway_url=discord_fake.gateway_url)
     adapter = DiscordAdapter(settings, make_service())
-    with pytest.raises(RuntimeError) as caught:
+    with pytest.raises(StartupError) as caught:
         await adapter.start()
     assert str(caught.value).startswith("DISCORD_BOT_TOKEN: Discord rejected the token")
     assert "wrong-discord-token-1234" not in str(caught.value)
@@ -259,7 +264,7 @@ async def test_unreachable_discord_api_is_one_clear_line(make_service):
     with refusing_port() as port:
         settings = load_settings(None, discord_bot_token=TOKEN, discord_api_base_url=f"http://127.0.0.1:{port}/api/v10")
         adapter = DiscordAdapter(settings, make_service())
-        with pytest.raises(RuntimeError) as caught:
+        with pytest.raises(StartupError) as caught:
             await adapter.start()
     assert str(caught.value).startswith("DISCORD_API_BASE_URL: cannot reach the Discord API")
     assert TOKEN not in str(caught.value)

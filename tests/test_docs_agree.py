@@ -298,19 +298,18 @@ async def slack_managed(tmp_path, make_service):
     posters: dict = {}
     scheduler = Scheduler(store, pool, posters, timezone="UTC", clock=FakeClock(datetime(2026, 3, 2, tzinfo=timezone.utc)))
     alerts = Alerts(store, pool, posters)
-    pool.alerts = alerts
-    pool.history = History(store, pool, tz=ZoneInfo("UTC"))
+    history = History(store, pool, tz=ZoneInfo("UTC"))
     await scheduler.start()
     await alerts.start()
-    yield pool, scheduler, posters
+    yield pool, scheduler, posters, alerts, history
     await alerts.stop()
     await scheduler.stop()
     await store.close()
 
 
 async def test_every_slack_example_in_the_docs_is_understood(slack_http, slack_managed):  # noqa: F811
-    pool, scheduler, posters = slack_managed
-    bot = await slack_http(pool, schedules=scheduler, admins=ADMIN_ID)
+    pool, scheduler, posters, alerts, history = slack_managed
+    bot = await slack_http(pool, schedules=scheduler, admins=ADMIN_ID, alerts=alerts, history=history)
     posters["slack"] = bot.adapter
     examples = _examples()
     assert len(examples) >= 8, examples

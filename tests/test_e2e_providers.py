@@ -1,6 +1,6 @@
 """End to end over the live providers: useapi.net, LinkrAPI and midjourney-proxy.
 
-The bot runs as `quota-bot run` runs it (``adapters.runtime.serve`` in-process, the real discord.py and
+The bot runs as `quota-bot run` runs it (``adapters.app.serve`` in-process, the real discord.py and
 slack-bolt against the fake Discord and Slack), each provider's fake from ``tests/fakes/providers.py``
 stands in for the service, and `quota-bot quota` runs as a real subprocess.
 
@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters.runtime import serve
+from adapters.app import serve
 from bot.providers.base import PollPolicy
 from bot.providers.useapi import UseapiProvider
 from bot.settings import load_settings
@@ -429,7 +429,7 @@ async def test_accounts_file_pools_in_chats_schedules_and_the_cli(pool, run_bot,
     body = await bot.slack_answer("nope")
     assert body["text"] == "There is no account 'nope'. Accounts: basic, slow, broken."
     embed = await bot.discord_answer([{"type": 3, "name": "account", "value": "nope"}])
-    assert embed["description"] == "There is no account 'nope'. Accounts: basic, slow, broken."
+    assert embed["description"] == "There is no account `nope`. Accounts: basic, slow, broken."  # the echo in a code span
 
     # autocomplete while typing `account:` answers the matching names (callback type 8), asking nobody
     # (the CLI processes ask the same fakes: on a busy machine they may still be starting, so they end first)

@@ -3,7 +3,7 @@ Discord (the chart as a multipart attachment), `/quota history` in Slack (the pr
 without files:write), `quota-bot history` as a subprocess, background readings on a fake clock, retention,
 the demo account's past, and the console's chart file.
 
-The bot runs as `quota-bot run` runs it (``adapters.runtime.serve`` in-process: the real discord.py and
+The bot runs as `quota-bot run` runs it (``adapters.app.serve`` in-process: the real discord.py and
 slack-bolt against the fake Discord and Slack) with a real provider (the fake NextLeg upstream); the store
 is seeded beforehand with ``Store.record_history``, as a month of background readings would have left it.
 """
@@ -25,7 +25,8 @@ import aiohttp
 import pytest
 
 from adapters.cli.console import ConsoleAdapter
-from adapters.runtime import attach_history, build_core, serve
+from adapters.app import build_core, serve
+from bot.commands import Commands
 from bot.accounts import QuotaPool
 from bot.forecast import NOT_ENOUGH_REASON
 from bot.history import History
@@ -516,10 +517,9 @@ async def test_prune_removes_readings_older_than_keep_days(sampled):
 # === 6. the demo account ============================================================================
 
 async def _core_with_history(settings):
-    core = await build_core(settings)
     store = await Store.open(settings.database_path)
-    history = await attach_history(settings, core, store)
-    return core, store, history
+    core = await build_core(settings, store=store)
+    return core, store, core.history
 
 
 async def _close(core, store, history) -> None:
@@ -607,7 +607,7 @@ async def test_console_quota_history_prints_the_sparkline_and_writes_the_png_nex
     out = io.StringIO()
     try:
         await history.seed_demo()
-        console = ConsoleAdapter(core.pool, io.StringIO(), out)
+        console = ConsoleAdapter(core.pool, io.StringIO(), out, commands=Commands(core.pool, history=history))
         await console.handle("/quota history 7")
     finally:
         await _close(core, store, history)

@@ -22,7 +22,8 @@ import pytest
 from adapters.cli import render as cli_render
 from adapters.cli.console import ConsoleAdapter
 from adapters.discord import render as discord_render
-from adapters.runtime import attach_history, build_core
+from adapters.app import build_core
+from bot.commands import Commands
 from adapters.slack import render as slack_render
 from bot.chart import figure, render_png
 from bot.history import chart_spec, history_chart, summary_line
@@ -70,9 +71,9 @@ async def three(tmp_path):
     with refusing_port() as port:
         settings = load_settings(None, database_url=f"sqlite:///{db}", quota_accounts_file=_accounts_file(tmp_path, port),
                                  quota_alerts=QUOTA_ALERTS, quota_sample_every="off", quota_read_timeout=5)
-        core = await build_core(settings)
         store = await Store.open(db)
-        history = await attach_history(settings, core, store)
+        core = await build_core(settings, store=store)
+        history = core.history
         await history.seed_demo()  # alpha and beta have their past already: nothing written
         await store.add_alerts([("discord", "123456789012345678", "beta", "2h", "chat", "u1"),
                                 ("slack", "C0999", "alpha", "5h", "chat", "u2")])  # the same line as the configured one
@@ -199,7 +200,7 @@ async def test_one_account_gets_its_own_alerts_only_and_percent_uses_its_total(t
 
 async def test_history_chart_what_discord_and_slack_send_has_the_lines_and_the_note(three):
     core, store, history = three
-    data, png = await history_chart(core.pool, 30, None)
+    data, png = await history_chart(core.history, core.pool.names, 30, None)
     assert png[:8] == PNG_SIGNATURE
     assert ("pool alert 20 %", 6.0) in data.thresholds and data.left_out == ("gamma",) and data.simulated
     embed = discord_render.render_history(data).to_dict()
@@ -211,7 +212,8 @@ async def test_history_chart_what_discord_and_slack_send_has_the_lines_and_the_n
 async def test_the_console_chart_and_text(three, tmp_path):
     core, store, history = three
     out = io.StringIO()
-    await ConsoleAdapter(core.pool, io.StringIO(), out).handle("/quota history 30")
+    commands = Commands(core.pool, history=history)
+    await ConsoleAdapter(core.pool, io.StringIO(), out, commands=commands).handle("/quota history 30")
     text = out.getvalue()
     assert "gamma" in text and "left out" in text and "pool" in text
     assert (tmp_path / "quota-history.png").read_bytes()[:8] == PNG_SIGNATURE
@@ -294,7 +296,7 @@ async def test_cli_history_json_and_png(tmp_path):
 async def test_slack_quota_history_and_quota_with_an_account_that_fails(tmp_path):
     import asyncio
 
-    from adapters.runtime import serve
+    from adapters.app import serve
     from tests.fakes.slack import FakeSlack
     from tests.secrets import ALL_TEST_SECRETS
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.runtime import serve
+from adapters.app import serve
 from bot.settings import load_settings
 from tests.conftest import TEST_TOKEN
 from tests.fakes.slack import FakeSlack
 from tests.secrets import ALL_TEST_SECRETS
-from tests.test_runtime import _run, _settings, slack_fake  # noqa: F401  (fixture)
+from tests.test_app import _run, _settings, slack_fake  # noqa: F401  (fixture)
 
 
 def _samples(text: str) -> dict[tuple[str, tuple], float]:

@@ -377,11 +377,10 @@ async def two_services(open_stores, make_provider, upstream):
         services = []
         for _ in range(2):
             store = await open_stores()
-            service = QuotaService(make_provider(**provider), cache_seconds=cache_seconds)
-            service.subscribe(lambda report, store=store: store.record_reading(report, account="default"))
             shared = SharedReadings(store)
             await shared.start()
-            service.shared_readings = shared
+            service = QuotaService(make_provider(**provider), cache_seconds=cache_seconds, shared=shared)
+            service.subscribe(lambda report, store=store: store.record_reading(report, account="default"))
             made.append((service, shared))
             services.append(service)
         return services
@@ -426,9 +425,8 @@ async def test_when_the_holder_fails_the_waiting_replica_reads_itself(two_servic
 
 async def test_a_database_that_cannot_be_used_never_fails_a_reading(pg_url, make_provider, upstream, caplog):
     store = await open_store(pg_url)
-    service = QuotaService(make_provider(), cache_seconds=60)
     shared = SharedReadings(store)
-    service.shared_readings = shared
+    service = QuotaService(make_provider(), cache_seconds=60, shared=shared)
     await store.close()  # every store call fails from now on
     report = await service.get_report()
     assert report.remaining.value == 12.06 and len(upstream.asks) == 1

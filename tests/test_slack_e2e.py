@@ -10,6 +10,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from bot.commands import Commands
+from bot.errors import StartupError
 from adapters.slack.app import SlackAdapter
 from bot.errors import PostError
 from bot.settings import load_settings
@@ -50,10 +52,13 @@ class HttpBot:
 async def slack_http(slack_fake, make_service):
     bots: list[tuple[HttpBot, web.AppRunner]] = []
 
-    async def start(service=None, schedules=None, admins: str = "") -> HttpBot:
+    async def start(service=None, schedules=None, admins: str = "", alerts=None, history=None) -> HttpBot:
         settings = load_settings(None, slack_bot_token=BOT, slack_signing_secret=SECRET,
                                  slack_api_url=slack_fake.api_url, slack_admin_user_ids=admins)
-        adapter = SlackAdapter(settings, service or make_service(), schedules)
+        service = service or make_service()
+        commands = Commands(service, schedules=schedules, alerts=alerts, history=history,
+                            history_days=settings.quota_history_days)
+        adapter = SlackAdapter(settings, service, schedules, commands=commands)
         app = web.Application()
         adapter.mount(app)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
@@ -306,7 +311,7 @@ async def test_rejected_bot_token_is_one_clear_line(slack_fake, make_service):
     settings = load_settings(None, slack_bot_token="xoxb-wrong-token-999", slack_signing_secret=SECRET,
                              slack_api_url=slack_fake.api_url)
     adapter = SlackAdapter(settings, make_service())
-    with pytest.raises(RuntimeError) as caught:
+    with pytest.raises(StartupError) as caught:
         await adapter.start()
     assert str(caught.value) == "SLACK_BOT_TOKEN: Slack rejected the token (invalid_auth)"
     assert adapter._session.closed  # nothing left open: the runtime never calls stop() on it
@@ -316,7 +321,7 @@ async def test_refused_app_token_is_one_clear_line(slack_fake, make_service):
     settings = load_settings(None, slack_bot_token=BOT, slack_app_token="xapp-wrong-token-999",
                              slack_api_url=slack_fake.api_url)
     adapter = SlackAdapter(settings, make_service())
-    with pytest.raises(RuntimeError) as caught:
+    with pytest.raises(StartupError) as caught:
         await adapter.start()
     assert str(caught.value) == "SLACK_APP_TOKEN: Slack refused the Socket Mode connection (invalid_auth)"
     assert adapter._session.closed and slack_fake.accepted == 0

@@ -35,15 +35,12 @@ class ConsoleAdapter:
     name = "console"
 
     def __init__(self, service: QuotaService, stdin: TextIO | None = None, stdout: TextIO | None = None, *,
-                 schedules: Any = None, alerts: Any = None, history_days: float = 400,
-                 log_note: str | None = None) -> None:
+                 commands: Commands | None = None, log_note: str | None = None) -> None:
         self.service = service
         self._in = stdin or sys.stdin
         self._out = stdout or sys.stdout
         self._task: asyncio.Task[None] | None = None
-        self.commands = Commands(service, schedules=schedules,
-                                 alerts=alerts if alerts is not None else getattr(service, "alerts", None),
-                                 history_days=history_days)
+        self.commands = commands or Commands(service)
         self._caller = Caller("console", CHANNEL, "console")  # the operator at the terminal may manage
         self._log_note = log_note
 
@@ -112,7 +109,7 @@ class ConsoleAdapter:
 
     async def _history(self, answer: HistoryAnswer) -> None:
         """A sparkline and the pace in the terminal; the chart as a PNG next to the database."""
-        history = getattr(self.service, "history", None)
+        history = self.commands.history
         folder = os.path.dirname(os.path.abspath(getattr(getattr(history, "store", None), "path", None)
                                                  or "quota-history.png"))
         path = os.path.join(folder, "quota-history.png")  # next to the SQLite file, else here

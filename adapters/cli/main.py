@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(settings: Settings) -> int:
-    from adapters.runtime import StartupError, run_until_signal
+    from adapters.app import StartupError, run_until_signal
 
     try:
         await run_until_signal(settings)
@@ -135,27 +135,29 @@ async def _run(settings: Settings) -> int:
     return 0
 
 
-async def _with_history(settings: Settings, core: Any) -> Any:
-    """The store and the history behind the pace line; None (and a log line) when the database cannot
-    be used: the reading is still printed, without its forecast."""
-    from adapters.runtime import attach_history
+async def _core_with_history(settings: Settings) -> tuple[Any, Any]:
+    """(the core, its store): the store and the history behind the pace line, or (core, None) and a log
+    line when the database cannot be used: the reading is still printed, without its forecast."""
+    from adapters.app import build_core
     from bot.store import StoreError, open_store
 
     try:
         store = await open_store(settings.database_url)
     except StoreError as exc:
         log.warning("no history: %s", exc)
-        return None
-    history = await attach_history(settings, core, store)
-    await history.seed_demo()
-    return store
+        return await build_core(settings), None
+    try:
+        core = await build_core(settings, store=store)
+    except BaseException:
+        await store.close()
+        raise
+    assert core.history is not None
+    await core.history.seed_demo()
+    return core, store
 
 
 async def _quota(settings: Settings, as_json: bool, account: str | None = None) -> int:
-    from adapters.runtime import build_core
-
-    core = await build_core(settings)
-    store = await _with_history(settings, core)
+    core, store = await _core_with_history(settings)
     try:
         report = await core.pool.get_report(account)
     except Exception as exc:  # typed errors and bugs alike: a sentence and its detail, never a traceback
@@ -174,15 +176,13 @@ async def _history(settings: Settings, args: argparse.Namespace) -> int:
     """What the stored readings say: no upstream call (background readings and commands make them)."""
     from zoneinfo import ZoneInfo
 
-    from adapters.runtime import build_core
     from bot.chart import render_png
     from bot.errors import UnknownAccount
     from bot.history import chart_spec
 
     from .render import render_history
 
-    core = await build_core(settings)
-    store = await _with_history(settings, core)
+    core, store = await _core_with_history(settings)
     try:
         if store is None:
             return _fail(f"no history: the database of DATABASE_URL cannot be used", 1)
@@ -208,7 +208,7 @@ async def _history(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _check(settings: Settings) -> int:
-    from adapters.runtime import build_core
+    from adapters.app import build_core
     from bot.config import validate
 
     configuration = validate(settings)  # as in _settings: it passed there

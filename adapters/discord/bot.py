@@ -144,19 +144,20 @@ class _Client(discord.Client):
 class DiscordAdapter:
     name = "discord"
 
-    def __init__(self, settings: Settings, service: QuotaService, schedules: ScheduleManager | None = None) -> None:
+    def __init__(self, settings: Settings, service: QuotaService, schedules: ScheduleManager | None = None, *,
+                 commands: Commands | None = None, gateway_lease: Any = None) -> None:
         assert settings.discord_bot_token is not None
         self._token = settings.discord_bot_token
         self._settings = settings
         self.service = service
         self.schedules = schedules
-        self.commands = Commands(service, schedules=schedules, alerts=getattr(service, "alerts", None),
-                                 history_days=settings.quota_history_days)
+        # the commands this adapter serves (built by the composition root; a bare one for a lone adapter)
+        self.commands = commands or Commands(service, schedules=schedules, history_days=settings.quota_history_days)
         self.client = _Client(self)
         self._task: asyncio.Task[None] | None = None
         self.synced = 0
         self.registrations: list[tuple[str, str | None]] = []  # (where, why it failed or None), each sync
-        self.gateway_lease: Any = None  # bot.replicas.Lease: connect the gateway only while holding it
+        self.gateway_lease: Any = gateway_lease  # bot.replicas.Lease: connect the gateway only while holding it
         self.gateway_held = False
         self._register(self.client.tree)
 

@@ -106,7 +106,7 @@ class SlackAdapter:
     name = "slack"
 
     def __init__(self, settings: Settings, service: QuotaService, schedules: ScheduleManager | None = None,
-                 *, ping_interval: float = 10.0) -> None:
+                 *, ping_interval: float = 10.0, commands: Commands | None = None) -> None:
         assert settings.slack_bot_token is not None
         self._ping_interval = ping_interval  # Socket Mode: how soon a silent drop is noticed
         self.service = service
@@ -137,8 +137,8 @@ class SlackAdapter:
                             url_verification_enabled=False, ignoring_self_events_enabled=False,
                             ignoring_self_assistant_message_events_enabled=False,
                             attaching_function_token_enabled=False)
-        self.commands = Commands(service, schedules=schedules, alerts=getattr(service, "alerts", None),
-                                 history_days=settings.quota_history_days)
+        # the commands this adapter serves (built by the composition root; a bare one for a lone adapter)
+        self.commands = commands or Commands(service, schedules=schedules, history_days=settings.quota_history_days)
         for slash in SLASH_COMMANDS:
             self.app.command(slash)(self._command)
         self.app.error(self._on_error)

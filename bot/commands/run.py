@@ -57,10 +57,11 @@ class Commands:
     available on this bot)."""
 
     def __init__(self, readings: ReadingSource, *, schedules: Any = None, alerts: Any = None,
-                 history_days: float = 400) -> None:
+                 history: Any = None, history_days: float = 400) -> None:
         self.readings = readings
         self.schedules = schedules
         self.alerts = alerts
+        self.history = history  # bot.history.History (None: no store, "history is not available")
         self.names: tuple[str, ...] = tuple(getattr(readings, "names", ()) or ())
         self.all = catalog(self.names, int(history_days))
 
@@ -105,7 +106,7 @@ class Commands:
             return Reading(await self.readings.get_report(call.get("account")), bool(call.get("public")))
         if path == ("history",):
             days = int(call.get("days"))
-            data, png = await history_chart(self.readings, days, call.get("account"))
+            data, png = await history_chart(self.history, self.names, days, call.get("account"))
             return HistoryAnswer(data, png, days, bool(call.get("public")))
         if path == ("help",):
             family = call.get("family")

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from functools import wraps
 from typing import Any, Awaitable, Callable, Iterable, Protocol, TypeVar
 
+from ..errors import StartupError
 from ..report import Amount, QuotaReport
 
 log = logging.getLogger("bot.store")
@@ -28,7 +29,7 @@ KEEP_JOB_DURATIONS = 500
 MAX_PAYLOAD_BYTES = 7999
 
 
-class StoreError(Exception):
+class StoreError(StartupError):
     """The database cannot be used; ``str()`` is one line naming DATABASE_URL (or the file) and why.
     It never holds a password."""
 

@@ -9,7 +9,7 @@ import time
 import aiohttp
 import pytest
 
-from adapters.runtime import StartupError, serve
+from adapters.app import StartupError, serve
 from bot.settings import load_settings
 from tests.conftest import TEST_TOKEN
 from tests.fakes.discord import FakeDiscord
