@@ -182,6 +182,8 @@ class Settings(BaseSettings):
     discord_guild_ids: Annotated[tuple[int, ...], NoDecode] = ()
     discord_api_base_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str | None = None
+    # the app's Public Key (hex): Discord POSTs interactions to /discord/interactions (no gateway)
+    discord_public_key: str | None = None
 
     # --- Slack ----------------------------------------------------------------------------------
     slack_bot_token: SecretStr | None = None
@@ -233,6 +235,16 @@ class Settings(BaseSettings):
     @classmethod
     def _ws_url(cls, value: str | None, info: Any) -> str | None:
         return None if value is None else _login_checked(_http_url(value, info.field_name, ws=True), info.field_name)
+
+    @field_validator("discord_public_key")
+    @classmethod
+    def _public_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", value.strip()):
+            raise ValueError("must be the application's Public Key: 64 hexadecimal characters (Developer Portal, "
+                             "General Information)")
+        return value.strip().lower()
 
     @field_validator("nextleg_path_prefix")
     @classmethod
@@ -355,6 +367,13 @@ class Settings(BaseSettings):
             raise ValueError(f"SLACK_BOT_TOKEN: is required when {name} is set")
         return self
 
+    @model_validator(mode="after")
+    def _discord_mode(self) -> "Settings":
+        if self.discord_public_key and not self.discord_bot_token:
+            raise ValueError("DISCORD_BOT_TOKEN: is required when DISCORD_PUBLIC_KEY is set (commands are registered "
+                             "and posts are sent with it)")
+        return self
+
     # --- derived --------------------------------------------------------------------------------
     @property
     def provider(self) -> str:
@@ -380,6 +399,11 @@ class Settings(BaseSettings):
     def read_timeout(self) -> float:
         """Seconds one reading may take, for every provider: QUOTA_READ_TIMEOUT if set, else NEXTLEG_POLL_TIMEOUT."""
         return self.quota_read_timeout if self.quota_read_timeout is not None else self.nextleg_poll_timeout
+
+    @property
+    def discord_http_mode(self) -> bool:
+        """Discord POSTs interactions to /discord/interactions (DISCORD_PUBLIC_KEY): no gateway connection."""
+        return self.discord_bot_token is not None and self.discord_public_key is not None
 
     @property
     def slack_socket_mode(self) -> bool:

@@ -1,4 +1,5 @@
-"""Discord adapter: every command of bot.commands as app commands (gateway mode), answers as embeds."""
+"""Discord adapter: every command of bot.commands as app commands, arriving over the gateway (bot.py) or
+as signed HTTP POSTs (interactions.py, DISCORD_PUBLIC_KEY), answered as embeds (render.py)."""
 
 from __future__ import annotations
 

@@ -11,6 +11,10 @@ replica), but only the lease's holder connects the gateway, and it registers the
 process, when it first holds the lease). The others try every 5 s; when the holder dies its database
 connection closes, the lock is free and one of them connects. A holder that loses the lock to another
 replica (after a database restart) closes its gateway connection and stands by.
+
+HTTP mode (DISCORD_PUBLIC_KEY): no gateway at all, and no lease. The adapter logs in (REST: commands
+registered in ``setup_hook``, scheduled and alert posts) and serves ``POST /discord/interactions``
+(``interactions.py``) on the bot's HTTP server; every replica answers what reaches it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from discord import app_commands
 from adapters import startup
 from bot import metrics
 from bot.alerts import AlertNotice
-from bot.commands import Arg, Call, Caller, Command, Commands, Failure
+from bot.commands import Arg, Caller, Command, Commands, Failure
 from bot.commands.run import Unexpected
 from bot.errors import PostError, QuotaError, UserError
 from bot.report import PoolReport, QuotaReport
@@ -37,6 +41,7 @@ from bot.schedules import ScheduleManager
 from bot.service import QuotaService
 from bot.settings import Settings
 
+from .calls import account_choices, is_private, manage_check, to_call
 from .render import render_alert, render_answer, render_error, render_reading
 
 log = logging.getLogger(__name__)
@@ -51,10 +56,8 @@ MAX_RATELIMIT_WAIT = 30.0  # discord.py's smallest allowed value
 POSTABLE = [discord.ChannelType.text, discord.ChannelType.news, discord.ChannelType.voice,
             discord.ChannelType.stage_voice, discord.ChannelType.public_thread,
             discord.ChannelType.private_thread, discord.ChannelType.news_thread]
-MANAGE_HINT = "Only members with the Manage Server permission can manage quota {what}."
-# What Discord takes: 100 characters of a description, 25 autocomplete choices.
+# What Discord takes: 100 characters of a description (25 autocomplete choices: calls.CHOICES_MAX).
 DESCRIPTION_MAX = 100
-CHOICES_MAX = 25
 # A group needs a description of its own (the catalog describes its subcommands).
 GROUP_DESCRIPTIONS = {"schedule": "Post the quota into a channel on a schedule",
                       "alert": "Post into a channel when the fast time runs low"}
@@ -159,6 +162,13 @@ class DiscordAdapter:
         self.registrations: list[tuple[str, str | None]] = []  # (where, why it failed or None), each sync
         self.gateway_lease: Any = gateway_lease  # bot.replicas.Lease: connect the gateway only while holding it
         self.gateway_held = False
+        self.interactions: Any = None  # HTTP mode (DISCORD_PUBLIC_KEY): interactions arrive as POSTs, no gateway
+        if settings.discord_http_mode:
+            from .interactions import Interactions
+
+            assert settings.discord_public_key is not None
+            self.interactions = Interactions(settings.discord_public_key, self.commands)
+            self.gateway_lease = None  # no replica holds the gateway: each answers what reaches it
         self._register(self.client.tree)
 
     def __repr__(self) -> str:
@@ -166,10 +176,15 @@ class DiscordAdapter:
 
     # --- lifecycle ------------------------------------------------------------------------------
     def mount(self, app: Any) -> None:
-        return None
+        if self.interactions is not None:
+            self.interactions.mount(app)
 
     async def start(self) -> None:
         await self.login()
+        if self.interactions is not None:  # commands registered (setup_hook); posts go out over REST
+            log.info("Discord: HTTP mode: interactions are answered at POST /discord/interactions; "
+                     "no gateway connection")
+            return
         work = self._connect() if self.gateway_lease is None else self._lead()
         self._task = asyncio.get_running_loop().create_task(work, name="discord-gateway")
 
@@ -241,6 +256,8 @@ class DiscordAdapter:
         self.client.ws = None  # type: ignore[assignment]
 
     async def stop(self) -> None:
+        if self.interactions is not None:  # answers in progress are sent first
+            await self.interactions.stop()
         # discord.py's READY handler may still wait for guilds (2 s); stopped now, it would fail after close
         ready = getattr(getattr(self.client, "_connection", None), "_ready_task", None)
         if ready is not None and not ready.done():
@@ -291,8 +308,7 @@ class DiscordAdapter:
         names = self.commands.names
 
         async def account_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-            typed = current.strip().lower()
-            return [app_commands.Choice(name=n, value=n) for n in names if typed in n][:CHOICES_MAX]
+            return [app_commands.Choice(name=n, value=n) for n in account_choices(names, current)]
 
         groups: dict[str, app_commands.Group] = {}
         for command in self.commands.all:
@@ -340,19 +356,10 @@ class DiscordAdapter:
     async def _run(self, interaction: discord.Interaction, command: Command, values: dict[str, Any]) -> None:
         """Defer at once (only the caller sees it unless `public`; manage commands always private), run
         the command, edit the original response with its answer."""
-        await self._defer(interaction, ephemeral=command.manage is not None or not values.get("public"))
-        given: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
-        if "account" in given:
-            given["account"] = str(given["account"]).strip().lower()
-        if "channel" in given:  # an AppCommandChannel / AppCommandThread: its id is all a post needs
-            given["channel"] = str(given["channel"].id)
-
-        async def may_manage(what: str) -> bool | str:
-            # the default permission is only a hint (a server can change it): checked on every call
-            return True if interaction.permissions.manage_guild else MANAGE_HINT.format(what=what)
-
-        caller = Caller("discord", str(interaction.channel_id), str(interaction.user.id), may_manage)
-        answer = await self.commands.run(caller, Call(command, given))
+        await self._defer(interaction, ephemeral=is_private(command, values))
+        caller = Caller("discord", str(interaction.channel_id), str(interaction.user.id),
+                        manage_check(interaction.permissions.manage_guild))
+        answer = await self.commands.run(caller, to_call(command, values))
         await interaction.edit_original_response(**render_answer(answer))
 
     @staticmethod

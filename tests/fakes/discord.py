@@ -1,5 +1,8 @@
 """A fake Discord on 127.0.0.1: the REST routes discord.py calls and a gateway WebSocket
-(HELLO / heartbeat ACK / IDENTIFY → READY / RESUME → RESUMED / dispatch), recording what the bot sends.
+(HELLO / heartbeat ACK / IDENTIFY → READY / RESUME → RESUMED / dispatch), recording what the bot sends;
+and, for the HTTP mode, the sender of interactions: it holds its own Ed25519 key pair (made per instance)
+and POSTs each interaction signed, as Discord does, to the bot's Interactions Endpoint URL (round robin
+over several, skipping one that refuses connections, as a load balancer does).
 
 Facts it follows are in shared/platforms.md: exact ``Content-Type: application/json``, the callback
 answer ``{"interaction": {...}}``, a Message object for edits and posts.
@@ -15,7 +18,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import WSMsgType, web
+from nacl.signing import SigningKey
 
 from .waiting import Changes
 
@@ -63,6 +68,12 @@ class FakeDiscord:
         self.dispatched_at: dict[str, float] = {}
         self.interaction_types: dict[str, int] = {}  # interaction id → its type, when not 2 (a command)
         self.changes = Changes()
+        # HTTP mode: the application's key pair; the endpoints interactions are POSTed to (round robin)
+        self.signing_key = SigningKey.generate()
+        self.endpoints: list[str] = []
+        self.responses: dict[str, "Answered"] = {}  # interaction id → the endpoint's HTTP answer
+        self._turn = 0
+        self._http: aiohttp.ClientSession | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> "FakeDiscord":
@@ -85,7 +96,14 @@ class FakeDiscord:
     def gateway_url(self) -> str:
         return f"ws://{self.base.split('://', 1)[1]}/gateway"
 
+    @property
+    def public_key(self) -> str:
+        """The app's Public Key as the Developer Portal shows it (hex): DISCORD_PUBLIC_KEY."""
+        return self.signing_key.verify_key.encode().hex()
+
     async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.close()
         for ws in list(self.sockets):
             await ws.close()
         if self._runner is not None:
@@ -278,3 +296,82 @@ class FakeDiscord:
 
     async def wait_edit(self, token: str, timeout: float = 10.0) -> Call:
         return await self.changes.wait(lambda: (self.edits.get(token) or [None])[-1], timeout)
+
+    # --- HTTP mode: interactions POSTed, signed, to the Interactions Endpoint URL ------------------------
+    def sign(self, body: bytes, timestamp: str | None = None) -> dict[str, str]:
+        stamp = timestamp if timestamp is not None else str(int(time.time()))
+        signature = self.signing_key.sign(stamp.encode() + body).signature.hex()
+        return {"X-Signature-Ed25519": signature, "X-Signature-Timestamp": stamp, "Content-Type": "application/json"}
+
+    async def post_raw(self, body: bytes, headers: dict[str, str], url: str | None = None) -> "Answered":
+        """POST ``body`` with ``headers`` to ``url`` or the next endpoint (round robin); an endpoint that
+        refuses the connection is skipped, as a load balancer's health check would."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        targets = [url] if url else [self.endpoints[(self._turn + i) % len(self.endpoints)]
+                                     for i in range(len(self.endpoints))]
+        self._turn += 1
+        error: Exception | None = None
+        for target in targets:
+            started = time.monotonic()
+            try:
+                async with self._http.post(target, data=body, headers=headers) as resp:
+                    raw = await resp.read()
+                    at = time.monotonic()
+                    try:
+                        data = json.loads(raw) if raw else None
+                    except ValueError:
+                        data = raw.decode(errors="replace")
+                    return Answered(resp.status, data, started, at, target)
+            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
+                error = exc  # a dead replica: the next one
+        raise AssertionError(f"no endpoint answered: {error!r}")
+
+    async def send(self, payload: dict[str, Any], url: str | None = None) -> "Answered":
+        """Sign and POST one interaction; its answer is kept in ``responses`` (and as its callback)."""
+        body = json.dumps(payload).encode()
+        interaction_id = str(payload.get("id"))
+        self.dispatched_at[interaction_id] = time.monotonic()
+        answered = await self.post_raw(body, self.sign(body), url)
+        self.responses[interaction_id] = answered
+        self.callbacks[interaction_id] = Call("POST", answered.url, answered.body, answered.at)
+        self.changes.touch()
+        return answered
+
+    def command_payload(self, name: str, options: list[dict[str, Any]] | None = None, *,
+                        permissions: str = "2147483647", subcommand: str | None = None) -> tuple[str, str, dict[str, Any]]:
+        """(interaction id, token, payload) of a guild slash command, as Discord POSTs it."""
+        return self._interaction(name, options, permissions, subcommand)
+
+    async def http_slash(self, name: str, options: list[dict[str, Any]] | None = None, *,
+                         permissions: str = "2147483647", subcommand: str | None = None,
+                         url: str | None = None) -> tuple[str, str, "Answered"]:
+        """A slash command POSTed to the endpoint: (interaction id, token, the HTTP answer)."""
+        interaction_id, token, payload = self._interaction(name, options, permissions, subcommand)
+        return interaction_id, token, await self.send(payload, url)
+
+    async def http_autocomplete(self, name: str, options: list[dict[str, Any]], *,
+                                subcommand: str | None = None, url: str | None = None) -> "Answered":
+        interaction_id, _, payload = self._interaction(name, options, "2147483647", subcommand)
+        payload["type"] = 4
+        return await self.send(payload, url)
+
+    async def http_ping(self, url: str | None = None) -> "Answered":
+        payload = {"id": str(next(self._ids)), "application_id": APP_ID, "type": 1, "token": "itoken-ping",
+                   "version": 1, "user": {"id": USER_ID, "username": "discord", "discriminator": "0", "avatar": None}}
+        return await self.send(payload, url)
+
+
+@dataclass
+class Answered:
+    """The endpoint's answer to one POSTed interaction."""
+
+    status: int
+    body: Any
+    sent: float
+    at: float
+    url: str
+
+    @property
+    def seconds(self) -> float:
+        return self.at - self.sent
