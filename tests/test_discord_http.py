@@ -222,3 +222,27 @@ async def test_an_account_option_reads_that_account_only(endpoint, discord_fake,
     _, message = await answer(discord_fake, token, answered)
     assert embed_of(message)["title"] == TITLE and time.monotonic() - started < 10
     assert len(upstream.asks) == 1  # the pooled reading would ask both accounts
+
+
+async def test_check_says_http_mode_and_whether_the_public_url_reaches_the_endpoint(run_bot, discord_fake, upstream,
+                                                                                   tmp_path, capsys):
+    from adapters.cli.main import _check
+
+    info = await run_bot()
+    base = dict(nextleg_api_token=TEST_TOKEN, nextleg_base_url=upstream.base_url, discord_bot_token=TOKEN,
+                discord_public_key=discord_fake.public_key, discord_api_base_url=discord_fake.api_url,
+                database_url=f"sqlite:///{tmp_path}/check.sqlite3")
+    await _check(load_settings(None, quota_public_url=f"http://127.0.0.1:{info['port']}", **base))
+    out = capsys.readouterr().out
+    assert "[ok  ] Discord: HTTP mode: DISCORD_PUBLIC_KEY is a well-formed Public Key" in out
+    assert f"[ok  ] Discord: the Interactions Endpoint URL http://127.0.0.1:{info['port']}/discord/interactions " \
+           "reaches the bot" in out
+
+    from tests.ports import refusing_port
+
+    with refusing_port() as port:
+        await _check(load_settings(None, quota_public_url=f"http://127.0.0.1:{port}", **base))
+    assert "/discord/interactions is not reachable from here" in capsys.readouterr().out
+    await _check(load_settings(None, **base))
+    assert "[warn] QUOTA_PUBLIC_URL is not set: cannot tell whether Discord reaches /discord/interactions" in \
+        capsys.readouterr().out

@@ -359,7 +359,7 @@ def _title(platform: str) -> str:
     return TITLES.get(platform, platform)
 
 
-async def _check_discord(settings: Settings, service: Any) -> list[tuple[bool, str]]:
+async def _check_discord(settings: Settings, service: Any) -> list[tuple[bool | str, str]]:
     """What `run` does before the gateway: log in (``GET /users/@me``), read the application, register
     the commands (``PUT …/commands``, globally or in each DISCORD_GUILD_IDS guild); then close. No
     gateway connection."""
@@ -383,6 +383,8 @@ async def _check_discord(settings: Settings, service: Any) -> list[tuple[bool, s
             results.insert(0, (True, f"{who}; {names} registered {', '.join(done)}"))
         else:
             results.insert(0, (False, f"{who}; {names} registered nowhere"))
+        if settings.discord_http_mode:
+            results.extend(await _discord_http_mode(settings.quota_public_url))
         return results
     finally:
         await adapter.stop()
@@ -429,6 +431,33 @@ async def _webhook_reachable(public_url: str) -> tuple[bool, str]:
     if isinstance(data, dict) and data.get("ok"):
         return True, f"QUOTA_PUBLIC_URL: the webhook fast path is reachable at {url}"
     return False, f"QUOTA_PUBLIC_URL: {url} answered, but not as quota-bot's webhook (is it the bot's public URL?)"
+
+
+async def _discord_http_mode(public_url: str | None) -> list[tuple[bool | str, str]]:
+    """HTTP mode (DISCORD_PUBLIC_KEY): say so, and whether QUOTA_PUBLIC_URL + /discord/interactions reaches
+    the running bot (a GET, which the endpoint answers without a signature)."""
+    import aiohttp
+
+    from adapters.discord.interactions import PATH
+
+    mode: tuple[bool | str, str] = (True, "Discord: HTTP mode: DISCORD_PUBLIC_KEY is a well-formed Public Key; no "
+                                    f"gateway connection; Discord must reach POST {PATH} (the portal's Interactions "
+                                    "Endpoint URL)")
+    if not public_url:
+        return [mode, ("warn", f"QUOTA_PUBLIC_URL is not set: cannot tell whether Discord reaches {PATH} (set it to "
+                               "the bot's public HTTPS base URL)")]
+    url = public_url.rstrip("/") + PATH
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                data = await resp.json(content_type=None) if resp.status == 200 else None
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        return [mode, (False, f"Discord: {url} is not reachable from here ({type(exc).__name__}): Discord cannot "
+                              "deliver commands (is `quota-bot run` running behind that URL?)")]
+    if isinstance(data, dict) and data.get("ok") and "Discord" in str(data.get("service")):
+        return [mode, (True, f"Discord: the Interactions Endpoint URL {url} reaches the bot")]
+    return [mode, (False, f"Discord: {url} answered, but not as quota-bot's Discord endpoint (is it the bot's "
+                          "public URL?)")]
 
 
 def _is_set(settings: Settings, name: str) -> bool:
