@@ -69,44 +69,6 @@ class SystemClock:
         await asyncio.sleep(max(0.0, seconds))
 
 
-class FakeClock:
-    """A clock for tests: time moves only with ``advance``, which wakes the sleepers it passes."""
-
-    def __init__(self, start: datetime) -> None:
-        self._now = start
-        self._sleepers: list[tuple[datetime, int, asyncio.Future[None]]] = []
-        self._count = 0
-
-    def now(self) -> datetime:
-        return self._now
-
-    async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._count += 1
-        heapq.heappush(self._sleepers, (self._now + timedelta(seconds=seconds), self._count, future))
-        await future
-
-    async def advance(self, seconds: float, settle: float = 0.05) -> None:
-        """Move time forward step by step (waking each sleeper at its time), then let tasks run."""
-        target = self._now + timedelta(seconds=seconds)
-        while self._sleepers and self._sleepers[0][0] <= target:
-            at, _, future = heapq.heappop(self._sleepers)
-            self._now = max(self._now, at)
-            if not future.done():
-                future.set_result(None)
-            await _settle(settle / 5)
-        self._now = target
-        await _settle(settle)
-
-
-async def _settle(seconds: float) -> None:
-    """Let other tasks (the dispatcher, HTTP round trips on loopback) run for a moment of real time."""
-    await asyncio.sleep(seconds)
-
-
 class Poster(Protocol):
     async def post(self, channel: str, outcome: Any) -> None: ...
 

@@ -22,9 +22,10 @@ from bot.accounts import QuotaPool
 from bot.alerts import AlertError, AlertNotice, Alerts, parse_condition, parse_config, parse_mentions
 from bot.errors import PostError
 from bot.history import History
-from bot.scheduler import FakeClock, PostPolicy
+from bot.scheduler import PostPolicy
 from bot.simulator import UpstreamSimulator
 from bot.store import Store
+from tests.fakes.clock import FakeClock
 from tests.conftest import FAST_POLL, TEST_TOKEN
 from tests.fakes.posters import RecordingPoster, eventually
 from tests.secrets import ALL_TEST_SECRETS

@@ -30,9 +30,10 @@ from bot import metrics
 from bot.accounts import QuotaPool
 from bot.alerts import Alerts
 from bot.history import History
-from bot.scheduler import FakeClock, Scheduler
+from bot.scheduler import Scheduler
 from bot.settings import Settings
 from bot.store import Store
+from tests.fakes.clock import FakeClock
 from tests.fakes.slack import ADMIN_ID
 from tests.test_discord_e2e import discord_fake, start_discord  # noqa: F401  (fixtures)
 from tests.test_slack_e2e import slack_fake, slack_http  # noqa: F401  (fixtures)

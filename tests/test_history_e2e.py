@@ -30,10 +30,10 @@ from bot.commands import Commands
 from bot.accounts import QuotaPool
 from bot.forecast import NOT_ENOUGH_REASON
 from bot.history import History
-from bot.scheduler import FakeClock
 from bot.settings import load_settings
 from bot.simulator import demo_history
 from bot.store import Store
+from tests.fakes.clock import FakeClock
 from tests.conftest import TEST_TOKEN
 from tests.fakes.discord import APP_ID, FakeDiscord
 from tests.fakes.posters import eventually

@@ -15,10 +15,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bot.scheduler import FakeClock, Scheduler
+from bot.scheduler import Scheduler
 from bot.schedules import ScheduleError, parse_config, parse_when, refuse_below
 from bot.settings import SettingsError, load_settings
 from bot.store import Store
+from tests.fakes.clock import FakeClock
 from tests.fakes.cli import clean_env, run_cli
 from tests.fakes.posters import RecordingPoster, eventually
 from tests.fakes.slack import ADMIN_ID

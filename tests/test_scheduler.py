@@ -8,10 +8,11 @@ from datetime import datetime, timezone
 import pytest
 
 from bot.errors import AccountProblem, PostError
-from bot.scheduler import FakeClock, PostPolicy, Scheduler
+from bot.scheduler import PostPolicy, Scheduler
 from bot.schedules import ScheduleError, parse_config
 from bot.simulator import default_content
 from bot.store import Store
+from tests.fakes.clock import FakeClock
 from tests.fakes.posters import RecordingPoster, eventually
 
 UTC = timezone.utc

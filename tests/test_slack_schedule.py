@@ -8,8 +8,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from bot.scheduler import FakeClock, Scheduler
+from bot.scheduler import Scheduler
 from bot.store import Store
+from tests.fakes.clock import FakeClock
 from tests.fakes.slack import ADMIN_ID, USER_ID
 from tests.test_slack_e2e import slack_fake, slack_http  # noqa: F401  (fixtures)
 
