@@ -59,7 +59,7 @@ MAX_SKEW = 300.0  # seconds a signed timestamp may be from now
 # How long a command may take and still be answered in the response itself (type 4): a cached reading
 # takes a millisecond; anything slower is deferred at once, since the user sees "thinking…" sooner and
 # the final answer comes no later (the command runs on meanwhile).
-INLINE_WAIT = 0.02
+INLINE_WAIT = 0.005
 EDIT_GRACE = 5.0  # seconds stop() waits for edits in progress before cancelling them
 POOL_SIZE = 32  # kept-alive connections for the edits of @original
 PING, COMMAND, AUTOCOMPLETE = 1, 2, 4
