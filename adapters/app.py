@@ -1,10 +1,7 @@
-"""The composition root of `quota-bot run`: ``App`` builds every part through its constructor (the
-store, the providers and the pool, the history, the scheduler and alerts, the command layer, the chat
-adapters or the console, the HTTP server), starts them in order, and stops them in reverse within the
-stop budget on SIGTERM/SIGINT. The core never imports this module (it builds the adapters).
-
-Each real part replaces its default as soon as its credentials are set: no provider credentials (see
-QUOTA_PROVIDER) → the built-in simulated upstream; no Discord or Slack token → the console chat.
+"""The composition root of `quota-bot run`: ``App`` builds every part through its constructor, starts
+them in order, and stops them in reverse within the stop budget on SIGTERM/SIGINT. The core never
+imports this module. Without provider credentials it uses the built-in simulated upstream; without a
+Discord or Slack token, the console chat.
 """
 
 from __future__ import annotations
@@ -27,6 +24,7 @@ from bot.accounts import Account, QuotaPool, accounts_from_settings
 from bot.commands import Commands
 from bot.errors import StartupError
 from bot.history import History
+from bot.modes import ModeSwitcher
 from bot.providers import create_provider
 from bot.providers.nextleg import NextLegProvider
 from bot.providers.timing import LearnedTiming
@@ -140,7 +138,7 @@ def _recorder(store: Any) -> Any:
     async def record(account: str, report: Any) -> None:
         try:
             await store.record_reading(report, account=account)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - logged; the reading was answered all the same
             log.warning("account %s: the reading was not stored (%s: %s)", account, type(exc).__name__,
                         " ".join(str(exc).split())[:200])
 
@@ -154,7 +152,7 @@ def _keeper(store: Any, account: str, kind: str) -> Any:
     async def keep(seconds: float) -> None:
         try:
             await store.record_job_duration(account, kind, seconds)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - logged; only the poll timing learns less
             log.warning("account %s: a job duration was not stored (%s)", account, type(exc).__name__)
 
     def on_sample(seconds: float) -> None:
@@ -233,7 +231,7 @@ class Health:
         if self.store is not None:
             try:
                 problem = await asyncio.wait_for(self.store.healthy(), 5)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure is the answer: the database is unhealthy
                 problem = f"the database did not answer ({type(exc).__name__})"
             if problem is None:
                 problem = self.store.write_problem()
@@ -258,14 +256,13 @@ class App:
         self.console_io = console_io
 
     async def serve(self, stop: asyncio.Event, started: asyncio.Future[Any] | None = None) -> None:
+        from adapters.startup import start_failure
         from bot.alerts import Alerts
         from bot.config import validate
         from bot.replicas import ChangeWatcher, Lease, SharedReadings
         from bot.scheduler import Scheduler
         from bot.schedules import ScheduleError
         from bot.store import open_store
-
-        from adapters.startup import start_failure
 
         settings = self.settings
         config = validate(settings)  # the same checks as every other command's, before anything starts
@@ -305,8 +302,9 @@ class App:
             scheduler = Scheduler(store, core.pool, posters, timezone=settings.quota_timezone,
                                   grace=settings.quota_schedule_grace, min_every=settings.quota_schedule_min_every)
             alerts = Alerts(store, core.pool, posters, history=history, mentions=config.mentions)
+            modes = ModeSwitcher(core.pool, store)  # speed modes: shown, switched and logged (bot.modes)
             commands = Commands(core.pool, schedules=scheduler, alerts=alerts, history=history,
-                                history_days=settings.quota_history_days)
+                                history_days=settings.quota_history_days, modes=modes)
             adapters = chat_adapters(settings, core.pool, scheduler, commands=commands,
                                      gateway_lease=Lease(store, "discord-gateway"))  # one replica holds the gateway
             if not adapters:  # the console chat serves every command; its schedules and alerts post into it

@@ -209,3 +209,44 @@ class UnknownAccount(QuotaError):
         listed = ", ".join(self.names) if self.names else "none: this bot reads one account"
         self.echo = shown(name, 40)
         super().__init__(f"unknown account {self.echo!r}", user_message=f"There is no account '{self.echo}'. Accounts: {listed}.")
+
+
+class CannotSwitch(UserError):
+    """The account's provider has no call that switches Midjourney's speed mode."""
+
+    code = "cannot_switch"
+
+    def __init__(self, provider: str, account: str | None = None) -> None:
+        self.provider = provider
+        where = f" (account {account})" if account else ""
+        self.user_message = f"{provider} cannot switch the speed mode{where}."
+        super().__init__(self.user_message)
+
+
+class ModeRefused(QuotaError):
+    """Midjourney answered the switch with a refusal: no Relax on the Basic plan, no Turbo on the plan, a
+    pending moderation. ``said`` is Midjourney's own sentence (clipped)."""
+
+    code = "mode_refused"
+
+    def __init__(self, mode: str, said: str, detail: str = "") -> None:
+        self.mode, self.said = mode, said
+        name = {"fast": "Fast", "relax": "Relax", "turbo": "Turbo"}.get(mode, mode)
+        text = said.rstrip()
+        sentence = f"Midjourney did not switch to {name}: {text}" if text else f"Midjourney did not switch to {name}."
+        if text and not text.endswith((".", "!", "?", "…")):
+            sentence += "."
+        super().__init__(detail or f"refused {mode}: {said!r}", user_message=sentence)
+
+
+class SwitchFailed(UserError):
+    """A switch of the speed mode that did not happen, as the `mode` command and alerts meet it: the
+    provider's error (``cause``: its code and sentence), and whether Midjourney or the account said no
+    (``refused``) rather than the request not getting through."""
+
+    def __init__(self, cause: UserError, *, refused: bool) -> None:
+        super().__init__(cause.user_message)
+        self.cause, self.refused = cause, refused
+        self.code = cause.code
+        self.user_message = cause.user_message
+        self.detail = str(getattr(cause, "detail", "") or "")

@@ -35,6 +35,9 @@ SCHEDULED_POSTS = Counter("quota_bot_scheduled_posts", "Scheduled runs by outcom
                           ["platform", "outcome"], registry=REGISTRY)
 ALERTS = Counter("quota_bot_alerts", "Alert posts by outcome (posted, failed)", ["platform", "outcome"],
                  registry=REGISTRY)
+MODE_SWITCHES = Counter("quota_bot_mode_switches", "Switches of an account's speed mode, by the mode asked for, "
+                        "cause (person or alert) and outcome (ok, refused, failed)",
+                        ["account", "mode", "cause", "outcome"], registry=REGISTRY)
 CALLBACKS = Counter("quota_bot_upstream_callbacks", "Provider callbacks to the webhook, accepted or refused",
                     ["outcome"], registry=REGISTRY)
 

@@ -1,25 +1,8 @@
 """Replicas: several `quota-bot run` processes on one database (PostgreSQL), behind one URL.
 
-What the replicas share, each through the store's interface (so the same code runs, trivially, on
-SQLite, where one process owns the file and the locks and notifications stay in-process):
-
-- **Readings** (``SharedReadings``, used by ``QuotaService``): a reading younger than
-  QUOTA_CACHE_SECONDS in the database is used as it is. Otherwise one replica at a time asks the
-  upstream for an account (the lock ``reading:<account>``), the reading is recorded, announced on
-  ``quota_bot_reading`` (LISTEN/NOTIFY) and the lock let go; the others wait for the announcement
-  (looking at the database every 0.5 s too, in case it is missed) until the provider's deadline, then
-  use the stored reading, or ask themselves when the holder failed or died. Any database error: the
-  upstream is asked directly, with a log line; a /quota never fails because of the database.
-- **Roles** (``Lease``): a named lock held while it can be. The Discord gateway is connected only by
-  the holder of ``discord-gateway``; a holder that dies lets go with its connection, and the others try
-  every 5 s. While the database is away the holder keeps its role (nobody else can take the lock) and
-  takes the lock again as soon as the database answers.
-- **Changes** (``ChangeWatcher``): the store's revision (bumped with every schedule or alert added or
-  removed) is read every 2 s; when it moves, the scheduler and the alerts re-read their rows.
-- **Claims** (``Ownership``): a claim names the process that wrote it, which holds the lock of that
-  name while it runs; a claim whose owner's lock is free was left behind and is taken over.
-- ``exclusive``: one replica at a time for the start-up sync of QUOTA_SCHEDULES and QUOTA_ALERTS, so
-  replicas starting together add a configured item once.
+What they share, each through the store's interface: readings (``SharedReadings``), roles (``Lease``),
+changes made from chat (``ChangeWatcher``), claims (``Ownership``) and the start-up sync
+(``exclusive``). On SQLite the same code runs in one process. How: docs/architecture.md, "Replicas".
 """
 
 from __future__ import annotations
@@ -29,9 +12,17 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 from .report import QuotaReport
+
+if TYPE_CHECKING:
+    from .service import QuotaService
+    from .stores.common import Listener, LockHandle, ReadingStore, ReplicaStore
+
+
+    class SharedStore(ReadingStore, ReplicaStore, Protocol):
+        """The store's parts ``SharedReadings`` uses: the readings, and the replicas' primitives."""
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +50,10 @@ def reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
 
 
-async def _db(awaitable: Awaitable[Any], timeout: float = DB_TIMEOUT) -> Any:
+_T = TypeVar("_T")
+
+
+async def _db(awaitable: Awaitable[_T], timeout: float = DB_TIMEOUT) -> _T:
     try:
         return await asyncio.wait_for(awaitable, timeout)
     except asyncio.CancelledError:
@@ -78,14 +72,14 @@ class SharedReadings:
     the upstream, caches and records the reading). Upstream errors propagate as they are; database
     errors never do."""
 
-    def __init__(self, store: Any, *, peek_every: float = PEEK_EVERY, lock_every: float = LOCK_EVERY) -> None:
+    def __init__(self, store: SharedStore, *, peek_every: float = PEEK_EVERY, lock_every: float = LOCK_EVERY) -> None:
         self.store = store
         self.peek_every = peek_every
         self.lock_every = lock_every
         self._news: dict[str, tuple[int, dict[str, Any]]] = {}  # account → (sequence, last announcement)
         self._sequence = 0
         self._wake = asyncio.Event()
-        self._listener: Any = None
+        self._listener: Listener | None = None
         # account → set when this process's reading of it (lock held) is over: a newer read of this
         # process waits for it rather than for the lock (the service's single flight ended at the answer)
         self._holding: dict[str, asyncio.Event] = {}
@@ -123,7 +117,7 @@ class SharedReadings:
         wake.set()
 
     # --- the read ---------------------------------------------------------------------------------
-    async def read(self, service: Any) -> QuotaReport:
+    async def read(self, service: QuotaService) -> QuotaReport:
         if time.monotonic() < self._skip_until:
             return await self._direct(service, None)
         try:
@@ -131,11 +125,13 @@ class SharedReadings:
         except DatabaseUnavailable as exc:
             return await self._direct(service, str(exc))
 
-    async def _read(self, service: Any) -> QuotaReport:
+    async def _read(self, service: QuotaService) -> QuotaReport:
         account, simulated = service.account, service.simulated
         if service.cache_seconds > 0:
             stored = await _db(self.store.latest_report(account, simulated, service.cache_seconds))
             self._answering()
+            if stored is not None and stored.read_at.timestamp() <= getattr(service, "fresh_after", 0.0):
+                stored = None  # taken before the account changed (a switched speed mode)
             if stored is not None:
                 self.counts["stored"] += 1
                 log.debug("account %s: a reading of %s from the database", account, stored.read_at.isoformat())
@@ -188,7 +184,7 @@ class SharedReadings:
                     self.counts["shared"] += 1
                     return service.use_stored(report)
 
-    async def _ask_holding(self, service: Any, lock: Any, waited: bool, baseline: float | None) -> QuotaReport:
+    async def _ask_holding(self, service: QuotaService, lock: LockHandle, waited: bool, baseline: float | None) -> QuotaReport:
         account = service.account
         holding = self._holding[account] = asyncio.Event()
         try:
@@ -240,7 +236,7 @@ class SharedReadings:
         return await _db(self.store.latest_report(account, simulated, max(1.0, time.time() - latest + 1.0)))
 
     # --- the database away ------------------------------------------------------------------------
-    async def _direct(self, service: Any, why: str | None) -> QuotaReport:
+    async def _direct(self, service: QuotaService, why: str | None) -> QuotaReport:
         now = time.monotonic()
         self.counts["direct"] += 1
         if why is not None:
@@ -274,18 +270,18 @@ class Lease:
     """A named lock of the store held as a role (``discord-gateway``): ``acquire()`` waits until this
     process holds it; ``kept()`` returns once it is lost for good; ``release()`` lets go."""
 
-    def __init__(self, store: Any, name: str, *, retry: float = LEASE_RETRY, check: float = LEASE_CHECK) -> None:
+    def __init__(self, store: ReplicaStore, name: str, *, retry: float = LEASE_RETRY, check: float = LEASE_CHECK) -> None:
         self.store = store
         self.name = name
         self.retry = retry
         self.check = check
-        self._handle: Any = None
+        self._handle: LockHandle | None = None
 
     @property
     def held(self) -> bool:
         return self._handle is not None
 
-    async def _try(self) -> tuple[Any, str | None]:
+    async def _try(self) -> tuple[LockHandle | None, str | None]:
         """(handle or None, why the database could not be asked)."""
         try:
             return await _db(self.store.try_lock(self.name)), None
@@ -363,7 +359,7 @@ class Ownership:
     that stopped (or released, owner None) before finishing it: ``gone(owner)`` holds that lock (so
     replicas take turns) while the caller takes the claim over."""
 
-    def __init__(self, store: Any, prefix: str, *, released: str = "released") -> None:
+    def __init__(self, store: ReplicaStore, prefix: str, *, released: str = "released") -> None:
         import uuid
 
         self.store = store
@@ -412,7 +408,7 @@ class Ownership:
 
 
 @asynccontextmanager
-async def exclusive(store: Any, name: str, *, wait: float = 15.0, every: float = 0.1) -> AsyncIterator[bool]:
+async def exclusive(store: ReplicaStore, name: str, *, wait: float = 15.0, every: float = 0.1) -> AsyncIterator[bool]:
     """Hold the store's lock ``name`` for the block, waiting for it up to ``wait`` seconds (replicas
     starting together take turns). Yields whether it is held: after ``wait``, or when the database
     cannot be asked, the block runs without it (logged)."""
@@ -446,7 +442,7 @@ class ChangeWatcher:
     moved (a schedule or alert was added or removed, here or on another replica); a reload given
     ``at_least_every`` also runs that often without a change (for state the revision does not count)."""
 
-    def __init__(self, store: Any, *, every: float = WATCH_EVERY) -> None:
+    def __init__(self, store: ReplicaStore, *, every: float = WATCH_EVERY) -> None:
         self.store = store
         self.every = every
         self._reloads: list[tuple[Callable[[], Awaitable[Any]], float | None]] = []

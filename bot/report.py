@@ -1,11 +1,8 @@
 """The neutral result every adapter renders: ``QuotaReport``, and the one parser that builds it.
 
-``parse_info`` reads the account facts of Midjourney's ``/info`` in every form a provider gives them
-(see ``parse_info``) through one table of key aliases, so all forms yield the same report.
-The parser is lenient: any field may be missing or odd, and then shows as unknown; it raises only
-the typed errors ``BadResponse`` (nothing recognisable) and ``AccountProblem`` (a failure code).
-Figures keep the unit the upstream used (the Basic plan counts in minutes) and expose hours for
-arithmetic.
+``parse_info`` reads Midjourney's ``/info`` facts in every form a provider gives them through one table
+of key aliases. It is lenient (an odd field shows as unknown) and raises only ``BadResponse`` and
+``AccountProblem``. Figures keep the upstream's unit and expose hours.
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, TypeVar
 
 from .errors import AccountProblem, BadResponse
 
@@ -76,6 +73,12 @@ class QuotaReport:
     pace: str | None = None  # the forecast's one line, shown under the headline
 
     @property
+    def mode(self) -> str | None:
+        """The speed mode, normalised: ``fast``, ``relax`` or ``turbo`` (``Relaxed`` is ``relax``); None
+        when the provider did not report it or reported something else (``job_mode`` keeps its words)."""
+        return normalise_mode(self.job_mode)
+
+    @property
     def other_fields(self) -> tuple[tuple[str, str], ...]:
         return tuple((k, v) for k, v in self.fields if k not in HEADLINE_KEYS)
 
@@ -123,13 +126,14 @@ class QuotaReport:
         return {
             "remaining": amount(self.remaining),
             "total": amount(self.total),
-            "unit": (self.remaining or self.total).unit if (self.remaining or self.total) else None,
+            "unit": shown.unit if (shown := self.remaining or self.total) else None,
             "remaining_hours": None if self.remaining is None else round(self.remaining.hours, 4),
             "total_hours": None if self.total is None else round(self.total.hours, 4),
             "total_derived": self.total_derived,
             "percent": self.percent,
             "level": self.level,
             "job_mode": self.job_mode,
+            "mode": self.mode,
             "plan": self.plan,
             "plan_status": self.plan_status,
             "renewal": None if self.renewal is None else int(self.renewal.timestamp()),
@@ -140,6 +144,21 @@ class QuotaReport:
             "simulated": self.simulated,
             "fields": dict(self.fields),
         }
+
+
+MODES = ("fast", "relax", "turbo")
+MODE_NAMES = {"fast": "Fast", "relax": "Relax", "turbo": "Turbo"}
+
+
+def normalise_mode(text: object) -> str | None:
+    """``Fast``, ``Relaxed``, ``relax mode``, ``TURBO`` → ``fast``, ``relax``, ``turbo``; else None."""
+    if not isinstance(text, str):
+        return None
+    word = re.sub(r"[^a-z]+", " ", text.lower()).split()
+    first = word[0] if word else ""
+    if first.startswith("relax"):
+        return "relax"
+    return first if first in ("fast", "turbo") else None
 
 
 def _level(percent: float | None, remaining: float | None) -> Level:
@@ -168,7 +187,7 @@ class AccountReading:
     name: str
     provider: str
     report: QuotaReport | None = None
-    error: Exception | None = None  # a QuotaError (its sentence is shown), or an unexpected error
+    error: BaseException | None = None  # a QuotaError (its sentence is shown), or an unexpected error
 
 
 @dataclass(frozen=True)
@@ -188,16 +207,17 @@ class PoolReport:
 
     @property
     def remaining_hours(self) -> float | None:
-        values = [a.report.remaining.hours for a in self.answered if a.report.remaining is not None]  # type: ignore[union-attr]
+        values = [a.report.remaining.hours for a in self.answered if a.report and a.report.remaining is not None]
         return round(sum(values), 4) if values else None
 
     @property
     def total_hours(self) -> float | None:
         """The sum of the totals, only when every account in the sum has one (else it would mislead)."""
-        counted = [a.report for a in self.answered if a.report.remaining is not None]  # type: ignore[union-attr]
-        if not counted or any(r.total is None for r in counted):
+        counted = [a.report for a in self.answered if a.report and a.report.remaining is not None]
+        totals = [r.total for r in counted if r.total is not None]
+        if not counted or len(totals) < len(counted):
             return None
-        return round(sum(r.total.hours for r in counted), 4)  # type: ignore[union-attr]
+        return round(sum(t.hours for t in totals), 4)
 
     @property
     def percent(self) -> float | None:
@@ -249,6 +269,10 @@ class PoolReport:
                 "simulated": self.simulated, "accounts": accounts}
 
 
+# one reading or a pooled one: what ``History.annotate`` puts a forecast on and hands back, the same kind
+Answered = TypeVar("Answered", QuotaReport, PoolReport)
+
+
 def forecast_json(forecast: Any, renewal: datetime | None) -> dict[str, Any]:
     """The forecast fields of the JSON answer: numbers and Unix seconds, null when unknown."""
     enough = forecast is not None and getattr(forecast, "enough", False)
@@ -263,7 +287,7 @@ def forecast_json(forecast: Any, renewal: datetime | None) -> dict[str, Any]:
             "lasts_to_renewal": forecast.lasts_to_renewal if enough else None}
 
 
-def _sentence(exc: Exception | None) -> str:
+def _sentence(exc: BaseException | None) -> str:
     from .errors import user_sentence
 
     return user_sentence(exc) if exc is not None else ""
@@ -342,11 +366,10 @@ def parse_subscription(text: Any) -> tuple[str | None, str | None, datetime | No
     stamp = _TIMESTAMP.search(text)
     if stamp:
         renewal = _from_epoch(stamp.group(1))
-    plan, _, rest = text.partition("(")
-    plan = plan.strip() or None
-    status = rest.rsplit(")", 1)[0] if rest else ""
-    status = _TIMESTAMP.sub("", status)
-    status = re.sub(r",?\s*renews next on\s*$", "", status.strip(), flags=re.I).strip(" ,") or None
+    head, _, rest = text.partition("(")
+    plan = head.strip() or None
+    inside = _TIMESTAMP.sub("", rest.rsplit(")", 1)[0] if rest else "")
+    status = re.sub(r",?\s*renews next on\s*$", "", inside.strip(), flags=re.I).strip(" ,") or None
     return plan, status, renewal
 
 

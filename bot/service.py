@@ -1,12 +1,8 @@
-"""The quota service every adapter and the scheduler call: ``await service.get_report()``.
+"""The quota service of one account, which every command, schedule and alert reads through.
 
-Concurrent callers share one upstream request (single flight); a finished reading is reused for
-``cache_seconds`` (0: only in-flight requests are shared). The provider's limiter keeps asks at
-least 3 s apart. Errors are the typed ``QuotaError``s of ``bot.errors``; each carries its sentence.
-
-With ``shared`` (``bot.replicas.SharedReadings``, set by the runtime) the single-flight read goes
-through the database first, so replicas share readings: a fresh stored reading is used as it is (not
-recorded again), and only one replica at a time asks the upstream for the account.
+Concurrent callers share one provider request (single flight); a finished reading is reused for
+``cache_seconds``. With ``shared`` (``bot.replicas.SharedReadings``) replicas share readings through
+the database. Errors are the typed ``QuotaError``s of ``bot.errors``, each with its sentence.
 """
 
 from __future__ import annotations
@@ -16,16 +12,31 @@ import inspect
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable, Protocol
 
 from . import metrics
 from .errors import QuotaError, UnknownAccount
-from .report import QuotaReport
 from .providers.base import Provider
+from .report import PoolReport, QuotaReport
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[QuotaReport], Awaitable[None] | None]
+
+
+class SharedReader(Protocol):
+    """Readings shared with the other replicas through the store (``bot.replicas.SharedReadings``)."""
+
+    async def read(self, service: QuotaService) -> QuotaReport: ...
+
+
+class ReadingSource(Protocol):
+    """Where readings come from: one account (``QuotaService``) or several (``bot.accounts.QuotaPool``)."""
+
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+    async def get_report(self, account: str | None = None) -> QuotaReport | PoolReport: ...
 
 
 class QuotaService:
@@ -35,7 +46,7 @@ class QuotaService:
         *,
         cache_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
-        shared: Any = None,
+        shared: SharedReader | None = None,
     ) -> None:
         self.provider = provider
         self.cache_seconds = cache_seconds
@@ -48,7 +59,8 @@ class QuotaService:
         self.cache_hits = 0
         self.shared = 0
         # bot.replicas.SharedReadings: readings shared with the other replicas through the store
-        self.shared_readings: Any = shared
+        self.shared_readings = shared
+        self.fresh_after = 0.0  # Unix time: a stored reading taken before it is not used (see invalidate)
 
     @property
     def simulated(self) -> bool:
@@ -57,6 +69,12 @@ class QuotaService:
     @property
     def last_report(self) -> QuotaReport | None:
         return self._cached[1] if self._cached else None
+
+    def invalidate(self) -> None:
+        """Forget the cached reading (the account changed: its speed mode was switched); readings taken
+        before now, stored by any replica, are not used in its place either."""
+        self._cached = None
+        self.fresh_after = time.time()
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(report)`` after every fresh reading (the store records them)."""

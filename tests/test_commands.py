@@ -159,8 +159,9 @@ async def test_a_surface_that_refuses_the_manage_permission_gets_its_sentence_an
 
 async def test_help_lists_every_family(parts):
     answer = await parts.run(Caller("console", "console"), Call(find(parts.all, "help"), {}))
-    assert isinstance(answer, Help) and len(answer.lines) == 3
+    assert isinstance(answer, Help) and len(answer.lines) == 4
     assert "/quota-schedule add <when>" in answer.lines[1] and "/quota-alert add <condition>" in answer.lines[2]
+    assert "/quota-mode [relax|fast|turbo|log]" in answer.lines[3]
 
 
 # --- 3. the console serves every command, in the real process ----------------------------------------

@@ -20,7 +20,7 @@ TOKEN = ALL_TEST_SECRETS["DISCORD_BOT_TOKEN"]
 HISTORY_DAYS = 120  # QUOTA_HISTORY_DAYS at start: neither the default (400) nor the old fixed 90
 NAMES = ("studio", "lab")
 # Discord's option types (interactions/application-commands.mdx, Application Command Option Type)
-TYPES = {"bool": 5, "int": 4, "id": 4, "text": 3, "account": 3, "channel": 7}
+TYPES = {"bool": 5, "int": 4, "id": 4, "text": 3, "account": 3, "channel": 7, "choice": 3}
 
 
 @pytest.fixture
@@ -59,12 +59,14 @@ def _expected_option(arg) -> dict:
         option["autocomplete"] = True
     if arg.kind == "channel":
         option["channel_types"] = [t.value for t in POSTABLE]
+    if arg.kind == "choice":
+        option["choices"] = [{"name": c, "value": c} for c in arg.choices]
     return option
 
 
 def _options(body: dict) -> list[dict]:
     return [{k: v for k, v in o.items() if k in ("type", "name", "required", "description", "min_value", "max_value",
-                                                   "autocomplete", "channel_types")}
+                                                   "autocomplete", "channel_types", "choices")}
             for o in body.get("options", [])]
 
 
@@ -88,7 +90,7 @@ async def test_registered_options_are_exactly_the_catalogs(registered, names):
     expected = {(c.family,) + c.path[1:]: c for c in commands}
     registered_paths = _by_path(put)
     assert set(registered_paths) == set(expected)
-    assert set(put) == {"quota", "quota-history", "quota-schedule", "quota-alert"}
+    assert set(put) == {"quota", "quota-history", "quota-schedule", "quota-alert", "quota-mode"}
     for path, command in expected.items():
         body = registered_paths[path]
         assert body["description"] == command.summary, path
@@ -111,7 +113,7 @@ async def test_history_days_reach_quota_history_days(registered, names):
     assert days["description"] == f"How many days back (1-{HISTORY_DAYS}, default 30)"
     accounts = [(p, o) for p, c in _by_path(put).items() for o in c.get("options", []) if o["name"] == "account"]
     if names:  # the account option of quota, history and alert add: autocompleted, never required
-        assert [p for p, _ in accounts] == [("quota",), ("quota-history",), ("quota-alert", "add")]
+        assert [p for p, _ in accounts] == [("quota",), ("quota-history",), ("quota-alert", "add"), ("quota-mode",)]
         assert all(o["autocomplete"] is True and o["type"] == 3 and not o["required"] for _, o in accounts)
     else:
         assert accounts == []

@@ -25,7 +25,6 @@ import pytest
 import yaml
 
 from adapters.cli.main import _parser
-from adapters.slack import app as slack_app
 from bot import metrics
 from bot.accounts import QuotaPool
 from bot.alerts import Alerts
@@ -229,10 +228,11 @@ def test_the_manifest_keeps_slack_s_rules():
 
 def _usage_words(command: str) -> set[str]:
     """What the adapter's own usage answer offers after ``command``: `add`, `history`, `<account>`, …"""
-    from bot.commands import catalog, usage as derived
+    from bot.commands import catalog
+    from bot.commands import usage as derived
 
     commands = catalog(ACCOUNTS)
-    family = {"/quota": "quota", "/quota-schedule": "schedule", "/quota-alert": "alert"}[command]
+    family = {"/quota": "quota", "/quota-schedule": "schedule", "/quota-alert": "alert", "/quota-mode": "mode"}[command]
     text = derived(commands, family, ACCOUNTS)
     return {w.strip("<>[]") for w in re.findall(rf"`{re.escape(command)} ([a-z<>\[\]]+)", text)}
 

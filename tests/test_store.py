@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from bot.report import parse_result
+from bot.store import (MIGRATIONS, SCHEMA_VERSION, AlertRow, LockHandle, PostgresStore, ScheduleRow, Store, StoreError,
+                       open_store)
 from bot.stores import sqlite as sqlite_store
-from bot.store import (MIGRATIONS, SCHEMA_VERSION, AlertRow, LockHandle, PostgresStore, ScheduleRow, Store,
-                       StoreError, open_store)
 
 
 def _report(text: str = "12.06/15.0 hours (80.37%)", *, ago: float = 0.0, simulated: bool = False, **extra):
@@ -94,7 +94,7 @@ async def test_a_store_survives_a_restart_with_schedules_and_readings(open_store
 async def test_the_schema_is_versioned_and_a_newer_one_is_refused(request, store_url, open_stores):
     store = await open_stores()
     await store.close()
-    assert _schema_version(request, store_url) == SCHEMA_VERSION == len(MIGRATIONS) == 7
+    assert _schema_version(request, store_url) == SCHEMA_VERSION == len(MIGRATIONS) == 8
     _set_newer_schema(request, store_url)
     with pytest.raises(StoreError) as caught:
         await open_store(store_url)
@@ -484,4 +484,4 @@ async def test_a_database_written_before_accounts_is_migrated_its_readings_becom
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8

@@ -1,7 +1,7 @@
 """The console chat: the default chat when neither Discord nor Slack is configured.
 
 A person types the same commands as in Slack at the terminal running `quota-bot run` (`/quota`,
-`/quota history`, `/quota-schedule`, `/quota-alert`, `/help`) and sees the answers; schedules and
+`/quota history`, `/quota-schedule`, `/quota-alert`, `/quota-mode`, `/help`) and sees the answers; schedules and
 alerts added here post here while the bot runs. So the bot does all its jobs on a fresh machine with
 no credentials at all.
 """
@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, TextIO
+from typing import TextIO
 
 from aiohttp import web
 
@@ -26,8 +26,8 @@ from .render import render_alert, render_answer, render_error, render_history, r
 log = logging.getLogger(__name__)
 
 HELP = ("Type /quota for the fast time left, /quota history [days] for the last days with the pace and a chart, "
-        "/quota-schedule and /quota-alert to post here on a schedule or when it runs low, /help for every "
-        "command; Ctrl-C stops the bot.")
+        "/quota-schedule and /quota-alert to post here on a schedule or when it runs low, /quota-mode to see or "
+        "switch the speed mode (Fast, Relax, Turbo), /help for every command; Ctrl-C stops the bot.")
 CHANNEL = "console"
 
 
@@ -93,7 +93,7 @@ class ConsoleAdapter:
         slash, rest = words[0].lstrip("/").lower(), text.split(None, 1)[1] if len(words) > 1 else ""
         if slash in ("?", "h"):
             slash = "help"
-        if slash not in ("quota", "quota-schedule", "quota-alert", "help"):
+        if slash not in ("quota", "quota-schedule", "quota-alert", "quota-mode", "help"):
             self._say(f"Unknown command {words[0]!r}. {HELP}")
             return
         try:

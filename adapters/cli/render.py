@@ -188,8 +188,8 @@ def render_alerts(views: list) -> str:
 
 def render_answer(answer: object) -> str:
     """Any answer but the history's (whose chart is written to a file first)."""
-    from bot.commands import (AlertAdded, AlertList, Failure, Help, Notice, Reading, Removed, ScheduleAdded,
-                              ScheduleList)
+    from bot.commands import (AlertAdded, AlertList, Failure, Help, ModeList, ModeLog, ModeSwitched, Notice, Reading,
+                              Removed, ScheduleAdded, ScheduleList)
 
     if isinstance(answer, Reading):
         return render_reading(answer.outcome)
@@ -215,4 +215,24 @@ def render_answer(answer: object) -> str:
         return render_alerts(answer.views)
     if isinstance(answer, Removed):
         return _plain(answer.text())
+    if isinstance(answer, (ModeList, ModeLog, ModeSwitched)):
+        return render_modes(answer)
     raise TypeError(f"no console rendering for {type(answer).__name__}")
+
+
+def render_modes(answer: object) -> str:
+    """A speed-mode answer in the terminal: each account's mode, the last switches, or the switch done
+    (with its announcement: the console is its own channel)."""
+    from bot.commands import ModeList, ModeLog, ModeSwitched
+    from bot.modes import NO_SWITCHES, SWITCH_HINT, log_line, mode_lines, switched_text
+
+    if isinstance(answer, ModeList):
+        return "\n".join(_plain(line) for line in [*mode_lines(answer.modes), SWITCH_HINT])
+    if isinstance(answer, ModeLog):
+        if not answer.rows:
+            return NO_SWITCHES
+        return "\n".join("  " + _plain(log_line(r, r.who if r.platform in ("console", "") or r.who.startswith("alert #")
+                                                  else f"{r.who} ({r.platform})", _next(datetime.fromtimestamp(r.at))))
+                         for r in answer.rows)
+    assert isinstance(answer, ModeSwitched)
+    return _plain(switched_text(answer.switched))

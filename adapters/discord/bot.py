@@ -1,20 +1,8 @@
-"""The Discord adapter: `/quota`, `/quota-history`, `/quota-schedule` and `/quota-alert` as real app
-commands (discord.py 2.x), derived from the command definitions of ``bot.commands`` and run by them.
+"""The Discord adapter: every command of ``bot.commands`` as real app commands (discord.py 2.x).
 
-Defer first, work later: every callback defers before anything that can wait, then edits the original
-response with the rendered answer. Commands are synced once, in ``setup_hook`` (never in ``on_ready``, which
-runs again on every reconnect). No privileged intent is needed: ``Intents.none()``.
-
-Replicas: with ``gateway_lease`` (``bot.replicas.Lease`` on the store's lock ``discord-gateway``, set by
-the runtime) every replica logs in, so REST works everywhere (scheduled and alert posts go out from any
-replica), but only the lease's holder connects the gateway, and it registers the commands (once per
-process, when it first holds the lease). The others try every 5 s; when the holder dies its database
-connection closes, the lock is free and one of them connects. A holder that loses the lock to another
-replica (after a database restart) closes its gateway connection and stands by.
-
-HTTP mode (DISCORD_PUBLIC_KEY): no gateway at all, and no lease. The adapter logs in (REST: commands
-registered in ``setup_hook``, scheduled and alert posts) and serves ``POST /discord/interactions``
-(``interactions.py``) on the bot's HTTP server; every replica answers what reaches it.
+Defer first, work later; commands are synced once, in ``setup_hook``; no privileged intent. With
+replicas only the holder of the ``discord-gateway`` lease connects the gateway; in HTTP mode
+(DISCORD_PUBLIC_KEY) there is no gateway (``interactions.py``). Details: docs/architecture.md, "Discord".
 """
 
 from __future__ import annotations
@@ -23,7 +11,7 @@ import asyncio
 import inspect
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import aiohttp
 import discord
@@ -33,7 +21,7 @@ from discord import app_commands
 from adapters import startup
 from bot import metrics
 from bot.alerts import AlertNotice
-from bot.commands import Arg, Caller, Command, Commands, Failure
+from bot.commands import Arg, Caller, Command, Commands, Failure, ModeSwitched
 from bot.commands.run import Unexpected
 from bot.errors import PostError, QuotaError, UserError
 from bot.report import PoolReport, QuotaReport
@@ -114,10 +102,12 @@ def _option(arg: Arg) -> tuple[Any, Any]:
         annotation = app_commands.Range[int, arg.low, arg.high] if arg.low is not None or arg.high is not None else int
     elif arg.kind == "channel":
         annotation = app_commands.Transform[app_commands.AppCommandChannel, PostableChannel]
+    elif arg.kind == "choice":  # a menu of the words (discord.py turns a Literal into choices)
+        annotation = Literal.__getitem__(tuple(arg.choices))
     if arg.required:
         return annotation, inspect.Parameter.empty
     if arg.default is None:
-        return Optional[annotation], None  # noqa: UP045 - a transformer instance (Range, Transform) takes no `|`
+        return Optional[annotation], None
     return annotation, arg.default
 
 
@@ -267,7 +257,7 @@ class DiscordAdapter:
             self._task.cancel()
             try:
                 await self._task
-            except (asyncio.CancelledError, Exception):
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping: the task's end is all we wait for
                 pass
         if self.gateway_lease is not None:  # after the connection closed: the next holder never overlaps it
             await self.gateway_lease.release()
@@ -361,6 +351,11 @@ class DiscordAdapter:
                         manage_check(interaction.permissions.manage_guild))
         answer = await self.commands.run(caller, to_call(command, values))
         await interaction.edit_original_response(**render_answer(answer))
+        if isinstance(answer, ModeSwitched):  # one public line for the channel: who switched what
+            try:
+                await interaction.followup.send(answer.announcement(f"<@{interaction.user.id}>"), ephemeral=False)
+            except discord.HTTPException as exc:
+                log.warning("/quota-mode: the public line could not be posted (%s %s)", exc.status, exc.text[:150])
 
     @staticmethod
     async def _defer(interaction: discord.Interaction, *, ephemeral: bool) -> None:

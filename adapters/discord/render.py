@@ -9,20 +9,9 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.alerts import AlertError
-from bot.commands import (
-    AlertAdded,
-    AlertList,
-    Answer,
-    Failure,
-    Help,
-    HistoryAnswer,
-    Notice,
-    Reading,
-    Removed,
-    ScheduleAdded,
-    ScheduleList,
-)
-from bot.errors import UsageError, echo_parts, user_sentence
+from bot.commands import (AlertAdded, AlertList, Answer, Failure, Help, HistoryAnswer, ModeList, ModeLog, ModeSwitched,
+                          Notice, Reading, Removed, ScheduleAdded, ScheduleList)
+from bot.errors import CannotSwitch, SwitchFailed, UsageError, echo_parts, user_sentence
 from bot.report import AccountReading, PoolReport, QuotaReport
 from bot.schedules import ScheduleError, ScheduleView
 
@@ -301,6 +290,31 @@ def render_alert(notice: "AlertNotice") -> discord.Embed:
     return embed
 
 
+def who_mention(who: str, platform: str) -> str:
+    """Who switched, as Discord shows them: a mention of a Discord user (never pinged: allowed mentions
+    are none), ``alert #N``, or a user of another surface by its id."""
+    if platform == "discord" and who.isdigit():
+        return f"<@{who}>"
+    if who.startswith("alert #") or not platform:
+        return discord.utils.escape_markdown(who[:40])
+    return f"{discord.utils.escape_markdown(who[:40])} ({platform})"
+
+
+def render_modes(answer: ModeList | ModeLog | ModeSwitched) -> discord.Embed:
+    """A speed-mode answer: each account's mode, the last switches, or the switch just done."""
+    from bot.modes import NO_SWITCHES, SWITCH_HINT, log_line, mode_lines, switched_text
+
+    esc = discord.utils.escape_markdown
+    if isinstance(answer, ModeList):
+        text = "\n".join(mode_lines(answer.modes, esc)) + "\n" + SWITCH_HINT
+        return discord.Embed(title="Speed mode", description=_cut(text, DESCRIPTION_MAX), colour=COLOURS["ok"])
+    if isinstance(answer, ModeLog):
+        lines = [log_line(r, who_mention(r.who, r.platform), f"<t:{int(r.at)}:f>", esc) for r in answer.rows]
+        return discord.Embed(title="Speed-mode switches", description=_cut("\n".join(lines) or NO_SWITCHES,
+                                                                            DESCRIPTION_MAX), colour=COLOURS["ok"])
+    return render_notice(switched_text(answer.switched, esc))
+
+
 def render_answer(answer: Answer) -> dict[str, Any]:
     """What edits the deferred response for any command's answer: ``embed``, and ``attachments`` (the
     chart, named CHART_FILENAME) for a history."""
@@ -311,7 +325,7 @@ def render_answer(answer: Answer) -> dict[str, Any]:
                 "attachments": [discord.File(io.BytesIO(answer.png), filename=CHART_FILENAME)]}
     if isinstance(answer, Failure):
         error = answer.error  # a refused schedule or alert is a notice; a reading that failed, "Quota unavailable"
-        if isinstance(error, (ScheduleError, AlertError, UsageError)):
+        if isinstance(error, (ScheduleError, AlertError, UsageError, CannotSwitch, SwitchFailed)):
             return {"embed": render_notice(error_sentence(error), ok=False)}
         return {"embed": render_error(error)}
     if isinstance(answer, Notice):
@@ -328,6 +342,8 @@ def render_answer(answer: Answer) -> dict[str, Any]:
         return {"embed": render_notice(answer.text(), ok=answer.ok)}
     elif isinstance(answer, Help):
         text = "\n".join(answer.lines)
+    elif isinstance(answer, (ModeList, ModeLog, ModeSwitched)):
+        return {"embed": render_modes(answer)}
     else:  # pragma: no cover - every answer type is handled above
         raise TypeError(f"no Discord rendering for {type(answer).__name__}")
     return {"embed": render_notice(text)}

@@ -1,25 +1,8 @@
-"""The Slack adapter: `/quota`, `/quota-schedule` and `/quota-alert` on a slack-bolt AsyncApp.
+"""The Slack adapter: every command of ``bot.commands`` on a slack-bolt AsyncApp.
 
-Socket Mode when SLACK_APP_TOKEN is set (no public URL; the SDK reconnects by itself), HTTP mode
-otherwise (`POST /slack/events` on the shared server, every request verified with the signing
-secret). Ack first, work later: `ack()` at once, then every answer (usage included) goes through
-`respond` (the response_url) from a background task.
-
-HTTP mode acks our own commands before bolt sees them: `_http` checks the signature (slack-sdk's
-SignatureVerifier, the one bolt uses; a bad or stale one is a 401 and goes no further), answers an empty
-200, and queues the request for bolt, which verifies it again and runs the listener. The queue hands
-bolt one request per turn of the event loop, so while a burst is still arriving its acks go out first:
-with bolt in front of each ack, 200 at once cost the bot ~0.4 ms of CPU per ack and the last ack came
-~110-130 ms after the first request on this 2-core machine, all of them together at the end; acked
-first, see bench/bench_slack.py. Anything else (Slack's ssl_check, a command the app does not have)
-goes through bolt before the answer, as usual.
-
-Why `process_before_response=True` here: with bolt's default (False) every request's listener runs in
-a task bolt starts, and bolt polls every 10 ms until `ack()` was called, so a burst of 200 commands
-returns all acks together at the end of the burst. Our listeners only parse the text, `ack()` and hand
-the slow part to a task the adapter owns (`_background`); run inline, each ack returns as soon as its
-own request is handled (in-process, 200 at once: ack p50 ~33 ms -> ~15 ms, p99 ~36 ms -> ~27 ms, and
-~15% less CPU). No listener may do slow work before returning (the FaaS pitfall of that setting).
+Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode (`POST /slack/events` on the shared server,
+every request verified). Ack first, work later: `ack()` at once, every answer through `respond` from a
+background task. Why HTTP mode acks before bolt: docs/architecture.md, "Slack".
 """
 
 from __future__ import annotations
@@ -51,7 +34,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from adapters import startup
 from bot import metrics
 from bot.alerts import AlertNotice
-from bot.commands import Caller, Commands, Failure, HistoryAnswer, parse
+from bot.commands import Caller, Commands, Failure, HistoryAnswer, ModeSwitched, parse
 from bot.errors import PostError, QuotaError, UsageError
 from bot.inbound import BodyRefused, LogThrottle, read_body, refusal_response
 from bot.report import PoolReport, QuotaReport
@@ -74,7 +57,7 @@ def _not_the_token_warning(record: logging.LogRecord) -> bool:
 
 logging.getLogger("slack_bolt.AsyncApp").addFilter(_not_the_token_warning)
 
-SLASH_COMMANDS = ("/quota", "/quota-schedule", "/quota-alert")  # bot.commands.text.SLASHES, as Slack names them
+SLASH_COMMANDS = ("/quota", "/quota-schedule", "/quota-alert", "/quota-mode")  # bot.commands.text.SLASHES, as Slack names them
 NOT_ALLOWED = ("Only workspace admins and owners, or the users in SLACK_ADMIN_USER_IDS, "
                "can manage quota {what}.")
 # A 429 asking for a longer wait than this is not slept through inside one Web API call (it would hold
@@ -321,6 +304,10 @@ class SlackAdapter:
         blocks, fallback, public = render_answer(answer)
         await self._send(respond, what, blocks=blocks, text=fallback,
                          response_type="in_channel" if public else "ephemeral")
+        if isinstance(answer, ModeSwitched):  # one public line for the channel: who switched what
+            line = answer.announcement(f"<@{caller.user}>" if caller.user.isalnum() else "Someone")
+            await self._send(respond, what, text=line, response_type="in_channel",
+                             blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": line}}])
 
     async def _answer_history(self, respond: Any, answer: HistoryAnswer, what: str) -> None:
         title = f"Midjourney fast time, last {answer.days} days"
@@ -381,7 +368,7 @@ class SlackAdapter:
             blocks, text = render_error(error)
             try:
                 await self._send(respond, "slack listener", blocks=blocks, text=text, response_type="ephemeral")
-            except Exception as send_error:
+            except Exception as send_error:  # noqa: BLE001 - logged; the error answer is best effort
                 log.error("could not send the error answer to Slack (%s)", _slack_error(send_error))
 
     async def _is_admin(self, user_id: str, what: str = "schedule") -> bool | str:

@@ -3,18 +3,16 @@ Readings, error sentences and the `/quota-schedule` and `/quota-alert` answers a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.errors import echo_parts, user_sentence
 from bot.report import AccountReading, PoolReport, QuotaReport
 from bot.schedules import ScheduleView
 
 if TYPE_CHECKING:
-    from bot.commands import Answer
     from bot.alerts import AlertNotice, AlertView
+    from bot.commands import Answer
     from bot.history import HistoryData
 
 MAX_BLOCKS = 50
@@ -387,11 +385,36 @@ def usage_failure_text(exc: BaseException) -> Mrkdwn:
     return Mrkdwn(text.replace("Usage:", "*Usage:*", 1))
 
 
+def who_mention(who: str, platform: str) -> str:
+    """Who switched, as Slack shows them: a mention of a Slack user (``<@U…>``), ``alert #N``, or a user
+    of another surface by its id (escaped)."""
+    if platform == "slack" and who.isalnum() and who.isascii():
+        return f"<@{who}>"
+    if who.startswith("alert #") or not platform:
+        return escape(who[:40])
+    return f"{escape(who[:40])} ({escape(platform)})"
+
+
+def modes_text(answer: Any) -> "Mrkdwn":
+    """A speed-mode answer (``ModeList``, ``ModeLog``, ``ModeSwitched``) as mrkdwn."""
+    from bot.commands import ModeList, ModeLog
+    from bot.modes import NO_SWITCHES, SWITCH_HINT, log_line, mode_lines, switched_text
+
+    if isinstance(answer, ModeList):
+        return Mrkdwn(_trim("\n".join(mode_lines(answer.modes, escape)) + "\n" + SWITCH_HINT, SECTION_TEXT_MAX))
+    if isinstance(answer, ModeLog):
+        lines = [log_line(r, who_mention(r.who, r.platform),
+                          slack_date(datetime.fromtimestamp(r.at, timezone.utc), "{date_short} {time}"), escape)
+                 for r in answer.rows]
+        return Mrkdwn(_trim("*Speed-mode switches*\n" + "\n".join(lines), SECTION_TEXT_MAX) if lines else NO_SWITCHES)
+    return Mrkdwn(_trim(switched_text(answer.switched, escape), SECTION_TEXT_MAX))
+
+
 def render_answer(answer: "Answer") -> tuple[list[dict[str, Any]], str, bool]:
     """(blocks, fallback, public) for any answer but the history's (whose chart is uploaded first)."""
-    from bot.commands import (AlertAdded, AlertList, Failure, Help, Notice, Reading, Removed, ScheduleAdded,
-                              ScheduleList)
     from bot.alerts import AlertError
+    from bot.commands import (AlertAdded, AlertList, Failure, Help, ModeList, ModeLog, ModeSwitched, Notice, Reading,
+                              Removed, ScheduleAdded, ScheduleList)
     from bot.errors import UsageError
     from bot.schedules import ScheduleError
 
@@ -421,6 +444,8 @@ def render_answer(answer: "Answer") -> tuple[list[dict[str, Any]], str, bool]:
         blocks, text = render_text(alert_list_text(answer.views))
     elif isinstance(answer, Removed):
         blocks, text = render_text(answer.text())
+    elif isinstance(answer, (ModeList, ModeLog, ModeSwitched)):
+        blocks, text = render_text(modes_text(answer))
     else:  # pragma: no cover - every answer type is handled above
         raise TypeError(f"no Slack rendering for {type(answer).__name__}")
     return blocks, text, False

@@ -69,6 +69,37 @@ class Removed:
 
 
 @dataclass(frozen=True)
+class ModeList:
+    """Each account's speed mode (``bot.modes.AccountMode``s)."""
+
+    modes: list[Any]
+
+
+@dataclass(frozen=True)
+class ModeSwitched:
+    """A switch Midjourney confirmed (``bot.modes.Switched``). The answer goes to whoever asked;
+    ``announcement`` is the one public line for the channel (each surface says who in its own way)."""
+
+    switched: Any
+
+    def announcement(self, who: str) -> str:
+        """``<who> switched studio from Fast to Relax.`` (``who`` as the surface names the person)."""
+        from ..modes import mode_name
+
+        s = self.switched
+        account = f"{s.account} " if s.account else "the Midjourney account "
+        before = f"from {mode_name(s.from_mode)} " if s.from_mode else ""
+        return f"{who} switched {account}{before}to {mode_name(s.to_mode)}."
+
+
+@dataclass(frozen=True)
+class ModeLog:
+    """The last switches, newest first (``bot.stores.common.ModeSwitchRow``s)."""
+
+    rows: list[Any]
+
+
+@dataclass(frozen=True)
 class Help:
     """The usage of a command family (``quota``, ``schedule``, ``alert``) or of all of them."""
 
@@ -86,4 +117,4 @@ class Failure:
 
 
 Answer = Union[Reading, HistoryAnswer, Notice, ScheduleAdded, ScheduleList, AlertAdded, AlertList, Removed, Help,
-               Failure]
+               ModeList, ModeSwitched, ModeLog, Failure]

@@ -4,6 +4,7 @@ argument exists only with an accounts file; history's days reach QUOTA_HISTORY_D
 from __future__ import annotations
 
 from ..alerts import EXAMPLES as ALERT_EXAMPLES
+from ..report import MODES
 from ..schedules import EXAMPLE as SCHEDULE_EXAMPLE
 from .spec import Arg, Command
 
@@ -45,6 +46,12 @@ def catalog(names: tuple[str, ...] = (), history_days: int = 400) -> tuple[Comma
                 manage="alerts", examples=("add 20%", "add 5h")),
         Command(("alert", "list"), "List the quota alerts", manage="alerts"),
         Command(("alert", "remove"), "Remove a quota alert by its id", (ident["alert"],), manage="alerts"),
+        Command(("mode",), "The speed mode (Fast, Relax, Turbo) of " + ("each account" if several else "the account")
+                + ": show it, switch it, or list the last switches",
+                (Arg("mode", "choice", "relax, fast or turbo switches (managers only); log lists the last switches "
+                     "(default: show the mode)", choices=("relax", "fast", "turbo", "log")),)
+                + ((_account("The account to switch (default: every account is shown)"),) if several else ()),
+                manage="modes", manage_only=("mode", MODES), examples=("relax", "fast", "log")),
         Command(("help",), "What the commands take"),
     )
 

@@ -5,26 +5,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from .. import metrics
 from ..errors import UNEXPECTED, UserError
 from ..history import NoHistory, history_chart
-from .answers import (AlertAdded, AlertList, Answer, Failure, Help, HistoryAnswer, Notice, Reading, Removed,
-                      ScheduleAdded, ScheduleList)
+from ..modes import ModeSwitcher
+from ..service import ReadingSource
+from .answers import (AlertAdded, AlertList, Answer, Failure, Help, HistoryAnswer, ModeList, ModeLog, ModeSwitched,
+                      Notice, Reading, Removed, ScheduleAdded, ScheduleList)
 from .catalog import catalog
-from .spec import Command
 from .text import Call, usage
 
+if TYPE_CHECKING:
+    from ..alerts import AlertManager
+    from ..history import History
+    from ..schedules import ScheduleManager
+
 log = logging.getLogger(__name__)
-
-
-class ReadingSource(Protocol):
-    """Where readings come from (``bot.accounts.QuotaPool``)."""
-
-    names: tuple[str, ...]
-
-    async def get_report(self, account: str | None = None) -> Any: ...
 
 
 class Manager(Protocol):
@@ -56,11 +54,14 @@ class Commands:
     """The commands of one bot, over its parts (any may be None: that command then says it is not
     available on this bot)."""
 
-    def __init__(self, readings: ReadingSource, *, schedules: Any = None, alerts: Any = None,
-                 history: Any = None, history_days: float = 400) -> None:
+    def __init__(self, readings: ReadingSource, *, schedules: ScheduleManager | None = None,
+                 alerts: AlertManager | None = None, history: History | None = None,
+                 history_days: float = 400, modes: ModeSwitcher | None = None) -> None:
         self.readings = readings
         self.schedules = schedules
         self.alerts = alerts
+        # the speed modes (bot.modes); without one, a pool's modes are shown and switched, unlogged
+        self.modes = modes if modes is not None or not hasattr(readings, "services") else ModeSwitcher(readings)
         self.history = history  # bot.history.History (None: no store, "history is not available")
         self.names: tuple[str, ...] = tuple(getattr(readings, "names", ()) or ())
         self.all = catalog(self.names, int(history_days))
@@ -72,8 +73,9 @@ class Commands:
         """The answer to ``call``; never raises (a failure is a ``Failure`` with its sentence)."""
         command = call.command
         try:
-            if command.manage is not None:
-                refusal = await self._refused(caller, command)
+            what = command.manages(call.values)
+            if what is not None:
+                refusal = await self._refused(caller, what)
                 if refusal is not None:
                     metrics.COMMANDS.labels(caller.platform, command.family, "refused").inc()
                     return refusal
@@ -89,9 +91,8 @@ class Commands:
         metrics.COMMANDS.labels(caller.platform, command.family, "ok").inc()
         return answer
 
-    async def _refused(self, caller: Caller, command: Command) -> Notice | None:
-        what = command.manage or ""
-        manager = self.schedules if what == "schedules" else self.alerts
+    async def _refused(self, caller: Caller, what: str) -> Notice | None:
+        manager = {"schedules": self.schedules, "alerts": self.alerts, "modes": self.modes}.get(what)
         if caller.may_manage is not None:
             allowed = await caller.may_manage(what)
             if allowed is not True:
@@ -110,10 +111,13 @@ class Commands:
             return HistoryAnswer(data, png, days, bool(call.get("public")))
         if path == ("help",):
             family = call.get("family")
-            families = (family,) if family else ("quota", "schedule", "alert")
+            families = (family,) if family else ("quota", "schedule", "alert", "mode")
             return Help(family, tuple(self.usage(f) for f in families))
+        if path == ("mode",):
+            return await self._mode(caller, call)
         what, action = path
-        manager = self.schedules if what == "schedule" else self.alerts
+        manager: Manager | None = self.schedules if what == "schedule" else self.alerts
+        assert manager is not None  # a bot without it refused the command (``_refused``)
         channel = str(call.get("channel") or caller.channel)
         if action == "list":
             views = await manager.list(caller.platform)
@@ -122,10 +126,30 @@ class Commands:
             ident = int(call.get("id"))
             return Removed(what, ident, await manager.remove(caller.platform, ident))
         if what == "schedule":
-            return ScheduleAdded(await manager.add(caller.platform, channel, str(call.get("when")),
-                                                   created_by=caller.user))
-        return AlertAdded(await manager.add(caller.platform, channel, str(call.get("condition")),
-                                            account=call.get("account"), created_by=caller.user))
+            assert self.schedules is not None
+            return ScheduleAdded(await self.schedules.add(caller.platform, channel, str(call.get("when")),
+                                                          created_by=caller.user))
+        assert self.alerts is not None
+        return AlertAdded(await self.alerts.add(caller.platform, channel, str(call.get("condition")),
+                                                account=call.get("account"), created_by=caller.user))
+
+
+    async def _mode(self, caller: Caller, call: Call) -> Answer:
+        """`mode`: show each account's mode; `relax`/`fast`/`turbo` [account] switch (the permission was
+        checked in ``run``); `log` the last switches."""
+        if self.modes is None:
+            return Notice("Speed modes are not available on this bot.", ok=False)
+        mode, account = call.get("mode"), call.get("account")
+        if account is not None and self.names and account not in self.names:
+            from ..errors import UnknownAccount
+
+            raise UnknownAccount(account, self.names)
+        if mode is None:
+            return ModeList(await self.modes.show(account))
+        if mode == "log":
+            return ModeLog(await self.modes.log(account=account))
+        return ModeSwitched(await self.modes.switch(account, str(mode), who=caller.user or caller.platform,
+                                                   platform=caller.platform, channel=caller.channel))
 
 
 def _detail(exc: UserError) -> str:

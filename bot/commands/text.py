@@ -15,7 +15,8 @@ from .spec import Command
 HELP_WORDS = ("help", "-h", "--help", "?")
 # each text command (what follows the slash) and the command families it serves
 SLASHES = {"quota": ("quota", "history", "help"), "quota-schedule": ("schedule",), "quota-alert": ("alert",),
-           "help": ("help",)}
+           "quota-mode": ("mode",), "help": ("help",)}
+FAMILIES = {"quota": "quota", "quota-schedule": "schedule", "quota-alert": "alert", "quota-mode": "mode"}
 
 
 @dataclass(frozen=True)
@@ -36,15 +37,15 @@ def slash_form(command: Command) -> str:
     """How a text surface writes the command: ``/quota history [account] [days] [public]``."""
     head = {"quota": "/quota", "history": "/quota history", "help": "/quota help"}.get(command.path[0])
     if head is None:
-        head = f"/quota-{command.path[0]} {command.path[1]}"
+        head = " ".join([f"/quota-{command.path[0]}", *command.path[1:]])
     order = {"account": 0, "days": 1, "public": 2}  # the order usage texts show (any order is taken)
     args = sorted((a for a in command.args if a.kind != "channel"), key=lambda a: (a.required is False, order.get(a.name, -1)))
-    return " ".join([head, *(a.placeholder() for a in args)])
+    return " ".join([head, *("[" + "|".join(a.choices) + "]" if a.choices else a.placeholder() for a in args)])
 
 
 def usage(commands: tuple[Command, ...], family: str, names: tuple[str, ...] = ()) -> str:
-    """The usage of a family (``quota``, ``schedule``, ``alert``) as one line of text (backticks mark
-    what is typed)."""
+    """The usage of a family (``quota``, ``schedule``, ``alert``, ``mode``) as one line of text (backticks
+    mark what is typed)."""
     members = [c for c in commands if (c.path[0] in ("quota", "history", "help")) == (family == "quota")
                and (family == "quota" or c.path[0] == family)]
     parts = [f"`{slash_form(c)}`: {c.summary[0].lower()}{c.summary[1:]}" for c in members]
@@ -52,7 +53,7 @@ def usage(commands: tuple[Command, ...], family: str, names: tuple[str, ...] = (
     days = next((a for c in members for a in c.args if a.name == "days"), None)
     if days is not None:
         text += f" Days: {days.low} to {days.high} (default {days.default}); `public` shows the answer to the channel."
-    if names and family == "quota":
+    if names and family in ("quota", "mode"):
         text += f" Accounts: {', '.join(f'`{n}`' for n in names)}."
     examples = [e for c in members for e in c.examples]
     if examples:
@@ -68,15 +69,17 @@ def _not_understood(what: str, commands: tuple[Command, ...], family: str, names
 
 def parse(slash: str, text: str, commands: tuple[Command, ...], names: tuple[str, ...] = ()) -> Call:
     """The call a typed command means (``slash`` without its ``/``: quota, quota-schedule, quota-alert,
-    help). Raises ``UsageError`` with the one line to answer."""
+    quota-mode, help). Raises ``UsageError`` with the one line to answer."""
     slash = slash.lstrip("/").lower()
     words = text.split()
     lowered = [w.lower() for w in words]
     if slash == "help" or (lowered and lowered[0] in HELP_WORDS):
-        family = {"quota": "quota", "quota-schedule": "schedule", "quota-alert": "alert"}.get(slash)
+        family = FAMILIES.get(slash)
         return Call(find(commands, "help"), {"family": family})
     if slash == "quota":
         return _quota(words, lowered, commands, names)
+    if slash == "quota-mode":
+        return _mode(words, lowered, commands, names)
     if slash in ("quota-schedule", "quota-alert"):
         return _manage(slash.split("-", 1)[1], words, lowered, text, commands, names)
     raise UsageError(f"Unknown command '/{shown(slash, 40)}'. {usage(commands, 'quota', names)}", echo=shown(slash, 40))
@@ -111,6 +114,27 @@ def _quota(words: list[str], lowered: list[str], commands: tuple[Command, ...], 
         assert days.low is not None and days.high is not None
         if not days.low <= values["days"] <= days.high:
             raise UsageError(f"Days must be {days.low} to {days.high}. {usage(commands, 'quota', names)}")
+    return Call(command, values)
+
+
+def _mode(words: list[str], lowered: list[str], commands: tuple[Command, ...], names: tuple[str, ...]) -> Call:
+    """`/quota-mode [relax|fast|turbo|log] [account]`, in any order; with several accounts a word that is
+    neither is taken for an account (and answered with the names when there is none such)."""
+    command = find(commands, "mode")
+    choices = command.arg("mode").choices
+    values: dict[str, Any] = {}
+    unknown: list[str] = []
+    for word, low in zip(words, lowered):
+        if low in ("relaxed", "relax-mode"):
+            low = "relax"
+        if low in choices and "mode" not in values:
+            values["mode"] = low
+        elif names and "account" not in values and (low in names or not low.isdigit()):
+            values["account"] = low
+        else:
+            unknown.append(word)
+    if unknown:
+        raise _not_understood(" ".join(words), commands, "mode", names)
     return Call(command, values)
 
 

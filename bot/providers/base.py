@@ -1,19 +1,9 @@
 """What every provider shares: the interface, the poll policy, the ask limiter and one HTTP transport.
 
-A provider answers one question: "one reading of the account within a deadline" (``fetch``), raising
-the typed ``QuotaError``s of ``bot.errors``. ``HttpProvider`` holds what every HTTP provider does the
-same way, so a provider module only says where to ask, how to wait and what its error bodies mean:
-
-- the limiter's turn is taken before the deadline starts (see ``AskLimiter``); the deadline is
-  ``poll_timeout`` seconds from when the ask goes out;
-- 429/5xx/connection errors are retried within the deadline: every retry waits at least
-  ``RETRY_FLOOR`` (with jitter) whatever ``Retry-After`` says, and that pause is the account's (asks
-  and polls of every caller wait it out, through the limiter); the first retry of a reading is logged
-  at WARNING, the rest at DEBUG, and the count is in the reading's summary line;
-- 401/403 are final, a body that is not JSON (or nested too deep to read) is a bad response, a reply
-  over ``MAX_REPLY_BYTES`` is read no further and ends the reading; a provider's own error bodies are
-  mapped by its ``error_for`` hook before these rules;
-- credentials travel only in headers, never in a URL, a repr or a log line.
+A provider answers "one reading of the account within a deadline" (``fetch``), raising the typed errors
+of ``bot.errors``. ``HttpProvider`` does the limiter, retries, reply bounds and credentials the same way
+for all, so a provider module says only where to ask, how to wait and what its error bodies mean
+(docs/architecture.md, "Providers").
 """
 
 from __future__ import annotations
@@ -27,13 +17,13 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Iterator, Protocol
 
 import aiohttp
 import yarl
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
-from ..errors import (BadResponse, BadToken, QuotaError, RateLimited, ReplyTooLarge, TimedOut,
+from ..errors import (BadResponse, BadToken, CannotSwitch, QuotaError, RateLimited, ReplyTooLarge, TimedOut,
                       UpstreamUnavailable)
 from ..report import QuotaReport
 from .timing import LearnedTiming
@@ -59,7 +49,21 @@ class Provider(Protocol):
         """One reading within ``poll_timeout`` seconds of the ask; its ``read_at`` is when the provider
         read Midjourney where it says so (an old stored reading shows its age). Raises QuotaError."""
 
+    async def switch_mode(self, mode: str) -> "ModeSet":
+        """Switch the account's Midjourney speed mode to ``mode`` (``fast``, ``relax``, ``turbo``) within
+        ``poll_timeout`` seconds and say what is set now. Raises ``CannotSwitch`` where the provider has
+        no such call, ``ModeRefused`` when Midjourney refuses, and the QuotaErrors of a reading."""
+
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ModeSet:
+    """What a switch of the speed mode ended with: ``mode`` (fast, relax, turbo) is set now, as the
+    provider confirmed it; ``said`` is Midjourney's own sentence, when there was one."""
+
+    mode: str
+    said: str = ""
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ class PollPolicy:
         eta = elapsed * scale - elapsed + min(uncertainty, 1.0) * scale
         return min(self.estimate_cap, max(self.min_delay, eta + self.estimate_margin))
 
-    def delays(self, rng: random.Random):
+    def delays(self, rng: random.Random) -> Iterator[float]:
         delay = self.initial
         while True:
             yield max(0.0, delay * (1 + rng.uniform(-self.jitter, self.jitter)))
@@ -185,6 +189,7 @@ class HttpProvider:
 
     name = "http"
     label = "The upstream"  # how sentences name the service
+    switches_mode = False  # it has a call that switches the speed mode (``switch_mode``)
     default_interval = DEFAULT_MIN_ASK_INTERVAL
 
     def __init__(self, *, base_url: str, token: str, poll_timeout: float = 90.0, poll: PollPolicy | None = None,
@@ -232,15 +237,25 @@ class HttpProvider:
 
     # --- one reading ----------------------------------------------------------------------------
     async def fetch(self) -> QuotaReport:
-        # The deadline starts when the ask goes out: the wait for the limiter's turn before it is the
-        # bot's own doing, bounded on its own (one interval per ask queued ahead), and must not eat
-        # the provider's time.
+        return await self._within_deadline(self._read)
+
+    async def switch_mode(self, mode: str) -> ModeSet:
+        """Providers without a call that switches the speed mode (see ``Provider.switch_mode``)."""
+        from . import LABELS  # the package imports this module: looked up when asked
+
+        raise CannotSwitch(LABELS.get("simulated" if self.simulated else self.name, self.label))
+
+    async def _within_deadline(self, work: Callable[[float], Awaitable[Any]]) -> Any:
+        """``work(deadline)``: one job (a reading, a switch) after the limiter's turn, within ``poll_timeout``.
+        The deadline starts when the ask goes out: the wait for the limiter's turn before it is the
+        bot's own doing, bounded on its own (one interval per ask queued ahead), and must not eat
+        the provider's time."""
         queued = await self._limiter.wait()
         started = time.monotonic()
         self._polls = 0
         self._retries = 0
         try:
-            report = await self._read(started + self.poll_timeout)
+            report = await work(started + self.poll_timeout)
             log.info("%s reading done: polls=%d retries=%d in %.2fs", self.name, self._polls, self._retries,
                      time.monotonic() - started)
             return report
@@ -294,7 +309,7 @@ class HttpProvider:
         return BadToken(where, user_message=f"{self.label} rejected the API token ({self.token_setting}); "
                                             "ask the operator to check it.")
 
-    async def _call(self, method: str, url: str, deadline: float, *, ask: bool = False, **kwargs: Any) -> Any:
+    async def _call(self, method: str, url: str | yarl.URL, deadline: float, *, ask: bool = False, **kwargs: Any) -> Any:
         """One request with retries for 429/5xx/connection errors, all within ``deadline``. Each retry
         waits at least ``RETRY_FLOOR`` (plus jitter), or longer when the provider's ``Retry-After`` or
         the backoff says so, and that pause holds every request of the account (``AskLimiter.hold``)."""
@@ -335,7 +350,7 @@ class HttpProvider:
             raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _once(self, method: str, url: str, deadline: float, *, ask: bool, limited: bool,
+    async def _once(self, method: str, url: str | yarl.URL, deadline: float, *, ask: bool, limited: bool,
                     opened: Callable[[aiohttp.ClientResponse], Awaitable[Any]] | None = None, **kwargs: Any) -> Any:
         """One request. With ``opened``, a 200 ``text/event-stream`` answer is handed to it open (only the
         wait for its headers is bounded here: ``opened`` bounds the rest and must raise none of the
@@ -464,7 +479,7 @@ def unreachable_cause(exc: BaseException) -> str:
     return f"the request failed ({type(exc).__name__})"
 
 
-def _next_delay(plan: Any, asked_at: float, backoff: Any) -> float:
+def _next_delay(plan: Iterator[float], asked_at: float, backoff: Iterator[float]) -> float:
     """The next planned poll (seconds after the ask) still ahead, else the next backoff delay."""
     elapsed = time.monotonic() - asked_at
     for offset in plan:
@@ -473,7 +488,7 @@ def _next_delay(plan: Any, asked_at: float, backoff: Any) -> float:
     return next(backoff)
 
 
-def _path(url: str) -> str:
+def _path(url: str | yarl.URL) -> str:
     return yarl.URL(url).path
 
 

@@ -1,30 +1,7 @@
-"""useapi.net, Midjourney API v3: ask ``POST {base}/v3/midjourney/jobs/info`` with ``{"stream": false}``
-(plus ``"channel"`` when the account has several Midjourney channels), then poll
-``GET {base}/v3/midjourney/jobs/{jobid}`` until the job ends (shared/providers.md, "useapi.net").
-
-- Done: ``status`` ``completed`` with the /info text under ``response.content`` (leniently also a
-  top-level ``content``; ``response`` may be absent, ``{}`` or ``null`` while the job is pending and is
-  never a result then). The reading's time is the job's ``updated`` time: when useapi saw the answer
-  in Discord, not when we asked.
-- ``failed``/``moderated`` end the job with ``error``/``errorDetails``/``code``: a typed error with a
-  plain sentence. Any other status (``created``, ``started``, ``progress``, or one we do not know)
-  keeps polling until the deadline.
-- Manners: useapi itself looks at Discord every 15–60 s and asks clients to wait 10–30 s between
-  polls, so the default rhythm is one poll every 10–15 s (see ``UseapiProvider.default_poll``).
-- Streamed (``stream=True``, the default; ``USEAPI_STREAM`` / the accounts file's ``stream``): the ask
-  is sent with ``"stream": true`` and its answer, Server-Sent Events (shared/providers.md, "results in
-  real time"), is read as it comes: the reading ends the moment ``midjourney_completed`` (or
-  ``_failed``/``_moderated``/``error``) arrives. The stream is kept open until an end event; one that
-  sends nothing for longer than the poll floor is checked with a poll (then after 2×, then every 3×
-  the floor of silence); one that breaks goes on with polls within the same deadline (or, when it
-  broke before naming its job, is asked once more without a stream). Each event is read up to
-  ``MAX_EVENT_BYTES``, a stream up to ``MAX_STREAM_BYTES``.
-- A job the bot gives up before it ends (the deadline, a shutdown: ``close()`` or a cancelled
-  reading) is deleted (``DELETE {base}/v3/midjourney/jobs/{jobid}``, once, bounded, logged), so it
-  does not hold one of the account's job slots for 14 minutes.
-
-Every user-facing sentence of this provider is a typed error below; none ever carries the token
-(texts from useapi's error bodies are clipped and scrubbed of it).
+"""useapi.net, Midjourney API v3: ask ``POST {base}/v3/midjourney/jobs/info``, then follow the job
+(its Server-Sent Events by default, else polls of ``GET {base}/v3/midjourney/jobs/{jobid}``) until it
+ends; also switches the speed mode (``/jobs/fast``, ``relax``, ``turbo``). The protocol and the
+manners: shared/providers.md, "useapi.net", and docs/architecture.md, "Providers".
 """
 
 from __future__ import annotations
@@ -32,21 +9,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import quote
 
+import aiohttp
 import yarl
 
-import aiohttp
-
-from ..errors import BadResponse, Expired, QuotaError, RateLimited, UpstreamUnavailable
-from ..report import QuotaReport, parse_result, parse_timestamp
-from .base import (MAX_REPLY_BYTES, HttpProvider, PollPolicy, _DeadlineReached, _next_delay, _read_capped, _Retryable,
-                   _retry_after, unreachable_cause)
+from ..errors import BadResponse, Expired, ModeRefused, QuotaError, RateLimited, UpstreamUnavailable, UsageError, shown
+from ..report import MODES, QuotaReport, normalise_mode, parse_result, parse_timestamp
+from .base import (MAX_REPLY_BYTES, HttpProvider, ModeSet, PollPolicy, _DeadlineReached, _next_delay, _read_capped,
+                   _retry_after, _Retryable, unreachable_cause)
 from .sse import EventStreamParser
 
 log = logging.getLogger("bot.upstream")
@@ -150,6 +127,7 @@ class UseapiProvider(HttpProvider):
 
     name = "useapi"
     label = "useapi.net"
+    switches_mode = True
     # One ask per 3 s per account. useapi publishes no request rate for v3, but every ask makes it type
     # /info into the account's Discord channel, where bursts of commands risk Midjourney's own
     # throttling; 3 s keeps retried and concurrent asks apart without a chat user ever noticing.
@@ -182,6 +160,10 @@ class UseapiProvider(HttpProvider):
 
     def __repr__(self) -> str:  # never the token
         return f"UseapiProvider(base={self._base!r}, channel={self._channel!r}, simulated={self.simulated})"
+
+    def _verb_url(self, verb: str) -> str:
+        """Where a job is asked for: ``/v3/midjourney/jobs/info`` (a reading), ``…/fast``, ``…/relax``, ``…/turbo``."""
+        return self._ask_url if verb == "info" else f"{self._base}/v3/midjourney/jobs/{verb}"
 
     def job_url(self, jobid: str) -> yarl.URL:
         """The poll URL; the jobid is one path segment, every unsafe character (``:``, ``/``, ``?``…) quoted."""
@@ -221,8 +203,28 @@ class UseapiProvider(HttpProvider):
             text = text.replace(self._token, "***")
         return text
 
-    # --- one reading -----------------------------------------------------------------------------
+    # --- one reading, one switch ------------------------------------------------------------------
     async def _read(self, deadline: float) -> QuotaReport:
+        report: QuotaReport = await self._job(deadline, "info")
+        return report
+
+    async def switch_mode(self, mode: str) -> ModeSet:
+        """``POST {base}/v3/midjourney/jobs/{fast|relax|turbo}``, followed like an info job (streamed or
+        polled, within ``poll_timeout``): the mode set is in the finished job's ``response.settings``.
+        Midjourney's refusals (no Relax on Basic, no Turbo on the plan) raise ``ModeRefused``."""
+        verb = normalise_mode(mode)
+        if verb is None:
+            raise UsageError(f"There is no speed mode '{shown(mode, 20)}': say fast, relax or turbo.",
+                             echo=shown(mode, 20))
+
+        async def job(deadline: float) -> ModeSet:
+            done: ModeSet = await self._job(deadline, verb)
+            return done
+
+        result: ModeSet = await self._within_deadline(job)
+        return result
+
+    async def _job(self, deadline: float, verb: str) -> Any:
         body: dict[str, Any] = {"stream": self.stream}
         if self._channel:
             body["channel"] = self._channel
@@ -230,7 +232,7 @@ class UseapiProvider(HttpProvider):
         pushed = self.webhook.expect(ref) if self.webhook is not None else None
         if pushed is not None:  # useapi posts the finished job there (replyUrl), tagged with our replyRef
             body.update(replyUrl=self.webhook.url, replyRef=ref)
-        watch = _Watch()
+        watch = _Watch(verb)
         try:
             if self.stream:
                 return await self._stream_and_wait(body, deadline, pushed, watch)
@@ -249,8 +251,9 @@ class UseapiProvider(HttpProvider):
 
     async def _ask_and_wait(self, body: dict[str, Any], deadline: float, pushed: Any, watch: "_Watch") -> QuotaReport:
         asked = time.monotonic()
-        log.info("useapi ask: POST %s channel=%s", yarl.URL(self._ask_url).path, self._channel or "-")
-        receipt = await self._call("POST", self._ask_url, deadline, ask=True, json=body)
+        url = self._verb_url(watch.verb)
+        log.info("useapi ask: POST %s channel=%s", yarl.URL(url).path, self._channel or "-")
+        receipt = await self._call("POST", url, deadline, ask=True, json=body)
         self._started(watch, _jobid(receipt), pushed)
         return await self._poll_until_done(watch, receipt, asked, deadline, pushed)
 
@@ -261,6 +264,7 @@ class UseapiProvider(HttpProvider):
         url = self.job_url(jobid)
         log.info("useapi %s the info job %s: status=%r", "follows" if poll_now else "accepted", jobid, _status(job))
         floor = self._poll.min_delay
+        plan: Iterator[float]
         if pushed is not None:  # with a callback, polls are only a safety net
             backoff, plan = SAFETY_NET.delays(self._rng), iter(())
         else:
@@ -279,13 +283,12 @@ class UseapiProvider(HttpProvider):
                 last = status
             if status in ("failed", "moderated"):
                 self._ended(watch)
-                raise self._failure(jobid, status, job)
+                raise self._failure(jobid, status, job, watch.verb)
             if status == "completed":
                 self._ended(watch)
-                content = _content(job)
-                if content is not None:
-                    self._learn(asked, _job_seconds(job))
-                    return self._report(jobid, job, content)
+                result = self._finished(watch, jobid, job, asked)
+                if result is not None:
+                    return result
                 empty_done += 1
                 log.warning("useapi job %s: completed without content (%d)", jobid, empty_done)
                 if empty_done >= EMPTY_DONE_LIMIT:
@@ -318,13 +321,14 @@ class UseapiProvider(HttpProvider):
     async def _stream_and_wait(self, body: dict[str, Any], deadline: float, pushed: Any,
                                watch: "_Watch") -> QuotaReport:
         asked = time.monotonic()
-        log.info("useapi ask: POST %s channel=%s, streamed", yarl.URL(self._ask_url).path, self._channel or "-")
+        url = self._verb_url(watch.verb)
+        log.info("useapi ask: POST %s channel=%s, streamed", yarl.URL(url).path, self._channel or "-")
 
         async def follow(resp: aiohttp.ClientResponse) -> Any:
             return await self._follow(resp, watch, asked, deadline, pushed)
 
-        outcome = await self._call("POST", self._ask_url, deadline, ask=True, json=body, opened=follow)
-        if isinstance(outcome, QuotaReport):
+        outcome = await self._call("POST", url, deadline, ask=True, json=body, opened=follow)
+        if isinstance(outcome, (QuotaReport, ModeSet)):
             return outcome
         if outcome is _DEADLINE:
             raise _DeadlineReached(f"job {watch.jobid} streamed, last status {watch.status!r}")
@@ -427,8 +431,8 @@ class UseapiProvider(HttpProvider):
         if not isinstance(data, dict):
             log.debug("useapi: a stream event that is not a JSON object, skipped: %s", self._clip(raw))
             return None
-        name = data.get("event") if isinstance(data.get("event"), str) else (kind if kind != "message" else "")
-        name = name.strip().lower()
+        event = data.get("event")
+        name = (event if isinstance(event, str) else (kind if kind != "message" else "")).strip().lower()
         job = data.get("job") if isinstance(data.get("job"), dict) else (data if "status" in data else None)
         if watch.jobid is None:
             for holder in (data, job):
@@ -441,7 +445,8 @@ class UseapiProvider(HttpProvider):
             self._ended(watch)
             error, details = self._clip(data.get("error") or data.get("message")), self._clip(data.get("errorDetails"))
             raise self._failure(watch.jobid or "?", "failed", {"error": error or "the stream reported an error",
-                                                               "errorDetails": details, "code": data.get("code")})
+                                                               "errorDetails": details, "code": data.get("code")},
+                                watch.verb)
         if name in END_EVENTS and _status(job) not in END_STATES:  # leniently: an end event without its job
             job = {**data, **(job or {}), "status": END_EVENTS[name]}
         if job is None:
@@ -472,16 +477,47 @@ class UseapiProvider(HttpProvider):
             watch.status = status
         if status in ("failed", "moderated"):
             self._ended(watch)
-            raise self._failure(watch.jobid or "?", status, job)
+            raise self._failure(watch.jobid or "?", status, job, watch.verb)
         if status == "completed":
             self._ended(watch)
-            content = _content(job)
-            if content is None:
+            result = self._finished(watch, watch.jobid or "?", job, asked)
+            if result is None:
                 log.warning("useapi job %s: completed without content; polling for it", watch.jobid)
                 return _STREAM_ENDED
-            self._learn(asked, _job_seconds(job))
-            return self._report(watch.jobid or "?", job, content)
+            return result
         return None
+
+    def _finished(self, watch: "_Watch", jobid: str, job: dict[str, Any], asked: float) -> Any:
+        """What a completed job answers: the reading (info), the mode set (fast/relax/turbo; a refusal
+        raises ``ModeRefused``), or None when it holds nothing to read yet."""
+        if watch.verb != "info":
+            return self._mode_set(jobid, job, watch.verb)
+        content = _content(job)
+        if content is None:
+            return None
+        self._learn(asked, _job_seconds(job))
+        return self._report(jobid, job, content)
+
+    def _mode_set(self, jobid: str, job: dict[str, Any], verb: str) -> ModeSet | None:
+        """A completed mode job: ``response.settings`` says which mode is on (booleans); Midjourney's
+        sentence is ``response.content``. Settings that do not turn ``verb`` on, or no settings and a
+        sentence that refuses, are a refusal; no settings and no sentence: nothing to read yet."""
+        response = job.get("response") if isinstance(job.get("response"), dict) else {}
+        said = self._clip(response.get("content") if _usable(response.get("content")) else job.get("content")
+                          if _usable(job.get("content")) else "")
+        settings = response.get("settings")
+        on = _modes_on(settings)
+        log.info("useapi job %s (%s) completed: modes on %s, said %r", jobid, verb, sorted(on) if on is not None else "?",
+                 said)
+        if on is not None and verb in on:
+            return ModeSet(verb, said)
+        if on is not None:
+            raise ModeRefused(verb, said or "the mode was not turned on", f"job {jobid}: settings {self._clip(settings)}")
+        if not said:
+            return None
+        if _REFUSAL.search(said):
+            raise ModeRefused(verb, said, f"job {jobid}: completed with a refusal")
+        return ModeSet(verb, said)
 
     # --- jobs given up ---------------------------------------------------------------------------
     def _started(self, watch: "_Watch", jobid: str, pushed: Any) -> None:
@@ -539,7 +575,7 @@ class UseapiProvider(HttpProvider):
             await asyncio.wait(set(self._deleting), timeout=DELETE_TIMEOUT + 1)
         await super().close()
 
-    def _failure(self, jobid: str, status: str, job: dict[str, Any]) -> QuotaError:
+    def _failure(self, jobid: str, status: str, job: dict[str, Any], verb: str = "info") -> QuotaError:
         error, details = self._clip(job.get("error")), self._clip(job.get("errorDetails"))
         code = job.get("code")
         detail = f"job {jobid} {status}: error={error!r} errorDetails={details!r} code={code!r}"
@@ -548,6 +584,8 @@ class UseapiProvider(HttpProvider):
             return ModerationBlocked(detail)
         if code in (402, "402"):
             return NoSubscription(detail)
+        if verb != "info":
+            return ModeRefused(verb, _join(error, details).rstrip("."), detail)
         return JobFailed(status, error, details, detail)
 
     def _report(self, jobid: str, job: dict[str, Any], content: Any) -> QuotaReport:
@@ -559,11 +597,13 @@ class UseapiProvider(HttpProvider):
 
 
 class _Watch:
-    """What one reading knows of its job: its id, the last job object and status, whether it ended."""
+    """What one job knows of itself: its verb (info, fast, relax, turbo), its id, the last job object and
+    status, whether it ended."""
 
-    __slots__ = ("jobid", "job", "status", "ended")
+    __slots__ = ("verb", "jobid", "job", "status", "ended")
 
-    def __init__(self) -> None:
+    def __init__(self, verb: str = "info") -> None:
+        self.verb = verb
         self.jobid: str | None = None
         self.job: dict[str, Any] | None = None
         self.status: str | None = None
@@ -635,6 +675,27 @@ def _content(job: dict[str, Any]) -> Any:
     if _usable(job.get("content")):
         return job["content"]
     return None
+
+
+# Midjourney's refusals of /relax, /turbo, /fast, as a completed job may carry them (no settings to tell).
+_REFUSAL = re.compile(r"\b(sorry|not available|only available|unavailable|not allowed|cannot|can't|unable|upgrade|"
+                      r"not subscribed|don't have|do not have|requires?|pending|moderation)\b", re.I)
+
+
+def _modes_on(settings: Any) -> set[str] | None:
+    """The speed modes ``response.settings`` turns on (``{"relax": true, "fast": false}``; leniently keys
+    such as ``"Relax mode"``, and ``true``/``"on"``/``1`` as on); None when it names none of them."""
+    if not isinstance(settings, dict):
+        return None
+    named: dict[str, bool] = {}
+    for key, value in settings.items():
+        words = re.findall(r"[a-z]+", str(key).lower())
+        mode = normalise_mode(str(key))
+        if mode is None or words[0] not in (*MODES, "relaxed") or words[1:] not in ([], ["mode"]):
+            continue
+        on = value is True or value == 1 or (isinstance(value, str) and value.strip().lower() in ("true", "on", "1"))
+        named[mode] = named.get(mode, False) or on
+    return {m for m, on in named.items() if on} if named else None
 
 
 def _read_time(updated: Any, now: datetime) -> datetime:

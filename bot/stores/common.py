@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import wraps
-from typing import Any, Awaitable, Callable, Iterable, Protocol, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Protocol, TypeVar, cast
 
 from ..errors import StartupError
-from ..report import Amount, QuotaReport
+from ..report import Amount, QuotaReport, Unit
 
 log = logging.getLogger("bot.store")
 
@@ -63,6 +63,26 @@ class AlertRow:
     fired_renewal: float | None
     message: str | None
     failing: str | None
+
+
+@dataclass(frozen=True)
+class ModeSwitchRow:
+    """One switch of an account's speed mode, asked from chat or by an alert, whatever came of it."""
+
+    id: int
+    at: float  # when it was asked (Unix seconds)
+    account: str
+    platform: str  # where it was asked (discord, slack, console), or the alert's platform
+    channel: str
+    who: str  # the user's id on ``platform``, or "alert #N"
+    cause: str  # "person" or "alert" (the metric's label)
+    from_mode: str | None  # fast | relax | turbo, or None when no reading said
+    to_mode: str
+    outcome: str  # ok | refused (Midjourney said no) | failed (it did not get through)
+    detail: str  # the sentence the user read (a refusal, an error), or Midjourney's confirmation
+
+
+MODE_SWITCH_COLUMNS = "id, at, account, platform, channel, who, cause, from_mode, to_mode, outcome, detail"
 
 
 class LockHandle:
@@ -111,16 +131,11 @@ class Listener:
             await self._close()
 
 
-class StoreInterface(Protocol):
-    """What every store answers (the SQLite ``Store`` and ``PostgresStore``)."""
+class ReadingStore(Protocol):
+    """The store's readings (``bot.history``, ``bot.replicas.SharedReadings``)."""
 
-    def describe(self) -> str: ...
-    async def close(self) -> None: ...
-    async def healthy(self) -> str | None: ...
-    async def revision(self) -> int: ...
-    # readings
     async def record_reading(self, report: QuotaReport, account: str = "default") -> None: ...
-    async def readings(self, limit: int = 100, account: str | None = None) -> list[dict]: ...
+    async def readings(self, limit: int = 100, account: str | None = None) -> list[dict[str, Any]]: ...
     async def latest_report(self, account: str, simulated: bool, max_age: float) -> QuotaReport | None: ...
     async def history(self, account: str, since: float, simulated: bool) -> list[tuple[float, float, float | None, float | None]]: ...
     async def latest_reading_at(self, account: str, simulated: bool | None = None) -> float | None: ...
@@ -129,14 +144,22 @@ class StoreInterface(Protocol):
     async def prune_readings(self, before: float) -> int: ...
     async def record_job_duration(self, account: str, provider: str, seconds: float) -> None: ...
     async def job_durations(self, account: str, provider: str, limit: int = 200) -> list[float]: ...
-    # alerts
+
+
+class AlertStore(Protocol):
+    """The store's alerts (``bot.alerts``; ``bot.history`` draws their lines)."""
+
     async def alerts(self, platform: str | None = None) -> list[AlertRow]: ...
     async def add_alerts(self, rows: list[tuple[str, str, str, str, str, str]]) -> list[AlertRow]: ...
     async def remove_alert(self, alert_id: int, platform: str | None = None) -> bool: ...
     async def claim_alerts(self, claims: list[tuple[int, float, float | None, str]]) -> set[int]: ...
     async def alerts_posted(self, results: list[tuple[int, str | None]]) -> None: ...
     async def rearm_alerts(self, ids: list[int]) -> None: ...
-    # schedules and runs
+
+
+class ScheduleStore(Protocol):
+    """The store's schedules and their claimed runs (``bot.scheduler``)."""
+
     async def add_schedule(self, platform: str, channel: str, when_text: str, timezone: str, source: str,
                            anchor: float, created_by: str = "") -> ScheduleRow: ...
     async def add_schedules(self, rows: list[tuple[str, str, str, str, str, float]]) -> None: ...
@@ -151,13 +174,33 @@ class StoreInterface(Protocol):
     async def take_runs(self, runs: Iterable[tuple[int, float]], owner: str | None, to: str) -> set[tuple[int, float]]: ...
     async def posting(self, runs: Iterable[tuple[int, float]], owner: str) -> set[tuple[int, float]]: ...
     async def release_runs(self, runs: Iterable[tuple[int, float]], owner: str) -> None: ...
-    # writes
-    def write_problem(self) -> str | None: ...
     async def runs(self, schedule_id: int) -> list[tuple[float, float | None, str | None]]: ...
-    # replicas
+
+
+class ReplicaStore(Protocol):
+    """The replicas' primitives (``bot.replicas``): locks, notifications, the revision of the configuration."""
+
+    async def revision(self) -> int: ...
     async def try_lock(self, name: str) -> LockHandle | None: ...
     async def notify(self, channel: str, payload: str = "") -> None: ...
     async def listen(self, channel: str, callback: Callable[[str], Any]) -> Listener: ...
+
+
+class ModeStore(Protocol):
+    """The store's log of speed-mode switches (``bot.modes``)."""
+
+    async def record_mode_switch(self, at: float, account: str, platform: str, channel: str, who: str, cause: str,
+                                 from_mode: str | None, to_mode: str, outcome: str, detail: str) -> ModeSwitchRow: ...
+    async def mode_switches(self, limit: int = 10, account: str | None = None) -> list[ModeSwitchRow]: ...
+
+
+class StoreInterface(ReadingStore, AlertStore, ScheduleStore, ReplicaStore, ModeStore, Protocol):
+    """What every store answers (the SQLite ``Store`` and ``PostgresStore``): its parts, and itself."""
+
+    def describe(self) -> str: ...
+    async def close(self) -> None: ...
+    async def healthy(self) -> str | None: ...
+    def write_problem(self) -> str | None: ...
 
 
 # --- writes that fail ------------------------------------------------------------------------------
@@ -211,7 +254,7 @@ def tracks_write(method: _Method) -> _Method:
 def reading_values(report: QuotaReport) -> dict[str, Any]:
     """The columns of one reading (migration 4 added fields, plan_status, message_id, responded_at and
     total_derived, so that ``report_from_row`` rebuilds the report another replica took)."""
-    unit = (report.remaining or report.total).unit if (report.remaining or report.total) else None
+    unit = shown.unit if (shown := report.remaining or report.total) else None
     return {
         "read_at": report.read_at.timestamp(),
         "remaining": report.remaining.value if report.remaining else None,
@@ -238,7 +281,7 @@ def report_from_row(row: Any) -> QuotaReport:
     """The ``QuotaReport`` of a row selected with ``REPORT_COLUMNS`` (in that order)."""
     (read_at, remaining, total, percent, unit, job_mode, plan, renewal, simulated, fields, plan_status,
      message_id, responded_at, total_derived) = tuple(row)
-    unit = unit or "hours"
+    unit = cast(Unit, unit or "hours")  # the store writes only a report's own units
     return QuotaReport(
         remaining=None if remaining is None else Amount(remaining, unit),
         total=None if total is None else Amount(total, unit),
@@ -269,7 +312,7 @@ def check_notification(channel: str, payload: str) -> None:
         raise ValueError(f"a notification payload is a string of at most {MAX_PAYLOAD_BYTES} bytes")
 
 
-_callback_tasks: set[asyncio.Task] = set()
+_callback_tasks: set[asyncio.Future[Any]] = set()
 
 
 def deliver(callback: Callable[[str], Any], channel: str, payload: str) -> None:
@@ -285,7 +328,7 @@ def deliver(callback: Callable[[str], Any], channel: str, payload: str) -> None:
         log.exception("a listener of channel %r failed", channel)
 
 
-def _finished(task: asyncio.Task) -> None:
+def _finished(task: asyncio.Future[Any]) -> None:
     _callback_tasks.discard(task)
     if not task.cancelled() and task.exception() is not None:
         log.error("a listener failed", exc_info=task.exception())

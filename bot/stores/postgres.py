@@ -1,20 +1,8 @@
-"""The PostgreSQL store: the same interface and the same migrations (by number) as the SQLite store,
-through an asyncpg pool, for hosts whose disk does not last (``DATABASE_URL=postgres://…``) and for
-several replicas sharing one database.
+"""The PostgreSQL store: the same interface and migrations (by number) as the SQLite store, through an
+asyncpg pool, for hosts whose disk does not last (``DATABASE_URL=postgres://…``) and for replicas.
 
-- The schema version lives in the table ``quota_bot_schema`` (one row per migration applied). A start
-  that finds it behind migrates inside one transaction under ``pg_advisory_xact_lock``, so replicas
-  starting together migrate once; a database written by a newer quota-bot is refused.
-- Start-up failures are one-line ``StoreError``s naming DATABASE_URL: the server cannot be reached,
-  refused the login, or holds a newer schema. No message, log line or repr shows the password.
-- Claims of scheduled runs (``INSERT … ON CONFLICT DO NOTHING RETURNING``) and of alerts
-  (``UPDATE … WHERE state = 'armed' RETURNING``) are exact across replicas: each is won once.
-- ``try_lock`` holds a session advisory lock (``pg_try_advisory_lock(hashtext(name))``) on a connection
-  of its own, outside the pool, until ``release()`` or until the process dies and the connection with
-  it. ``listen`` uses LISTEN/NOTIFY on one more connection of its own, re-opened (and re-LISTENed) if
-  the server drops it; notifications sent while it is away are lost, so a listener should also look at
-  ``revision()`` now and then. Both need a session: behind a pooler in transaction mode (PgBouncer's
-  ``pool_mode=transaction``) point DATABASE_URL at the server itself.
+Migrations under an advisory lock, exact claims across replicas, session locks and LISTEN/NOTIFY on
+connections of their own: docs/architecture.md, "The store".
 """
 
 from __future__ import annotations
@@ -29,8 +17,9 @@ from typing import Any, Callable, Iterable
 import asyncpg
 
 from ..report import QuotaReport
-from .common import (KEEP_JOB_DURATIONS, REPORT_COLUMNS, AlertRow, Listener, LockHandle, ScheduleRow, StoreError,
-                     WriteHealth, check_notification, deliver, reading_values, report_from_row, tracks_write)
+from .common import (KEEP_JOB_DURATIONS, MODE_SWITCH_COLUMNS, REPORT_COLUMNS, AlertRow, Listener, LockHandle,
+                     ModeSwitchRow, ScheduleRow, StoreError, WriteHealth, check_notification, deliver, reading_values,
+                     report_from_row, tracks_write)
 from .sqlite import SCHEMA_VERSION
 from .url import PostgresTarget, parse_postgres_url
 
@@ -143,6 +132,23 @@ MIGRATIONS: list[str] = [
         (SELECT MIN(id) FROM schedules WHERE source = 'config' GROUP BY platform, channel, when_text);
     CREATE UNIQUE INDEX schedules_config_item ON schedules (platform, channel, when_text) WHERE source = 'config';
     """,
+    # 8: every switch of an account's speed mode (from chat or by an alert), whatever came of it
+    """
+    CREATE TABLE mode_switches (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at DOUBLE PRECISION NOT NULL,
+        account TEXT NOT NULL,
+        platform TEXT NOT NULL DEFAULT '',
+        channel TEXT NOT NULL DEFAULT '',
+        who TEXT NOT NULL DEFAULT '',
+        cause TEXT NOT NULL CHECK (cause IN ('person', 'alert')),
+        from_mode TEXT,
+        to_mode TEXT NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'refused', 'failed')),
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX mode_switches_account_at ON mode_switches (account, at);
+    """,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION, "every SQLite migration has its PostgreSQL twin, by number"
 PG_MIGRATIONS = MIGRATIONS
@@ -164,7 +170,7 @@ class PostgresStore:
         self._listen_conn: asyncpg.Connection | None = None
         self._listening: set[str] = set()
         self._listen_guard = asyncio.Lock()
-        self._relisten: asyncio.Task | None = None
+        self._relisten: asyncio.Future[None] | None = None
         self.writes = WriteHealth()
 
     @classmethod
@@ -291,7 +297,7 @@ class PostgresStore:
         await self._pool.execute(f"INSERT INTO readings ({REPORT_COLUMNS}, account) VALUES ({marks})",
                                  *values.values(), account)
 
-    async def readings(self, limit: int = 100, account: str | None = None) -> list[dict]:
+    async def readings(self, limit: int = 100, account: str | None = None) -> list[dict[str, Any]]:
         where, args = ("WHERE account = $1", (account,)) if account is not None else ("", ())
         rows = await self._pool.fetch(
             "SELECT read_at, remaining, total, percent, unit, job_mode, plan, renewal, simulated::int AS simulated,"
@@ -322,10 +328,13 @@ class PostgresStore:
     async def latest_reading_at(self, account: str, simulated: bool | None = None) -> float | None:
         """When the newest reading of ``account`` was taken (only simulated ones, or only real ones, when
         ``simulated`` is given); None when there is none."""
+        at: float | None
         if simulated is None:
-            return await self._pool.fetchval("SELECT MAX(read_at) FROM readings WHERE account = $1", account)
-        return await self._pool.fetchval("SELECT MAX(read_at) FROM readings WHERE account = $1 AND simulated = $2",
-                                         account, bool(simulated))
+            at = await self._pool.fetchval("SELECT MAX(read_at) FROM readings WHERE account = $1", account)
+        else:
+            at = await self._pool.fetchval("SELECT MAX(read_at) FROM readings WHERE account = $1 AND simulated = $2",
+                                           account, bool(simulated))
+        return at
 
     async def has_readings(self, account: str, simulated: bool) -> bool:
         return bool(await self._pool.fetchval(
@@ -362,11 +371,32 @@ class PostgresStore:
                                       " ORDER BY id DESC LIMIT $3", account, provider, limit)
         return [row[0] for row in rows]
 
+    # --- speed-mode switches -------------------------------------------------------------------------
+    @tracks_write
+    async def record_mode_switch(self, at: float, account: str, platform: str, channel: str, who: str, cause: str,
+                                 from_mode: str | None, to_mode: str, outcome: str, detail: str) -> ModeSwitchRow:
+        ident = await self._pool.fetchval(
+            "INSERT INTO mode_switches (at, account, platform, channel, who, cause, from_mode, to_mode, outcome, detail)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            at, account, platform, channel, who, cause, from_mode, to_mode, outcome, detail)
+        return ModeSwitchRow(int(ident), at, account, platform, channel, who, cause, from_mode, to_mode, outcome, detail)
+
+    async def mode_switches(self, limit: int = 10, account: str | None = None) -> list[ModeSwitchRow]:
+        """The newest ``limit`` switches (of ``account``, or of every account), newest first."""
+        if account is None:
+            rows = await self._pool.fetch(f"SELECT {MODE_SWITCH_COLUMNS} FROM mode_switches"
+                                          " ORDER BY at DESC, id DESC LIMIT $1", limit)
+        else:
+            rows = await self._pool.fetch(f"SELECT {MODE_SWITCH_COLUMNS} FROM mode_switches WHERE account = $1"
+                                          " ORDER BY at DESC, id DESC LIMIT $2", account, limit)
+        return [ModeSwitchRow(*row) for row in rows]
+
     # --- alerts -----------------------------------------------------------------------------------
     _ALERT_COLUMNS = ("id, platform, channel, account, condition, source, created_by, created_at, state, fired_at,"
                       " fired_renewal, message, failing")
 
     async def alerts(self, platform: str | None = None) -> list[AlertRow]:
+        args: tuple[Any, ...]
         query, args = f"SELECT {self._ALERT_COLUMNS} FROM alerts", ()
         if platform is not None:
             query, args = query + " WHERE platform = $1", (platform,)
@@ -375,7 +405,8 @@ class PostgresStore:
     @tracks_write
     async def add_alerts(self, rows: list[tuple[str, str, str, str, str, str]]) -> list[AlertRow]:
         """(platform, channel, account, condition, source, created_by) each; returns the stored rows."""
-        now, added = time.time(), []
+        now = time.time()
+        added: list[AlertRow] = []
         if not rows:
             return added
         async with self._pool.acquire() as conn, conn.transaction():
@@ -391,6 +422,7 @@ class PostgresStore:
 
     @tracks_write
     async def remove_alert(self, alert_id: int, platform: str | None = None) -> bool:
+        args: tuple[Any, ...]
         query, args = "DELETE FROM alerts WHERE id = $1", (alert_id,)
         if platform is not None:
             query, args = query + " AND platform = $2", (alert_id, platform)
@@ -456,13 +488,14 @@ class PostgresStore:
     async def schedules(self, platform: str | None = None) -> list[ScheduleRow]:
         query = ("SELECT id, platform, channel, when_text, timezone, source, anchor, created_by, created_at, failing"
                  " FROM schedules")
-        args: tuple = ()
+        args: tuple[Any, ...] = ()
         if platform is not None:
             query, args = query + " WHERE platform = $1", (platform,)
         return [ScheduleRow(*row) for row in await self._pool.fetch(query + " ORDER BY id", *args)]
 
     @tracks_write
     async def remove_schedule(self, schedule_id: int, platform: str | None = None) -> bool:
+        args: tuple[Any, ...]
         query, args = "DELETE FROM schedules WHERE id = $1", (schedule_id,)
         if platform is not None:
             query, args = query + " AND platform = $2", (schedule_id, platform)
@@ -480,7 +513,7 @@ class PostgresStore:
     async def set_failing(self, schedule_id: int, reason: str | None) -> None:
         await self._pool.execute("UPDATE schedules SET failing = $1 WHERE id = $2", reason, schedule_id)
 
-    async def _delete(self, query: str, args: tuple) -> bool:
+    async def _delete(self, query: str, args: tuple[Any, ...]) -> bool:
         async with self._pool.acquire() as conn, conn.transaction():
             removed = _count(await conn.execute(query, *args))
             if removed:
@@ -511,7 +544,7 @@ class PostgresStore:
         """(schedule id, due, owner, 'claimed' or 'posting') of the runs claimed and not finished."""
         rows = await self._pool.fetch("SELECT schedule_id, due, owner, result FROM runs"
                                       " WHERE result IN ('claimed', 'posting') ORDER BY schedule_id, due")
-        return [tuple(row) for row in rows]  # type: ignore[misc]
+        return [tuple(row) for row in rows]
 
     @tracks_write
     async def take_runs(self, runs: Iterable[tuple[int, float]], owner: str | None, to: str) -> set[tuple[int, float]]:
@@ -565,7 +598,7 @@ class PostgresStore:
     async def runs(self, schedule_id: int) -> list[tuple[float, float | None, str | None]]:
         rows = await self._pool.fetch("SELECT due, posted_at, result FROM runs WHERE schedule_id = $1 ORDER BY due",
                                       schedule_id)
-        return [tuple(row) for row in rows]  # type: ignore[misc]
+        return [tuple(row) for row in rows]
 
     # --- replicas ---------------------------------------------------------------------------------
     async def _connect(self) -> asyncpg.Connection:

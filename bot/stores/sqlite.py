@@ -1,12 +1,8 @@
 """The SQLite store (the embedded default): schedules, claimed runs, readings and alerts, through aiosqlite.
 
-The schema is versioned with ``PRAGMA user_version`` and migrated step by step, so a file written by
-an older quota-bot is upgraded in place. A file that is not a database, is damaged, was written by a
-newer quota-bot or cannot be written stops start-up with one line naming it; it is never recreated.
-
-One process owns a SQLite file, so the replica primitives are in-process: ``try_lock`` is exclusive
-among the stores of this process on the same file, and ``notify`` reaches the ``listen`` callbacks of
-this process.
+The schema is versioned with ``PRAGMA user_version`` and migrated step by step; a file that cannot be
+used stops start-up with one line and is never recreated. One process owns the file, so locks and
+notifications are in-process.
 """
 
 from __future__ import annotations
@@ -23,8 +19,9 @@ from typing import Any, AsyncIterator, Callable, Iterable
 import aiosqlite
 
 from ..report import QuotaReport
-from .common import (KEEP_JOB_DURATIONS, REPORT_COLUMNS, AlertRow, Listener, LockHandle, ScheduleRow, StoreError,
-                     WriteHealth, check_notification, deliver, report_from_row, reading_values, tracks_write)
+from .common import (KEEP_JOB_DURATIONS, MODE_SWITCH_COLUMNS, REPORT_COLUMNS, AlertRow, Listener, LockHandle,
+                     ModeSwitchRow, ScheduleRow, StoreError, WriteHealth, check_notification, deliver, reading_values,
+                     report_from_row, tracks_write)
 
 log = logging.getLogger("bot.store")
 
@@ -130,6 +127,23 @@ MIGRATIONS: list[str] = [
         (SELECT MIN(id) FROM schedules WHERE source = 'config' GROUP BY platform, channel, when_text);
     CREATE UNIQUE INDEX schedules_config_item ON schedules (platform, channel, when_text) WHERE source = 'config';
     """,
+    # 8: every switch of an account's speed mode (from chat or by an alert), whatever came of it
+    """
+    CREATE TABLE mode_switches (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        account TEXT NOT NULL,
+        platform TEXT NOT NULL DEFAULT '',
+        channel TEXT NOT NULL DEFAULT '',
+        who TEXT NOT NULL DEFAULT '',
+        cause TEXT NOT NULL CHECK (cause IN ('person', 'alert')),
+        from_mode TEXT,
+        to_mode TEXT NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'refused', 'failed')),
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX mode_switches_account_at ON mode_switches (account, at);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # how long one statement waits for another process's lock (SQLite's busy timeout), and how long opening the
@@ -140,6 +154,12 @@ OPEN_LOCKED_FOR = 15.0
 # in-process replica primitives, shared by the stores of one file: (real path, name) → …
 _LOCKS: dict[tuple[str, str], LockHandle] = {}
 _LISTENERS: dict[tuple[str, str], list[tuple[Listener, Callable[[str], Any]]]] = {}
+
+
+async def _user_version(db: aiosqlite.Connection) -> int:
+    row = await (await db.execute("PRAGMA user_version")).fetchone()
+    assert row is not None  # the pragma always answers one row
+    return int(row[0])
 
 
 class Store:
@@ -206,7 +226,7 @@ class Store:
             if not check or check[0] != "ok":
                 raise StoreError(f"DATABASE_URL: {shown} is damaged ({check[0] if check else 'no answer'}); "
                                  "it was left untouched")
-            version = (await (await self._db.execute("PRAGMA user_version")).fetchone())[0]
+            version = await _user_version(self._db)
             if version > SCHEMA_VERSION:
                 raise StoreError(f"DATABASE_URL: {shown} was written by a newer quota-bot (schema {version}, "
                                  f"this one knows {SCHEMA_VERSION})")
@@ -218,7 +238,7 @@ class Store:
                 # finds the step done (user_version is read again inside the transaction)
                 await self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    now = (await (await self._db.execute("PRAGMA user_version")).fetchone())[0]
+                    now = await _user_version(self._db)
                     if now < number:
                         for statement in _statements(MIGRATIONS[number - 1]):
                             await self._db.execute(statement)
@@ -310,7 +330,7 @@ class Store:
             await db.execute(f"INSERT INTO readings ({REPORT_COLUMNS}, account) VALUES ({', '.join('?' * 15)})",
                              (*values.values(), account))
 
-    async def readings(self, limit: int = 100, account: str | None = None) -> list[dict]:
+    async def readings(self, limit: int = 100, account: str | None = None) -> list[dict[str, Any]]:
         where, args = ("WHERE account = ?", (account,)) if account is not None else ("", ())
         cursor = await self._db.execute(
             "SELECT read_at, remaining, total, percent, unit, job_mode, plan, renewal, simulated, account FROM readings "
@@ -391,11 +411,31 @@ class Store:
             (account, provider, limit))
         return [row[0] for row in await cursor.fetchall()]
 
+    # --- speed-mode switches ---------------------------------------------------------------------
+    @tracks_write
+    async def record_mode_switch(self, at: float, account: str, platform: str, channel: str, who: str, cause: str,
+                                 from_mode: str | None, to_mode: str, outcome: str, detail: str) -> ModeSwitchRow:
+        async with self._tx() as db:
+            cursor = await db.execute(
+                "INSERT INTO mode_switches (at, account, platform, channel, who, cause, from_mode, to_mode, outcome,"
+                " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (at, account, platform, channel, who, cause, from_mode, to_mode, outcome, detail))
+        return ModeSwitchRow(int(cursor.lastrowid or 0), at, account, platform, channel, who, cause, from_mode, to_mode,
+                             outcome, detail)
+
+    async def mode_switches(self, limit: int = 10, account: str | None = None) -> list[ModeSwitchRow]:
+        """The newest ``limit`` switches (of ``account``, or of every account), newest first."""
+        where, args = ("WHERE account = ?", (account,)) if account is not None else ("", ())
+        cursor = await self._db.execute(f"SELECT {MODE_SWITCH_COLUMNS} FROM mode_switches {where}"
+                                        " ORDER BY at DESC, id DESC LIMIT ?", (*args, limit))
+        return [ModeSwitchRow(*row) for row in await cursor.fetchall()]
+
     # --- alerts ---------------------------------------------------------------------------------
     _ALERT_COLUMNS = ("id, platform, channel, account, condition, source, created_by, created_at, state, fired_at,"
                       " fired_renewal, message, failing")
 
     async def alerts(self, platform: str | None = None) -> list[AlertRow]:
+        args: tuple[Any, ...]
         query, args = f"SELECT {self._ALERT_COLUMNS} FROM alerts", ()
         if platform is not None:
             query, args = query + " WHERE platform = ?", (platform,)
@@ -405,7 +445,8 @@ class Store:
     @tracks_write
     async def add_alerts(self, rows: list[tuple[str, str, str, str, str, str]]) -> list[AlertRow]:
         """(platform, channel, account, condition, source, created_by) each; returns the stored rows."""
-        now, added = time.time(), []
+        now = time.time()
+        added: list[AlertRow] = []
         if not rows:
             return added
         async with self._tx() as db:
@@ -420,6 +461,7 @@ class Store:
 
     @tracks_write
     async def remove_alert(self, alert_id: int, platform: str | None = None) -> bool:
+        args: tuple[Any, ...]
         query, args = "DELETE FROM alerts WHERE id = ?", (alert_id,)
         if platform is not None:
             query, args = query + " AND platform = ?", (alert_id, platform)
@@ -489,7 +531,7 @@ class Store:
 
     async def schedules(self, platform: str | None = None) -> list[ScheduleRow]:
         query = "SELECT id, platform, channel, when_text, timezone, source, anchor, created_by, created_at, failing FROM schedules"
-        args: tuple = ()
+        args: tuple[Any, ...] = ()
         if platform is not None:
             query, args = query + " WHERE platform = ?", (platform,)
         cursor = await self._db.execute(query + " ORDER BY id", args)
@@ -497,6 +539,7 @@ class Store:
 
     @tracks_write
     async def remove_schedule(self, schedule_id: int, platform: str | None = None) -> bool:
+        args: tuple[Any, ...]
         query, args = "DELETE FROM schedules WHERE id = ?", (schedule_id,)
         if platform is not None:
             query, args = query + " AND platform = ?", (schedule_id, platform)
@@ -542,7 +585,7 @@ class Store:
         """(schedule id, due, owner, 'claimed' or 'posting') of the runs claimed and not finished."""
         cursor = await self._db.execute("SELECT schedule_id, due, owner, result FROM runs"
                                         " WHERE result IN ('claimed', 'posting') ORDER BY schedule_id, due")
-        return [tuple(row) for row in await cursor.fetchall()]  # type: ignore[misc]
+        return [tuple(row) for row in await cursor.fetchall()]
 
     @tracks_write
     async def take_runs(self, runs: Iterable[tuple[int, float]], owner: str | None, to: str) -> set[tuple[int, float]]:
@@ -595,7 +638,7 @@ class Store:
     async def runs(self, schedule_id: int) -> list[tuple[float, float | None, str | None]]:
         cursor = await self._db.execute("SELECT due, posted_at, result FROM runs WHERE schedule_id = ? ORDER BY due",
                                         (schedule_id,))
-        return [tuple(row) for row in await cursor.fetchall()]  # type: ignore[misc]
+        return [tuple(row) for row in await cursor.fetchall()]
 
     # --- replicas: in-process here (one process owns a SQLite file) -------------------------------
     async def try_lock(self, name: str) -> LockHandle | None:

@@ -380,6 +380,9 @@ class UseapiJob:
     version: str = "v3"
     deleted_at: float | None = None  # monotonic: when a DELETE freed it
     stuck: bool = False  # its stream's client left before the end: useapi holds it in "progress" (14 min)
+    verb: str = "info"  # info, or a speed mode: fast | relax | turbo
+    refusal: str | None = None  # a mode job Midjourney refuses: its sentence
+    applied: bool = False  # a mode job's mode was set on the account (once, when first seen done)
 
     def status(self, now: float) -> str:
         if self.stuck:
@@ -397,6 +400,16 @@ class UseapiJob:
                    default=self.born)
         return _iso(self.created + (last - self.born))
 
+
+# The speed-mode jobs (providers.md, "switching the account's speed mode"): Midjourney's sentences
+# *(inferred)*. Relax is not on the Basic plan; Turbo only on plans that have it.
+MODE_SAID = {"fast": "Done! Fast mode enabled: your jobs use your fast hours again.",
+             "relax": "Done! Your jobs now do not consume fast-hours, but might take a little longer. You can "
+                      "always switch back with /fast",
+             "turbo": "Done! Turbo mode enabled: jobs run faster and use twice the fast hours."}
+RELAX_REFUSAL = "Sorry, Relax mode is not available on the Basic plan. Upgrade to the Standard plan or higher to use it."
+TURBO_REFUSAL = "Sorry, Turbo mode is not available on your plan."
+MODE_WORDS = {"fast": "Fast", "relax": "Relax", "turbo": "Turbo"}
 
 _END_EVENTS = ("midjourney_completed", "midjourney_failed", "midjourney_moderated", "error")
 
@@ -432,6 +445,15 @@ class UseapiFake(_FakeServer):
     - ``DELETE /v3/midjourney/jobs/{jobid}`` frees the job's slot: 200 ``{"jobid", "status": "deleted"}``
       *(inferred)*, recorded in ``deletes``; the job is then gone (polls 404). ``unfinished()`` lists the
       jobs neither ended nor deleted (a test that leaves one has left a job stuck at useapi).
+
+    - ``POST /v3/midjourney/jobs/fast``, ``/relax``, ``/turbo`` (the speed modes): asked, streamed and
+      polled like info (``ask_script`` applies, so a scripted 596 refuses a switch too). Done: ``response``
+      ``{"content": Midjourney's sentence, "settings": {"fast", "relax", "turbo" booleans, "stealth",
+      "remix"}}``, and the account's ``job_mode`` is the new mode from then on (later info jobs show it).
+      Relax on a Basic plan, or Turbo with ``turbo=False``, is refused with Midjourney's sentence: the
+      job ends ``failed`` with it as ``error`` (``mode_refusal="failed"``), or ``completed`` with it as
+      ``response.content`` and the settings unchanged (``mode_refusal="completed"``). ``mode_asks``
+      records these asks.
 
     SSE form (providers.md, "results in real time"): HTTP 200 ``text/event-stream``, one ``data:`` line
     per event then a blank line: ``{"event": "initialized", "message", "jobId", "seq", "ts"}``, then
@@ -472,9 +494,14 @@ class UseapiFake(_FakeServer):
         sse_style: frozenset[str] | set[str] = frozenset(),
         sse_keepalive: float | None = None,
         latency: float = 0.0,
+        turbo: bool = True,
+        mode_refusal: str = "failed",  # "failed" | "completed": how a refused mode job ends
     ) -> None:
         super().__init__(latency=latency)
         self.account = account or FakeAccount()
+        self.turbo = turbo
+        self.mode_refusal = mode_refusal
+        self.mode_asks: list[Request] = []
         self.require_token = require_token
         self.complete_after = complete_after
         self.channel_ids = channel_ids
@@ -498,6 +525,8 @@ class UseapiFake(_FakeServer):
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v3/midjourney/jobs/info", self._ask_v3)
+        for verb in MODE_WORDS:
+            app.router.add_post(f"/v3/midjourney/jobs/{verb}", self._ask_mode_v3)
         app.router.add_get("/v3/midjourney/jobs/{jobid}", self._poll_v3)
         app.router.add_delete("/v3/midjourney/jobs/{jobid}", self._delete_v3)
         app.router.add_post("/v2/jobs/info", self._ask_v2)
@@ -527,7 +556,7 @@ class UseapiFake(_FakeServer):
             return self._error(404, f"Channel {channel} not found")
         return None
 
-    def _new_job(self, body: dict[str, Any], version: str, delay: float | None = None) -> UseapiJob:
+    def _new_job(self, body: dict[str, Any], version: str, delay: float | None = None, verb: str = "info") -> UseapiJob:
         n = next(self._ids)
         now_wall, now = time.time(), time.monotonic()
         channel = str(body.get("channel") or (self.channel_ids or ["1234567890123456789"])[0])
@@ -536,7 +565,12 @@ class UseapiFake(_FakeServer):
         delay = _seconds(self.complete_after) if delay is None else delay
         outcome = self.job_outcome(n - 1) if callable(self.job_outcome) else self.job_outcome
         job = UseapiJob(jobid, dict(body), now_wall, now, now + min(0.2 * delay, 1.0),
-                        now + min(0.4 * delay, 2.0), now + delay, outcome, version=version)
+                        now + min(0.4 * delay, 2.0), now + delay, outcome, version=version, verb=verb)
+        if verb != "info":
+            job.refusal = self._mode_refusal(verb)
+            if job.refusal is not None and self.mode_refusal == "failed":
+                job.outcome = "failed"
+                job.error = {"error": job.refusal, "errorDetails": None, "code": 422}
         self.jobs[jobid] = job
         if self.callback and body.get("replyUrl") and not math.isinf(delay):
             self._spawn(self._call_back(job, str(body["replyUrl"])))
@@ -552,6 +586,31 @@ class UseapiFake(_FakeServer):
         if body.get("stream", True) in (False, "false", 0):
             return web.json_response(self.render(job), status=201)
         return await self._stream(request, job)
+
+    async def _ask_mode_v3(self, request: web.Request) -> web.StreamResponse:
+        rec = await self._record(request, self.mode_asks)
+        refused = await self._precheck(rec)
+        if refused is not None:
+            return refused
+        body = rec.body or {}
+        verb = request.path.rsplit("/", 1)[1]
+        job = self._new_job(body, "v3", verb=verb)
+        if body.get("stream", True) in (False, "false", 0):
+            return web.json_response(self.render(job), status=201)
+        return await self._stream(request, job)
+
+    def _mode_refusal(self, verb: str) -> str | None:
+        if verb == "relax" and self.account.plan().lower().startswith("basic"):
+            return RELAX_REFUSAL
+        if verb == "turbo" and not self.turbo:
+            return TURBO_REFUSAL
+        return None
+
+    def settings(self) -> dict[str, bool]:
+        """The account's settings as a mode job's ``response.settings`` shows them."""
+        on = (self.account.job_mode or "").lower()
+        return {"fast": on.startswith("fast"), "relax": on.startswith("relax"), "turbo": on.startswith("turbo"),
+                "stealth": False, "remix": False}
 
     async def _ask_v2(self, request: web.Request) -> web.StreamResponse:
         rec = await self._record(request, self.asks)
@@ -732,10 +791,15 @@ class UseapiFake(_FakeServer):
         now = time.monotonic() if now is None else now
         v2 = job.version == "v2" if v2 is None else v2
         status = job.status(now)
-        out: dict[str, Any] = {"jobid": job.jobid, "verb": "info", "status": status,
+        out: dict[str, Any] = {"jobid": job.jobid, "verb": job.verb, "status": status,
                                "created": _iso(job.created), "updated": job.updated(now),
                                "request": job.request}
-        if status == "completed":
+        if status == "completed" and job.verb != "info":
+            if job.refusal is None and not job.applied:
+                job.applied = True
+                self.account.job_mode = MODE_WORDS[job.verb]
+            out["response"] = {"content": job.refusal or MODE_SAID[job.verb], "settings": self.settings()}
+        elif status == "completed":
             if job.reading is None:
                 job.reading = self.account.take_reading()
             text = job.reading.info_text()
