@@ -1,2 +1,5 @@
-"""Platform adapters: each maps `/quota` (and later `/quota-schedule`) onto the core service and
-renders the neutral ``QuotaReport`` in its platform's idiom. Adapters never talk to the upstream."""
+"""Platform side of the house: the chat adapters (discord/, slack/, cli/ for the console and the
+command line), the HTTP server (server.py) and the composition root (app.py). Adapters translate a
+platform's input into a ``bot.commands`` call and render its neutral answer; they never talk to a
+provider.
+"""

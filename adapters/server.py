@@ -1,23 +1,7 @@
-"""The bot's own HTTP server (/healthz, /metrics, /slack/events, the upstream webhook), built to face
-hostile clients on the open internet:
-
-- a request's head (request line and headers) must arrive within HEADER_TIMEOUT seconds of the
-  connection opening or of the previous answer (aiohttp's keep-alive timer, which closes a connection
-  still waiting for a complete request), so half-sent headers do not hold a connection; bodies are read
-  by the handlers with a cap and a deadline (bot.inbound.read_body), and a body nobody reads is
-  drained for at most LINGER seconds;
-- at most ``max_connections`` connections are open at once (at most half the process's open-file
-  limit): at the cap a new connection closes the oldest one that has no request in progress, so a
-  flood of idle or slow connections cannot keep /healthz or Slack out; if every connection is busy,
-  the new one is refused;
-- connections are accepted by our own loop, not by asyncio's server: its accept loop, once the
-  process runs out of file descriptors, logs the failure and re-arms itself up to `backlog` times per
-  wake-up (thousands of tracebacks a second); ours says so in one line a minute and frees idle
-  connections;
-- a malformed request (bad method, over-long line, Content-Length with chunked), a client hanging up
-  mid-request: one line at INFO, throttled, with the client's address and the kind of error only: no
-  traceback, no request line (the webhook's path carries its secret). A bug in a handler still logs
-  its traceback, naming the route by its pattern.
+"""The bot's own HTTP server (/healthz, /metrics, /slack/events, /discord/interactions, the upstream
+webhook), built to face hostile clients on the open internet: a header timeout, a connection cap, our
+own accept loop and one throttled line per malformed request. The defences and why:
+docs/architecture.md, "The HTTP server".
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
-"""Several Midjourney accounts: the accounts file (QUOTA_ACCOUNTS_FILE) and the pool that reads them.
+"""Several Midjourney accounts: the accounts file (QUOTA_ACCOUNTS_FILE, TOML) and the pool that reads them.
 
-The file is TOML (read with the standard library's ``tomllib``)::
-
-    [[account]]
-    name = "studio"                  # shown in replies; [a-z0-9-], unique
-    provider = "useapi"              # nextleg | useapi | linkr | mjproxy | simulated
-    token = "${USEAPI_API_TOKEN}"    # ${VAR} comes from the environment or .env
-    channel = "1234567890"           # the provider's own keys
-
-Every mistake stops start-up with one line naming the file, the account and what is wrong. Each account
-gets its own ``QuotaService`` (single flight, cache, limiter, deadline); ``QuotaPool`` reads them
-concurrently, so a pooled answer takes as long as the slowest account, and one failing account never
-hides the others.
+Every mistake in the file stops start-up with one line naming the file, the account and what is wrong.
+Each account gets its own ``QuotaService``; ``QuotaPool`` reads them concurrently, and one failing
+account never hides the others. The file's form: README, "Several accounts".
 """
 
 from __future__ import annotations

@@ -1,24 +1,8 @@
 """Low-quota alerts: a post into a channel when the fast time crosses a threshold, or when the forecast says
-it will not last to the renewal; once per crossing, never a flood, across restarts.
+it will not last to the renewal; once per crossing, never a flood, across restarts and replicas.
 
-An alert watches one account or the pool (every account) for one condition: a percentage of the total
-(``20%``), an amount (``5h``, ``90m``) or ``runout`` (the forecast runs out at least a day before the
-renewal). It fires when a reading is below its threshold and it is armed; it re-arms only when a reading
-is back above the threshold plus a margin (5 % of the total) or a renewal has passed since it fired, so
-readings hovering around the line never repeat it. State lives in the store: armed → pending (claimed,
-its message kept) → fired. A restart posts what was pending once and never fires an alert twice.
-
-Every fresh reading is checked (commands, schedules, background samples); the check runs in the
-background, never in the way of an answer, and in memory: only the alerts that change state touch the
-database. Nothing here imports a chat library: posts go through the adapters' ``post``.
-
-Replicas (several processes on one database): the claim (armed → pending) decides which replica posts an
-alert. A claimed alert's stored message names its owner, a token of the ``Alerts`` that claimed it, which
-holds the store's lock ``alerts-owner:<token>`` while it runs; a pending alert is posted by another
-replica (at its start, or when it reloads) only when that lock is free, i.e. its owner stopped before
-posting it. ``reload()`` re-reads the rows when another replica added or removed an alert, and now and
-then for the states the other replicas changed. A check that fails (the database away) is tried again
-a few seconds later.
+Every fresh reading is checked in memory, in the background; state lives in the store (armed → pending
+→ fired); posts go through the adapters' ``post``. The rules: docs/architecture.md, "Alerts".
 """
 
 from __future__ import annotations

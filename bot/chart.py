@@ -1,26 +1,8 @@
 """The history chart (a PNG for Discord and Slack) and a text sparkline (for the console).
 
-``render_png(spec)`` draws a ``ChartSpec`` to a 1200×600 PNG; ``render_png_async`` does the same on a
-dedicated one-thread executor so the event loop keeps running; ``sparkline`` turns a list of figures
-into ``▁▂▃▄▅▆▇█``.
-
-matplotlib is imported on the first chart only (importing this module costs nothing), through its
-object API (``matplotlib.figure.Figure`` with an explicit Agg canvas): no pyplot, no global backend
-switch, no rcParams changes, so renders share no state and nothing leaks into other users of
-matplotlib in the process. Renders are serialised by a lock, so ``render_png`` is also safe to call
-from any thread.
-
-Theme: an opaque dark card (``#2B2D31``, the colour of a Discord embed in the dark theme; plot area
-``#313338``) with light text (``#DBDEE1``, contrast about 10:1; muted text 4.5:1) and the Okabe–Ito
-colour-blind-safe palette (every line at least 3.3:1, the non-text minimum of WCAG). On the dark theme
-it sits like an embed; on the light theme it reads as a dark card with the same contrast, since the
-contrast is inside the image. A transparent background was rejected: text and lines would have to be
-a mid-grey that reaches only about 3.5:1 against either theme, and Discord's image viewer, Slack's
-previews and a saved file show transparency on black, white or a checkerboard, so the chart would
-look different everywhere.
-
-The PNG is 8-bit palette (256 colours, octree): ~30–40 KB instead of ~110 KB for RGBA, and faster to
-encode; the card is opaque, so nothing is lost but invisible colour depth.
+``render_png(spec)`` draws a ``ChartSpec`` to a 1200×600 PNG (matplotlib's object API, no pyplot);
+``render_png_async`` draws it off the event loop; ``sparkline`` turns figures into ``▁▂▃▄▅▆▇█``.
+The theme and why: docs/architecture.md, "The chart".
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """The whole configuration checked at once, for every command (`run`, `check`, `quota`, `history`).
 
-``load_settings`` checks each setting's type; ``validate`` then parses what the settings only hold as
-text (the accounts file, QUOTA_SCHEDULES, QUOTA_ALERTS, QUOTA_ALERT_MENTION) and raises
-``SettingsError`` with the one line that names the setting (a QUOTA_SCHEDULES item that fires more often
-than QUOTA_SCHEDULE_MIN_EVERY is one). What it returns is what `run` builds from,
-and what `check` reports on.
-
-A well-formed item that posts to a platform whose token is not set is not malformed: ``unconfigured``
-lists those; `run` refuses to start on them and `check` fails them, the one-shot commands ignore them.
+``load_settings`` checks each setting's type; ``validate`` parses what the settings hold as text (the
+accounts file, QUOTA_SCHEDULES, QUOTA_ALERTS, QUOTA_ALERT_MENTION) and raises ``SettingsError`` with one
+line naming the setting. ``unconfigured`` lists items for a platform whose token is not set: `run` and
+`check` refuse them, the one-shot commands ignore them.
 """
 
 from __future__ import annotations

@@ -1,42 +1,8 @@
 """Pure forecast maths: how fast the fast time goes, and whether it lasts to the renewal.
 
 No I/O here. ``forecast`` turns the stored readings of one account into a ``Forecast``; ``combine``
-pools the forecasts of several accounts; ``pace_line`` says a forecast in one line.
-
-How a forecast is made
-----------------------
-1. **Clean.** Readings with a non-finite or negative ``at`` or ``remaining`` are dropped, and so are
-   readings more than ``CLOCK_SKEW`` (5 min) after ``now`` (a clock ahead). A non-finite or negative
-   ``total``/``renewal`` only makes that field unknown. The rest is sorted by ``at``; of readings
-   with the same ``at`` the last one given wins.
-2. **Find the current cycle.** Fast time resets at the renewal and does not roll over, and it can
-   rise mid-cycle (a refill), so only readings since the last reset count. Walking the readings in
-   time order, a reading starts a new cycle when
-   - it is at or past the renewal an earlier reading announced (a renewal), or
-   - its announced renewal lies more than ``RENEWAL_MOVE`` (1 day) after the one announced before
-     (the renewal happened and the date moved on a month), or
-   - its remaining is more than ``REFILL_RISE`` (0.05 h) above the previous reading's (a refill;
-     smaller rises are rounding noise and are never counted as negative use).
-   An announced renewal that is not after the reading that announced it is stale and ignored.
-   ``cycle_start`` is the announced renewal time when the cycle began by passing it, otherwise the
-   time of the first reading of the cycle (the earliest moment known to belong to it).
-3. **Enough?** The cycle needs at least 2 readings spanning at least 1 h; otherwise the forecast is
-   ``enough=False`` with ``NOT_ENOUGH_REASON`` and every number is None (never a guess).
-4. **Pace — endpoints, not least squares.** The window is the readings of the cycle taken at most
-   ``window_days`` before the latest one. The pace is
-
-       (remaining at the first reading of the window - remaining at the latest) / days between them
-
-   clamped at 0. Endpoints give exactly "hours spent / days" (what the team spent), do not weight
-   bursts of frequent readings more than quiet days (a least-squares fit would), and small noise
-   inside the window cancels out. ``window_days`` in the result is the real span measured.
-   If the window itself holds no reading at least 1 h before the latest (a long gap in the
-   readings), the newest earlier reading of the cycle is taken as the start instead, so the span
-   can then exceed ``window_days``; readings older than that one never matter.
-5. **Project.** ``runs_out_at = latest.at + remaining / pace`` (days -> seconds), None at pace 0.
-   ``renewal`` is the one given by the latest reading that gave one, if it is after the latest
-   reading (else unknown). ``lasts_to_renewal = runs_out_at >= renewal`` (True at pace 0);
-   ``spare_at_renewal`` (when it lasts) and ``short_by_days`` (when it does not) follow.
+pools the forecasts of several accounts; ``pace_line`` says a forecast in one line. How a forecast is
+made (cleaning, cycles, the endpoint pace, the projection): docs/architecture.md, "Forecast".
 """
 
 from __future__ import annotations

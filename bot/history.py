@@ -1,12 +1,8 @@
-"""History and forecast: the pace of spending, the run-out date against the renewal, background readings,
+"""History and forecast: every reading stored, the forecast on each answer, background readings,
 retention, the demo account's past, and the data behind the chart.
 
-Every reading is stored (per account, simulated ones apart from real ones). ``History.annotate`` puts
-the forecast on a reading (``report.forecast`` for JSON, ``report.pace`` for the one line every
-renderer shows under the headline); it is computed once per new reading, not per command. The
-sampler takes a reading every ``QUOTA_SAMPLE_EVERY`` through the service (shared, cached, rate
-limited), skipping an account that has a reading younger than that; readings older than
-``QUOTA_HISTORY_DAYS`` are pruned daily. Nothing here imports a chat library.
+``History.annotate`` puts the forecast on a reading once per new reading; the sampler reads every
+``QUOTA_SAMPLE_EVERY`` through the service; readings older than ``QUOTA_HISTORY_DAYS`` are pruned daily.
 """
 
 from __future__ import annotations

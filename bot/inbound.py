@@ -1,10 +1,6 @@
-"""What the bot's HTTP server takes from outside, bounded: a request body is read with a cap counted
-while reading (a chunked body has no Content-Length to check first) and within a deadline (a body
-that drips is dropped), and the log lines outside clients cause are throttled so a flood cannot
-multiply them.
-
-The handlers (Slack's `/slack/events`, the upstream webhook) call ``read_body``; adapters/server.py
-holds the rest of the server's defences (header timeout, connection cap, condensed errors).
+"""What the bot's HTTP server takes from outside, bounded: ``read_body`` reads a request body with a cap
+counted while reading and within a deadline, and the log lines outside clients cause are throttled.
+adapters/server.py holds the rest of the server's defences.
 """
 
 from __future__ import annotations

@@ -1,33 +1,8 @@
 """Scheduled quota posts: one dispatcher task that sleeps until the earliest due run.
 
-Schedules live in the store and are re-armed at start-up. Each run is claimed in the store before it
-is posted, so a crash or restart neither repeats nor floods: on start, a run missed by at most
-``grace`` seconds is posted once, older ones are skipped with a log line. All schedules due at one
-moment share one reading. The clock is injected so tests never really sleep.
-
-A schedule has at most one run in progress, from the moment it is dispatched until it is posted (or
-has given up): waiting on the reading and posting it (Retry-After, transient back-off) both count. A
-run that falls due meanwhile is skipped, never queued: it is claimed in the store (so a restart never
-posts it), recorded as ``skipped: …`` and logged once. Without this a reading slower than a
-schedule's interval made every run that fell due while it waited post at once when it arrived.
-Schedules that are not busy are unaffected and still share the one reading.
-
-Replicas (several processes on one database): each arms every schedule, and the claim in the store
-decides which one posts a run. ``reload()`` re-reads the schedules when another replica added or
-removed one (``bot.replicas.ChangeWatcher``). While the database cannot be reached, a due run's claim
-is tried again until the grace window has passed (then the run is skipped with a log line): a run is
-posted late rather than lost, and never twice. The run in progress meanwhile makes the schedule busy,
-so the other runs that fall due during the outage are skipped, as above (logged; their claim, which only
-records them, is not retried).
-
-A claim names its owner (``bot.replicas.Ownership``: a token of this scheduler, whose lock it holds while
-it runs) and a run goes claimed → posting (its post being sent) → its result. A run claimed by a process
-that stopped before posting it (killed, or stopped gracefully while the reading was still under way: it
-then releases its claims) is taken over, at start and every few seconds by the replicas that run, and
-posted once if it is still inside the grace window and no later run of its schedule was claimed; else
-it is recorded as skipped. A run that was being posted when its process died may have gone out: it is
-recorded as skipped, never sent twice. A graceful stop waits for the runs in progress for up to
-``stop_wait`` seconds, then releases those not yet posting.
+Schedules live in the store and are re-armed at start-up; each run is claimed in the store before it is
+posted (once, never twice, across restarts and replicas); a schedule has at most one run in progress.
+The clock is injected. The rules: docs/architecture.md, "Scheduled runs".
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """The webhook fast path: providers that can call back (TheNextLeg's ``webhookOverride``, useapi.net's
-``replyUrl``) are given ``{QUOTA_PUBLIC_URL}/upstream/webhook/<secret>``; the first of callback or poll to
-deliver the result wins, and polling goes on at a slow rhythm as a safety net.
-
-``<secret>`` is random per process and never logged. A POST to another path, with a wrong secret, or
-with a body that matches no ask in flight is refused (404/400/413) and changes nothing, so a forged or
-replayed callback (its ask is over) does nothing. ``GET /upstream/webhook`` answers 200 without the
-secret so ``quota-bot check`` can tell whether the public URL reaches the bot.
+``replyUrl``) are given ``{QUOTA_PUBLIC_URL}/upstream/webhook/<secret>``; the first of callback or poll
+wins. The secret is random per process and never logged; anything that matches no ask in flight is
+refused and changes nothing.
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
 """Discord over HTTP: ``POST /discord/interactions``, the Interactions Endpoint URL (DISCORD_PUBLIC_KEY).
 
-Discord POSTs each interaction here instead of sending it over the gateway, so every replica answers
-what reaches it and none holds a connection. Verification comes before anything else: the Ed25519
-signature (PyNaCl) of ``X-Signature-Timestamp`` + the raw body, a timestamp within 5 minutes, a body of
-at most 64 KiB; a request that fails is answered 401/413 (400 when a signed body is not an
-interaction) and goes no further. Then:
-
-- PING → ``{"type": 1}``;
-- a command → the command layer's answer, as the HTTP response itself (type 4) when it is ready within
-  INLINE_WAIT (a cached reading), else a deferral (type 5, private unless `public`) and, when the answer
-  is ready, the edit of ``@original`` (the chart as a multipart attachment), rendered by render.py as
-  in the gateway mode;
-- an autocomplete → type 8 with the account names matching what the user typed.
-
-``GET /discord/interactions`` answers without a signature so ``quota-bot check`` can tell whether
-QUOTA_PUBLIC_URL reaches the bot.
+Each request is verified first (Ed25519 signature, a timestamp within 5 minutes, at most 64 KiB), then
+answered: PING, a command (inline when ready within INLINE_WAIT, else deferred and edited), an
+autocomplete. ``GET`` answers unsigned so ``quota-bot check`` can test QUOTA_PUBLIC_URL.
 """
 
 from __future__ import annotations

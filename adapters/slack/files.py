@@ -1,26 +1,9 @@
 """Upload a PNG chart to Slack privately, for a Block Kit image block to show.
 
-Slack's external upload flow (`files.upload` is retired and answers `method_deprecated`):
-
-1. `files.getUploadURLExternal` (`filename`, `length`) → `{ok, upload_url, file_id}`;
-2. POST the bytes to `upload_url` (raw bytes; Slack also takes a multipart form). That URL is
-   pre-signed: the bot token is not sent there. Slack answers 200 (`OK - <length>`) or it failed;
-3. `files.completeUploadExternal` with `files=[{"id", "title"}]` and **no** `channel_id`/`channels`:
-   the file is not shared into any conversation, so a private (ephemeral) answer stays private;
-4. the caller shows it with `image_block(file_id, alt_text)` (`"slack_file": {"id": …}`, not a public
-   `image_url`).
-
-The two Web API calls go through the client, so they get its retry handlers (connection errors, 429
-with `Retry-After`, 500/503). The POST to the upload URL is a plain aiohttp request with a timeout and
-one retry on a 5xx or a connection error.
-
-`upload_png` never raises for Slack or the network: it returns None and logs one line with Slack's
-word (never a token, never the pre-signed upload URL), and the caller answers text-only. Without the
-`files:write` scope Slack answers `missing_scope`; that one warning says what to do (add the scope,
-reinstall the app from the manifest), at most once an hour per client.
-
-Slack processes a fresh upload asynchronously: a message naming the file in an image block may be
-refused (`invalid_blocks`) for a moment right after the upload; that is the caller's to handle.
+Slack's external upload flow (getUploadURLExternal, the bytes to the pre-signed URL,
+completeUploadExternal shared with no channel), so a private answer stays private. ``upload_png``
+never raises for Slack or the network: it returns None and logs one line. The steps:
+docs/architecture.md, "Slack".
 """
 
 from __future__ import annotations

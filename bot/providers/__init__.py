@@ -1,8 +1,7 @@
 """Providers: where readings come from, one module per provider behind one interface (``base.Provider``).
 
-``ProviderConfig`` is one account's provider and credentials, whether it came from the environment
-(``config_from_settings``) or, later, from an accounts file; ``create_provider`` builds the provider.
-The service, scheduler and adapters never ask which provider they have.
+``ProviderConfig`` is one account's provider and credentials, from the environment
+(``config_from_settings``) or the accounts file; ``create_provider`` builds the provider.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 """LinkrAPI: one blocking ``GET {base}/api/v1/info`` (shared/providers.md, "LinkrAPI").
 
-The call runs /info in Discord and answers after 5–15 s with ``{"status": "SUCCESS", "data": {…}}``,
-the /info facts in snake_case and the fast time as ``H:MM:SS`` with no total (``parse_info`` may derive
-one from the plan, and labels it so). There is no polling: the one call is the ask, and a reading
-counts 0 polls in ``last_stats``.
-
-Leniency: ``status`` in any case, or missing when ``data`` is there; ``data`` as the /info text; the
-fields flat beside ``status``. 401 is a bad key, 502 (Discord or Midjourney timed out) is retried
-within the deadline, LinkrAPI's own error message is shown clipped, a body that is not JSON is a
-bad response.
+The call runs /info in Discord and answers after 5–15 s with the facts in snake_case; there is no
+polling (a reading counts 0 polls). 502 is retried within the deadline, 401 is a bad key.
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
-"""midjourney-proxy, trueai-org fork (self-hosted): trigger a sync, then read the account
-(shared/providers.md, "midjourney-proxy").
-
-- Sync: ``POST {base}/mj/admin/account-sync/{accountId}`` runs /info (and /settings) in Discord and
-  blocks until done: ``{"success": true, …}``, or ``{"success": false, "message"}`` when the proxy
-  refuses (a sync already running, or its throttle: 1 per 5 min, 2 per 10, 3 per 30, 5 per hour).
-- Read: ``GET {base}/mj/admin/account/{accountId}``, the camelCase account; its ``infoUpdated`` (when
-  the proxy last read /info) is the reading's time, so an old reading shows its age.
-- Auth: the admin secret in ``Mj-Api-Secret``, no ``Authorization``; no header at all without a secret.
-
-Manners: the provider keeps the proxy's throttle itself (``min_sync_interval`` is the 5-minute window;
-the others scale with it) and reads without a sync when a sync would be refused. A sync the proxy
-refuses anyway (someone else synced, one is running) is no error while the account holds a reading:
-that reading is returned with its age. A reading counts the sync as its ask and the read as 1 poll.
+"""midjourney-proxy, trueai-org fork (self-hosted): trigger a sync
+(``POST {base}/mj/admin/account-sync/{accountId}``), then read the account
+(``GET {base}/mj/admin/account/{accountId}``), keeping the proxy's own sync throttle
+(shared/providers.md, "midjourney-proxy"; docs/architecture.md, "Providers").
 """
 
 from __future__ import annotations

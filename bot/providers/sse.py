@@ -1,27 +1,8 @@
 """A Server-Sent Events reader: the WHATWG HTML standard's "interpreting an event stream", fed bytes.
 
-It knows nothing of HTTP: the caller reads the response (and bounds its time and total size) and
-feeds each chunk to ``EventStreamParser.feed``, which returns the events that chunk completed. The
-standard's rules, all of them:
-
-- lines end with CRLF, LF or CR (a CR at a chunk's end may have its LF in the next chunk); one
-  leading byte order mark is dropped; lines are UTF-8, bad bytes replaced;
-- a blank line dispatches the event: its ``data`` lines joined with ``\\n``, its type from an
-  ``event:`` line (else ``message``); an event without a ``data`` line is not dispatched;
-- ``:`` starts a comment (keep-alive lines), ignored; ``field: value`` drops one space after the
-  colon; a line without a colon is a field with an empty value; ``id:`` (without NUL) sets the last
-  event id, ``retry:`` (ASCII digits only) the reconnection time; other fields are ignored;
-- at the end of the stream, an event not ended by a blank line is discarded.
-
-One bound beyond the standard: an event (or a line still without its end) larger than ``max_event``
-bytes is dropped whole (``dropped`` counts them) and the stream read on from the next event, so a
-hostile stream cannot grow memory without end, and one oversized event does not end the stream (a
-useapi.net job whose stream is closed early stays stuck for 14 minutes).
-
-Why not a library: ``aiohttp-sse-client``/``aiohttp-sse-client2`` (last released 2021 and 2023) own
-the request, send it as GET by default and reconnect by sending it again, which for useapi.net would
-start a second /info job, and they bound neither an event's size nor a stream's; ``httpx-sse`` reads
-httpx responses only. The standard's parsing is forty lines.
+It knows nothing of HTTP: the caller reads the response (bounding its time and size) and feeds each
+chunk to ``EventStreamParser.feed``, which returns the events that chunk completed. An event larger
+than ``max_event`` bytes is dropped whole. Why not a library: docs/architecture.md, "Providers".
 """
 
 from __future__ import annotations

@@ -1,18 +1,8 @@
 """Learned poll timing: how long this account's jobs take, and when to poll from it.
 
-The provider records each job's duration from the provider's own timestamps (TheNextLeg's
-``createdAt``/``responseAt``, useapi's ``created``/``updated``; without them nothing is learned: the time
-to the poll that saw the result is the poll's, not the job's). With enough samples, ``plan()`` chooses
-the poll times that make the wait after the result is ready as short as possible on average *while
-spending fewer polls than a fixed-interval poller would* on the same jobs (the budget: 95 % of what a
-poller with ``every`` seconds between polls spends on them). It optimises over the recorded durations
-(dynamic programming over candidate poll times, one just after each recorded duration and a grid
-between them, with a price per poll found by bisection, then a local search that spends what the price
-left unspent), and keeps the fixed poller's own plan where that does better on them, or on the half of
-them a plan fitted to the other half did not see. So for jobs of a steady length one poll usually lands
-just after the result, and for a wide spread the polls go where the jobs end most often, or stay on the
-fixed grid when the recorded jobs are too few to tell. Until there are enough samples (and after the
-planned polls) the provider's usual backoff applies; progress hints still win.
+Durations come from the provider's own timestamps; with enough samples ``plan()`` chooses poll times
+that shorten the wait after a result is ready while spending fewer polls than the fixed poller would.
+How: docs/architecture.md, "Providers".
 """
 
 from __future__ import annotations

@@ -1,21 +1,8 @@
 """``DATABASE_URL`` read into what a store needs, with no driver imported (settings validate with it).
 
-``sqlite:///path`` → the embedded SQLite store. ``postgresql://…`` or ``postgres://…`` (the spelling
-Heroku-style platforms hand out) → PostgreSQL, in libpq's URL form::
-
-    postgresql://user:password@host:5432/dbname?sslmode=require&application_name=quota-bot
-
-Query options: ``sslmode`` (disable, allow, prefer, require, verify-ca, verify-full; asyncpg's
-``ssl``), ``connect_timeout`` (seconds; asyncpg's ``timeout``), ``host`` and ``port`` (e.g. a Unix
-socket folder), ``sslrootcert``/``sslcert``/``sslkey``/``sslcrl``/``sslpassword``,
-``ssl_min_protocol_version``/``ssl_max_protocol_version``, ``target_session_attrs``, ``passfile``,
-``krbsrvname``/``gsslib``, ``application_name`` and ``options`` (``-c name=value`` …) are honoured;
-libpq-only options asyncpg has no use for (``keepalives*``, ``tcp_user_timeout``, ``gssencmode``,
-``channel_binding``, ``requiressl``, ``fallback_application_name``, Prisma's ``pgbouncer``/``schema``)
-are dropped with a log line; any other option is sent to the server as a run-time parameter (e.g.
-``statement_timeout``), as asyncpg does.
-
-Every message here names what is wrong and never repeats the URL (it may hold a password).
+``sqlite:///path`` → the SQLite store; ``postgresql://…`` or ``postgres://…`` → PostgreSQL in libpq's
+URL form. Which query options are honoured, dropped or passed on: docs/architecture.md, "The store".
+No message here repeats the URL (it may hold a password).
 """
 
 from __future__ import annotations
