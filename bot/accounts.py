@@ -15,13 +15,13 @@ import re
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from dotenv import dotenv_values
 
 from .errors import QuotaError, UnknownAccount
 from .providers import KINDS, ProviderConfig
-from .report import AccountReading, PoolReport, QuotaReport
+from .report import AccountReading, Answered, PoolReport, QuotaReport
 from .service import Listener, QuotaService
 from .settings import SettingsError, _http_url, parse_on_off, url_login
 
@@ -155,13 +155,19 @@ def _account(entry: Any, number: int, variables: Mapping[str, str], fail: Callab
                                         token_setting=setting, account=name))
 
 
+class Annotator(Protocol):
+    """Puts the forecast on an answer and hands it back (``bot.history.History.annotate``); never fails."""
+
+    async def __call__(self, outcome: Answered, account: str | None, /) -> Answered: ...
+
+
 class QuotaPool:
     """The accounts, each with its own service; the same ``get_report`` as a single ``QuotaService``,
     plus ``account=`` to read one of them. Without an accounts file (``pooled=False``) it holds the
     environment's one account as ``default`` and answers exactly as that account's service does."""
 
     def __init__(self, services: dict[str, QuotaService], *, pooled: bool = True,
-                 annotate: Callable[[Any, str | None], Awaitable[Any]] | None = None,
+                 annotate: Annotator | None = None,
                  listeners: Sequence[Callable[[str, QuotaReport], Any]] = ()) -> None:
         self.services = services
         for name, service in services.items():
@@ -214,16 +220,16 @@ class QuotaPool:
     async def _read_all(self) -> PoolReport:
         outcomes = await asyncio.gather(*(s.get_report() for s in self.services.values()), return_exceptions=True)
         readings = []
-        for (name, service), outcome in zip(self.services.items(), outcomes):
+        for name, outcome in zip(self.services, outcomes):
             if isinstance(outcome, QuotaReport):
                 readings.append(AccountReading(name, self.providers[name], report=outcome))
             else:
                 if not isinstance(outcome, QuotaError):
                     log.error("account %s: reading failed unexpectedly", name, exc_info=outcome)
-                readings.append(AccountReading(name, self.providers[name], error=outcome))  # type: ignore[arg-type]
+                readings.append(AccountReading(name, self.providers[name], error=outcome))
         return await self._annotated(PoolReport(tuple(readings), datetime.now(timezone.utc)), None)
 
-    async def _annotated(self, outcome: Any, account: str | None) -> Any:
+    async def _annotated(self, outcome: Answered, account: str | None) -> Answered:
         return outcome if self.annotate is None else await self.annotate(outcome, account)
 
     async def close(self) -> None:

@@ -8,6 +8,7 @@ Every fresh reading is checked in memory, in the background; state lives in the 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 import json
 import logging
@@ -17,13 +18,24 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
 
 from . import metrics
 from .errors import UserError, shown
+from .scheduler import Clock, Poster, PostPolicy, SystemClock, deliver, persist
 from .schedules import CHAT_PLATFORMS, PLATFORMS
-from .scheduler import Clock, PostPolicy, SystemClock, deliver, persist
-from .store import AlertRow, Store
+from .store import AlertRow
+
+if TYPE_CHECKING:
+    from .accounts import QuotaPool
+    from .forecast import Forecast
+    from .history import History
+    from .replicas import Lease
+    from .stores.common import AlertStore, ReplicaStore
+
+
+    class AlertsStore(AlertStore, ReplicaStore, Protocol):
+        """The store's parts the alerts use: the alerts, and the replicas' lock of their checker."""
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +121,7 @@ def parse_config(value: str, accounts: Iterable[str] = ()) -> list[AlertItem]:
             continue
 
         def bad(reason: str) -> AlertError:
-            return AlertError(f"QUOTA_ALERTS: item '{item}': {reason}")
+            return AlertError(f"QUOTA_ALERTS: item '{item}': {reason}")  # noqa: B023 - used in this iteration only
 
         target, sep, conditions = item.partition("=")
         platform, colon, where = target.partition(":")
@@ -197,12 +209,24 @@ class _Scope:
     remaining: float | None
     total: float | None
     renewal: float | None
-    forecast: Any
+    forecast: Forecast | None
     simulated: bool
 
 
+class AlertManager(Protocol):
+    """Alerts as the commands see them (``Alerts``)."""
+
+    async def add(self, platform: str, channel: str, condition: str, *, account: str | None = None,
+                  created_by: str = "") -> AlertView: ...
+
+    async def list(self, platform: str) -> list[AlertView]: ...
+
+    async def remove(self, platform: str, alert_id: int) -> bool: ...
+
+
 class Alerts:
-    def __init__(self, store: Store, pool: Any, posters: Mapping[str, Any], *, history: Any = None,
+    def __init__(self, store: AlertsStore, pool: QuotaPool, posters: Mapping[str, Poster], *,
+                 history: History | None = None,
                  mentions: Mapping[str, str] | None = None, clock: Clock | None = None,
                  policy: PostPolicy = PostPolicy()) -> None:
         self.store = store
@@ -219,7 +243,7 @@ class Alerts:
         self.evaluations = 0
         self.last_evaluation_ms = 0.0
         self.owner = uuid.uuid4().hex[:16]  # written into each claim, see the module's doc
-        self._owner_lease: Any = None
+        self._owner_lease: Lease | None = None
         self._retry: asyncio.Task[None] | None = None
         self._recovering: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
@@ -283,7 +307,7 @@ class Alerts:
             # is held by the replica posting them, so replicas starting together post them once
             try:
                 lock = await self.store.try_lock(OWNER_LOCK.format(owner or LEGACY_OWNER))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - logged; looked at again at the next recovery
                 log.info("alerts: cannot tell whether the replica that claimed %d alert(s) still runs (%s)",
                          len(rows), exc)
                 continue
@@ -504,6 +528,7 @@ class Alerts:
         who = f" ({row.account})" if row.account else (" (all accounts)" if len(getattr(self.pool, "names", ())) > 1 else "")
         if condition.kind == "runout":
             f = scope.forecast
+            assert f is not None  # a run-out is only found on a forecast
             headline = (f"Fast time{who} will run out about {_days(f.short_by_days)} before the renewal: "
                         f"{left}{of} left")
         else:
@@ -517,7 +542,7 @@ class Alerts:
         return AlertNotice(row.id, headline, pace, renewal, row.account, row.condition, self.mentions.get(row.platform),
                            scope.simulated)
 
-    async def _deliver(self, runs: list[tuple[AlertRow, AlertNotice]]) -> None:
+    async def _deliver(self, runs: builtins.list[tuple[AlertRow, AlertNotice]]) -> None:
         gate = asyncio.Semaphore(self.policy.concurrency)
 
         async def one(row: AlertRow, notice: AlertNotice) -> tuple[int, str | None]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import io
 import math
-import threading
 import multiprocessing
 import os
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -79,16 +79,17 @@ def _matplotlib() -> dict[str, Any]:
     with _load_lock:
         if not _mpl:
             import matplotlib.dates as mdates
+            import numpy as np  # both are dependencies of matplotlib
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure
-            import numpy as np  # both are dependencies of matplotlib
             from PIL import Image
 
+            unix0 = datetime(1970, 1, 1, tzinfo=timezone.utc)
             loaded = {
                 "Figure": Figure, "Canvas": FigureCanvasAgg, "mdates": mdates,
                 "np": np, "Image": Image,
                 # Unix seconds -> matplotlib date numbers (days since rcParams["date.epoch"]).
-                "epoch": float(mdates.date2num(datetime(1970, 1, 1, tzinfo=timezone.utc))),
+                "epoch": float(mdates.date2num(unix0)),  # type: ignore[no-untyped-call]  # unannotated in matplotlib
             }
             _mpl.update(loaded)
     return _mpl
@@ -183,7 +184,7 @@ def _tz_name(tz: tzinfo, at: float) -> str:
 
 def _draw(spec: ChartSpec, mpl: dict[str, Any]) -> Any:
     mdates = mpl["mdates"]
-    epoch = mpl["epoch"]
+    epoch: float = mpl["epoch"]
 
     def x(t: float) -> float:
         return epoch + t / 86400.0

@@ -9,9 +9,14 @@ line naming the setting. ``unconfigured`` lists items for a platform whose token
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from .accounts import Account
+    from .alerts import AlertItem
+    from .schedules import ConfigItem
 
 TOKENS = {"discord": "DISCORD_BOT_TOKEN", "slack": "SLACK_BOT_TOKEN"}
 
@@ -19,9 +24,9 @@ TOKENS = {"discord": "DISCORD_BOT_TOKEN", "slack": "SLACK_BOT_TOKEN"}
 @dataclass(frozen=True)
 class Config:
     settings: Settings
-    accounts: list[Any]  # bot.accounts.Account
-    schedules: list[Any]  # bot.schedules.ConfigItem (QUOTA_SCHEDULES)
-    alerts: list[Any]  # bot.alerts.AlertItem (QUOTA_ALERTS)
+    accounts: list[Account]
+    schedules: list[ConfigItem]  # QUOTA_SCHEDULES
+    alerts: list[AlertItem]  # QUOTA_ALERTS
     mentions: dict[str, str]  # QUOTA_ALERT_MENTION
 
     @property
@@ -46,7 +51,8 @@ def validate(settings: Settings) -> Config:
     from .accounts import accounts_from_settings
     from .alerts import AlertError, parse_mentions
     from .alerts import parse_config as parse_alerts
-    from .schedules import ScheduleError, parse_config as parse_schedules
+    from .schedules import ScheduleError
+    from .schedules import parse_config as parse_schedules
 
     accounts = accounts_from_settings(settings)  # SettingsError naming QUOTA_ACCOUNTS_FILE
     names = tuple(a.name for a in accounts) if settings.quota_accounts_file else ()

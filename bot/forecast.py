@@ -172,8 +172,8 @@ def combine(forecasts: Sequence[Forecast], now: float) -> Forecast:
     reason = None
     if left_out:
         reason = f"{left_out} account{'s' if left_out != 1 else ''} without enough history left out"
-    pace = sum(f.pace_per_day for f in usable)  # type: ignore[misc]
-    remaining = sum(f.remaining for f in usable)  # type: ignore[misc]
+    pace = sum(f.pace_per_day for f in usable if f.pace_per_day is not None)  # all of them: see ``usable``
+    remaining = sum(f.remaining for f in usable if f.remaining is not None)
     if not (math.isfinite(pace) and math.isfinite(remaining)):
         return _not_enough(OUT_OF_RANGE_REASON)
     renewals = [f.renewal for f in usable if f.renewal is not None]
@@ -184,6 +184,10 @@ def combine(forecasts: Sequence[Forecast], now: float) -> Forecast:
         at = float(now)
     except (TypeError, ValueError, OverflowError):
         at = math.nan
+    runs_out_at: float | None
+    lasts: bool | None
+    spare: float | None
+    short: float | None
     if not math.isfinite(at):
         runs_out_at, lasts, spare, short = None, None, None, None
         if pace == 0:

@@ -14,12 +14,22 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, cast
 
 from .errors import QuotaError
 from .forecast import Forecast, Sample, combine, forecast, pace_line
-from .report import PoolReport, QuotaReport, forecast_json
+from .report import Answered, PoolReport, QuotaReport, forecast_json
 from .simulator import demo_history
+
+if TYPE_CHECKING:
+    from .accounts import QuotaPool
+    from .scheduler import Clock
+    from .service import QuotaService
+    from .stores.common import AlertStore, ReadingStore
+
+
+    class HistoryStore(ReadingStore, AlertStore, Protocol):
+        """The store's parts the history uses: the readings, and the alerts (their lines on the chart)."""
 
 log = logging.getLogger(__name__)
 
@@ -93,15 +103,16 @@ class HistoryData:
 
 
 class History:
-    def __init__(self, store: Any, accounts: Any, *, sample_every: float | None = None, keep_days: float = 400.0,
-                 tz: tzinfo = timezone.utc, clock: Any = None,
+    def __init__(self, store: HistoryStore, accounts: QuotaPool | Mapping[str, QuotaService], *,
+                 sample_every: float | None = None, keep_days: float = 400.0,
+                 tz: tzinfo = timezone.utc, clock: Clock | None = None,
                  configured_alerts: Sequence[tuple[str, str]] | None = None) -> None:
         from .scheduler import SystemClock
 
         self.store = store
         # every account's service by name (a QuotaPool's ``services``, or the mapping itself): the history
         # is built before the pool, whose answers it annotates
-        self.services: Mapping[str, Any] = getattr(accounts, "services", accounts)
+        self.services = cast("Mapping[str, QuotaService]", getattr(accounts, "services", accounts))
         # QUOTA_ALERTS as (account, condition) pairs: with them, the chart's alert lines are these and the
         # alerts added from chat (stored configured rows may be stale); without, every stored alert
         self.configured_alerts = None if configured_alerts is None else tuple(configured_alerts)
@@ -110,7 +121,7 @@ class History:
         self.tz = tz
         self.clock = clock or SystemClock()
         self._memo: dict[str, tuple[float, bool, Forecast]] = {}
-        self._annotated: dict[str, tuple[int, Any]] = {}
+        self._annotated: dict[str, tuple[int, QuotaReport]] = {}
         self._computing: dict[str, asyncio.Future[Forecast]] = {}  # account → (id of the reading, annotated reading)
         self._tasks: list[asyncio.Task[None]] = []
         self.samples_taken = 0
@@ -129,7 +140,7 @@ class History:
         if running is None:
             running = asyncio.ensure_future(self._forecast(account))
             self._computing[account] = running
-            running.add_done_callback(lambda _, a=account: self._computing.pop(a, None))
+            running.add_done_callback(lambda _: self._computing.pop(account, None))
         return await asyncio.shield(running)
 
     async def _forecast(self, account: str) -> Forecast:
@@ -149,7 +160,7 @@ class History:
         parts = await asyncio.gather(*(self.forecast(n) for n in names))
         return parts[0] if len(parts) == 1 else combine(parts, self.clock.now().timestamp())
 
-    async def annotate(self, outcome: Any, account: str | None = None) -> Any:
+    async def annotate(self, outcome: Answered, account: str | None = None) -> Answered:
         """The reading with its forecast (``forecast``) and the pace line (``pace``); never fails."""
         try:
             if isinstance(outcome, PoolReport):
@@ -288,7 +299,7 @@ class History:
                 await service.get_report()
                 self.samples_taken += 1
                 log.info("background reading of account %s taken", name)
-            except Exception as exc:  # logged; the next one comes on the rhythm
+            except Exception as exc:  # noqa: BLE001 - logged; the next one comes on the rhythm
                 log.warning("background reading of account %s failed: %s", name, getattr(exc, "user_message", exc))
         return max(1.0, due_in)
 

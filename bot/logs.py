@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Iterable
+from typing import Iterable, TextIO
 
 MASK = "«redacted»"
 
@@ -51,7 +51,7 @@ def mask(text: str) -> str:
     return text
 
 
-def setup_logging(level: str = "INFO", stream=None, secrets: Iterable[str | None] = ()) -> None:
+def setup_logging(level: str = "INFO", stream: TextIO | None = None, secrets: Iterable[str | None] = ()) -> None:
     SECRETS.add(*secrets)
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))

@@ -8,21 +8,29 @@ The clock is injected. The rules: docs/architecture.md, "Scheduled runs".
 from __future__ import annotations
 
 import asyncio
+import builtins
 import heapq
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterable, Mapping, Protocol
 from zoneinfo import ZoneInfo
 
 from . import metrics
 from .config import TOKENS
 from .errors import PostError, QuotaError
 from .replicas import Ownership
-from .schedules import (CHAT_PLATFORMS, DEFAULT_MIN_EVERY, PLATFORMS, ConfigItem, ScheduleError, ScheduleView, When,
-                        parse_when, refuse_below, span)
-from .service import QuotaService
-from .store import ScheduleRow, Store
+from .schedules import (CHAT_PLATFORMS, DEFAULT_MIN_EVERY, ConfigItem, ScheduleError, ScheduleView, When, parse_when,
+                        refuse_below, span)
+from .service import ReadingSource
+from .store import ScheduleRow
+
+if TYPE_CHECKING:
+    from .stores.common import ReplicaStore, ScheduleStore
+
+
+    class SchedulerStore(ScheduleStore, ReplicaStore, Protocol):
+        """The store's parts the scheduler uses: the schedules and their runs, and the replicas' lock."""
 
 log = logging.getLogger(__name__)
 UTC = timezone.utc
@@ -120,7 +128,7 @@ async def persist(write: Callable[[], Awaitable[Any]], what: str, clock: Clock, 
             return True
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any database failure: tried again until `patience`
             if waited >= patience:
                 log.error("%s: not written, the database did not answer for %.0f s (%s)", what, waited, _why(exc))
                 return False
@@ -138,7 +146,7 @@ def _why(exc: BaseException) -> str:
 
 
 class Scheduler:
-    def __init__(self, store: Store, service: QuotaService, posters: Mapping[str, Poster], *,
+    def __init__(self, store: SchedulerStore, service: ReadingSource, posters: Mapping[str, Poster], *,
                  timezone: str = "UTC", grace: float = 600, clock: Clock | None = None,
                  policy: PostPolicy = PostPolicy(), stop_wait: float = STOP_WAIT,
                  min_every: float = DEFAULT_MIN_EVERY) -> None:
@@ -231,10 +239,10 @@ class Scheduler:
         changed = False
         self._paused &= set(rows)
         for sid in [sid for sid in self._armed if sid not in rows]:
-            armed = self._armed.pop(sid)
+            gone = self._armed.pop(sid)
             changed = True
-            log.info("schedule #%d (%s:%s=%s) removed on another replica", sid, armed.row.platform, armed.row.channel,
-                     armed.row.when_text)
+            log.info("schedule #%d (%s:%s=%s) removed on another replica", sid, gone.row.platform, gone.row.channel,
+                     gone.row.when_text)
         for row in rows.values():
             if not self._postable(row):
                 continue
@@ -351,7 +359,7 @@ class Scheduler:
                     resumed += await self._resume([r for r in runs if (r[0], r[1]) in taken], last)
             return resumed
 
-    async def _resume(self, runs: list[tuple[int, float, str]], last: Mapping[int, float]) -> int:
+    async def _resume(self, runs: builtins.list[tuple[int, float, str]], last: Mapping[int, float]) -> int:
         """Post the taken-over runs that the catch-up rule allows; record the others as skipped."""
         now = self.clock.now()
         due: list[tuple[_Armed, datetime]] = []
@@ -388,12 +396,12 @@ class Scheduler:
             self._launch(self._post_batch(due, [], marks, claimed=True), marks)
         return len(due)
 
-    def _launch(self, work: Awaitable[None], marks: Mapping[int, _InProgress]) -> None:
-        batch = asyncio.get_running_loop().create_task(work)  # type: ignore[arg-type]
+    def _launch(self, work: Coroutine[Any, Any, None], marks: Mapping[int, _InProgress]) -> None:
+        batch = asyncio.get_running_loop().create_task(work)
         self._batches.add(batch)
         batch.add_done_callback(self._batches.discard)
         # however the task ends (even cancelled before it began), its schedules are free again
-        batch.add_done_callback(lambda _, marks=marks: self._release(marks))
+        batch.add_done_callback(lambda _: self._release(marks))
 
     # --- the dispatcher -------------------------------------------------------------------------
     def _postable(self, row: ScheduleRow) -> bool:
@@ -485,7 +493,8 @@ class Scheduler:
             if self._running.get(sid) is mark:
                 del self._running[sid]
 
-    async def _post_batch(self, due: list[tuple[_Armed, datetime]], skipped: list[tuple[_Armed, datetime, str]],
+    async def _post_batch(self, due: builtins.list[tuple[_Armed, datetime]],
+                          skipped: builtins.list[tuple[_Armed, datetime, str]],
                           marks: Mapping[int, _InProgress], claimed: bool = False) -> None:
         """Claim the runs (unless ``claimed``: taken over), take one reading, post it to each."""
         if claimed:
@@ -494,13 +503,14 @@ class Scheduler:
             won = await self._claim([(a.row.id, at.timestamp()) for a, at in due]
                                     + [(a.row.id, at.timestamp()) for a, at, _ in skipped], retry=bool(due))
             self._held.update((a.row.id, at.timestamp()) for a, at in due if won and (a.row.id, at.timestamp()) in won)
-        for sid, mark in marks.items():
+        for mark in marks.values():
             mark.claiming = False
         if won is None:
             return
         await self._post_claimed(due, skipped, marks, won)
 
-    async def _post_claimed(self, due: list[tuple[_Armed, datetime]], skipped: list[tuple[_Armed, datetime, str]],
+    async def _post_claimed(self, due: builtins.list[tuple[_Armed, datetime]],
+                            skipped: builtins.list[tuple[_Armed, datetime, str]],
                             marks: Mapping[int, _InProgress], claimed: set[tuple[int, float]]) -> None:
         # skipped runs are claimed (a restart never posts them) and recorded as skipped at once
         passed = [(a.row.id, at.timestamp(), result) for a, at, result in skipped
@@ -556,7 +566,7 @@ class Scheduler:
         results = await asyncio.gather(*(one(a, at) for a, at in runs))
         await persist(lambda: self.store.finish(results), f"the result of {len(results)} scheduled post(s)", self.clock)
 
-    async def _claim(self, runs: list[tuple[int, float]], retry: bool = True) -> set[tuple[int, float]] | None:
+    async def _claim(self, runs: builtins.list[tuple[int, float]], retry: bool = True) -> set[tuple[int, float]] | None:
         """Claim the runs in the store (the claim decides which replica posts a run). While the database
         cannot be reached, try again (1 s, then every 2 s) until the oldest run is older than the
         grace window; then None: the runs are skipped, with a log line. Without ``retry`` (only skipped
@@ -570,7 +580,7 @@ class Scheduler:
                 claimed = await self.store.claim(runs, owner=self.owner)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any database failure: tried again within the grace
                 left = oldest + self.grace - self.clock.now().timestamp()
                 if not retry:
                     log.info("could not record %d skipped scheduled run(s) (%s)", len(runs), _why(exc))
@@ -608,7 +618,7 @@ class Scheduler:
         armed.row = ScheduleRow(**{**armed.row.__dict__, "failing": reason})
         try:
             await self.store.set_failing(armed.row.id, reason)
-        except Exception as exc:  # shown by /quota-schedule list only: not worth holding the run for
+        except Exception as exc:  # noqa: BLE001 - shown by /quota-schedule list only: not worth holding the run for
             log.warning("schedule #%d: its failing state was not stored (%s)", armed.row.id, _why(exc))
 
     async def _failing(self, armed: _Armed, reason: str) -> str:

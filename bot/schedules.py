@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from datetime import timezone as _utc_tz
 from functools import lru_cache
-from datetime import datetime, timedelta, timezone as _utc_tz
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -270,7 +271,7 @@ def parse_config(value: str, min_every: float | None = None) -> list[ConfigItem]
             continue
 
         def bad(reason: str) -> ScheduleError:
-            return ScheduleError(f"QUOTA_SCHEDULES: item '{item}': {reason}")
+            return ScheduleError(f"QUOTA_SCHEDULES: item '{item}': {reason}")  # noqa: B023 - used in this iteration only
 
         target, sep, when = item.partition("=")
         platform, colon, channel = target.partition(":")

@@ -9,14 +9,14 @@ never the value of a secret.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from .errors import StartupError
 
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .errors import StartupError
 
 SECRET_NAMES = frozenset(
     {"NEXTLEG_API_TOKEN", "USEAPI_API_TOKEN", "LINKR_API_KEY", "MJPROXY_API_SECRET",
@@ -335,7 +335,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _provider(self) -> "Settings":
-        chosen = self.quota_provider
+        chosen: str | None = self.quota_provider
         given = [name for name, setting in PROVIDER_CREDENTIALS.items() if getattr(self, setting.lower()) is not None]
         if self.quota_accounts_file:  # the accounts come from the file; these settings only feed its ${VAR}s
             self._chosen = chosen or (given[0] if given else "simulated")

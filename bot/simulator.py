@@ -296,7 +296,7 @@ class UpstreamSimulator:
             async with aiohttp.ClientSession() as http:
                 async with http.post(url, json=body, timeout=aiohttp.ClientTimeout(total=10)) as resp:
                     entry.update(status=resp.status, at=time.monotonic())
-        except Exception as exc:  # the bot is gone or unreachable: recorded, as a real upstream would log it
+        except Exception as exc:  # noqa: BLE001 - the bot is gone or unreachable: recorded, as a real upstream logs it
             entry.update(error=type(exc).__name__, at=time.monotonic())
 
     async def callbacks_answered(self, timeout: float = 15.0) -> list[dict[str, Any]]:

@@ -8,11 +8,14 @@ service, scheduler and adapters never ask which one they have. The variants live
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .stores.common import AlertRow, Listener, LockHandle, ScheduleRow, StoreError, StoreInterface
 from .stores.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStore, Store
 from .stores.url import POSTGRES_SCHEMES, SQLITE_PREFIX
+
+if TYPE_CHECKING:  # loaded on first use (``__getattr__``): asyncpg only when PostgreSQL is used
+    from .stores.postgres import PG_MIGRATIONS, PostgresStore
 
 __all__ = ["AlertRow", "Listener", "LockHandle", "MIGRATIONS", "PG_MIGRATIONS", "PostgresStore", "SCHEMA_VERSION",
            "SQLiteStore", "ScheduleRow", "Store", "StoreError", "StoreInterface", "open_store"]

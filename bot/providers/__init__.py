@@ -80,7 +80,7 @@ class ProviderConfig:
 def create_provider(config: ProviderConfig, **options: Any) -> Provider:
     """The provider for ``config``; ``options`` go to its constructor (poll_timeout, poll, limiter, …)."""
     module, name, default_url = _CLASSES[config.kind]
-    cls = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    cls: type[Provider] = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     base_url, login = split_login(config.base_url or default_url or "")
     kwargs: dict[str, Any] = dict(base_url=base_url, token=config.token or "",
                                   token_setting=config.token_setting or "the API token", **options)

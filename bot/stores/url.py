@@ -118,7 +118,7 @@ def parse_postgres_url(url: str) -> PostgresTarget:
     if port is not None and not 0 < port < 65536:
         raise ValueError("the PostgreSQL URL's port must be a number from 1 to 65535")
     database = unquote(parts.path[1:]) if parts.path.startswith("/") else ""
-    database = query.pop("dbname", None) or query.pop("database", None) or database
+    database = query.pop("dbname", "") or query.pop("database", "") or database
     if not database:
         raise ValueError(f"must be {URL_SHAPES}")
     user = unquote(parts.username) if parts.username else None
