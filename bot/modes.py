@@ -86,7 +86,8 @@ class ModeSwitcher:
     def _label(self, name: str) -> str:
         from .providers import LABELS
 
-        return LABELS.get(self.pool.providers.get(name, ""), self.pool.providers.get(name, "?"))
+        kind = str(self.pool.providers.get(name, "?"))
+        return LABELS.get(kind, kind)
 
     def can_switch(self, name: str) -> bool:
         service = self.pool.services.get(name)
@@ -109,7 +110,7 @@ class ModeSwitcher:
     def _name(self, account: str | None) -> str:
         """The service name of ``account`` (the one account's when there is no accounts file)."""
         if account is None or not self.pool.names:
-            return next(iter(self.pool.services))
+            return str(next(iter(self.pool.services)))
         return account
 
     # --- switching --------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Iterator, Protocol
+from typing import Any, Awaitable, Callable, Iterator, Protocol, TypeVar
 
 import aiohttp
 import yarl
@@ -183,6 +183,9 @@ def _retry_after(headers: Any) -> float | None:
     return max(0.0, min(value, 600.0)) if math.isfinite(value) else None
 
 
+_T = TypeVar("_T")
+
+
 class HttpProvider:
     """The shared transport. Subclasses set ``name``/``label``, give ``auth_headers`` and implement
     ``_read(deadline)``; ``error_for`` maps their own error bodies."""
@@ -245,7 +248,7 @@ class HttpProvider:
 
         raise CannotSwitch(LABELS.get("simulated" if self.simulated else self.name, self.label))
 
-    async def _within_deadline(self, work: Callable[[float], Awaitable[Any]]) -> Any:
+    async def _within_deadline(self, work: Callable[[float], Awaitable[_T]]) -> _T:
         """``work(deadline)``: one job (a reading, a switch) after the limiter's turn, within ``poll_timeout``.
         The deadline starts when the ask goes out: the wait for the limiter's turn before it is the
         bot's own doing, bounded on its own (one interval per ask queued ahead), and must not eat

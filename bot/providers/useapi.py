@@ -205,7 +205,8 @@ class UseapiProvider(HttpProvider):
 
     # --- one reading, one switch ------------------------------------------------------------------
     async def _read(self, deadline: float) -> QuotaReport:
-        report: QuotaReport = await self._job(deadline, "info")
+        report = await self._job(deadline, "info")
+        assert isinstance(report, QuotaReport)
         return report
 
     async def switch_mode(self, mode: str) -> ModeSet:
@@ -218,13 +219,14 @@ class UseapiProvider(HttpProvider):
                              echo=shown(mode, 20))
 
         async def job(deadline: float) -> ModeSet:
-            done: ModeSet = await self._job(deadline, verb)
+            done = await self._job(deadline, verb)
+            assert isinstance(done, ModeSet)
             return done
 
         result: ModeSet = await self._within_deadline(job)
         return result
 
-    async def _job(self, deadline: float, verb: str) -> Any:
+    async def _job(self, deadline: float, verb: str) -> QuotaReport | ModeSet:
         body: dict[str, Any] = {"stream": self.stream}
         if self._channel:
             body["channel"] = self._channel
@@ -249,7 +251,8 @@ class UseapiProvider(HttpProvider):
             if pushed is not None:
                 pushed.close()
 
-    async def _ask_and_wait(self, body: dict[str, Any], deadline: float, pushed: Any, watch: "_Watch") -> QuotaReport:
+    async def _ask_and_wait(self, body: dict[str, Any], deadline: float, pushed: Any,
+                            watch: "_Watch") -> QuotaReport | ModeSet:
         asked = time.monotonic()
         url = self._verb_url(watch.verb)
         log.info("useapi ask: POST %s channel=%s", yarl.URL(url).path, self._channel or "-")
@@ -258,7 +261,7 @@ class UseapiProvider(HttpProvider):
         return await self._poll_until_done(watch, receipt, asked, deadline, pushed)
 
     async def _poll_until_done(self, watch: "_Watch", job: Any, asked: float, deadline: float, pushed: Any, *,
-                               poll_now: bool = False) -> QuotaReport:
+                               poll_now: bool = False) -> QuotaReport | ModeSet:
         jobid = watch.jobid
         assert jobid is not None
         url = self.job_url(jobid)
@@ -286,7 +289,7 @@ class UseapiProvider(HttpProvider):
                 raise self._failure(jobid, status, job, watch.verb)
             if status == "completed":
                 self._ended(watch)
-                result = self._finished(watch, jobid, job, asked)
+                result: QuotaReport | ModeSet | None = self._finished(watch, jobid, job, asked)
                 if result is not None:
                     return result
                 empty_done += 1
@@ -319,7 +322,7 @@ class UseapiProvider(HttpProvider):
 
     # --- the streamed reading --------------------------------------------------------------------
     async def _stream_and_wait(self, body: dict[str, Any], deadline: float, pushed: Any,
-                               watch: "_Watch") -> QuotaReport:
+                               watch: "_Watch") -> QuotaReport | ModeSet:
         asked = time.monotonic()
         url = self._verb_url(watch.verb)
         log.info("useapi ask: POST %s channel=%s, streamed", yarl.URL(url).path, self._channel or "-")
@@ -502,7 +505,7 @@ class UseapiProvider(HttpProvider):
         """A completed mode job: ``response.settings`` says which mode is on (booleans); Midjourney's
         sentence is ``response.content``. Settings that do not turn ``verb`` on, or no settings and a
         sentence that refuses, are a refusal; no settings and no sentence: nothing to read yet."""
-        response = job.get("response") if isinstance(job.get("response"), dict) else {}
+        response: dict[str, Any] = job["response"] if isinstance(job.get("response"), dict) else {}
         said = self._clip(response.get("content") if _usable(response.get("content")) else job.get("content")
                           if _usable(job.get("content")) else "")
         settings = response.get("settings")
