@@ -27,12 +27,12 @@ from bot.report import parse_info
 from bot.service import QuotaService
 from bot.settings import load_settings
 from bot.store import Store
-from tests.fakes.discord import CHANNEL_ID, USER_ID as DISCORD_USER
+from tests.fakes.discord import USER_ID as DISCORD_USER
 from tests.fakes.providers import RELAX_REFUSAL, TURBO_REFUSAL, FakeAccount, UseapiFake, useapi_error
 from tests.fakes.slack import ADMIN_ID, USER_ID
 from tests.secrets import ALL_TEST_SECRETS
-from tests.test_discord_e2e import TOKEN as DISCORD_TOKEN, discord_fake  # noqa: F401  (fixture)
-from tests.test_slack_e2e import BOT, SECRET, HttpBot, slack_fake  # noqa: F401  (fixture)
+from tests.e2e.test_discord_e2e import TOKEN as DISCORD_TOKEN, discord_fake  # noqa: F401  (fixture)
+from tests.e2e.test_slack_e2e import BOT, SECRET, HttpBot, slack_fake  # noqa: F401  (fixture)
 
 TOKEN = ALL_TEST_SECRETS["USEAPI_API_TOKEN"]
 FAST = PollPolicy(initial=0.03, factor=1.5, cap=0.08, jitter=0.1, use_progress=False, min_delay=0.01)
