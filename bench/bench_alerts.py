@@ -27,11 +27,11 @@ from bench.common import pct
 from bot.accounts import QuotaPool
 from bot.alerts import Alerts, parse_condition, parse_config
 from bot.history import History
+from bot.providers.base import AskLimiter, PollPolicy
+from bot.providers.nextleg import NextLegProvider
 from bot.service import QuotaService
 from bot.simulator import UpstreamSimulator
 from bot.store import Store
-from bot.providers.base import AskLimiter, PollPolicy
-from bot.providers.nextleg import NextLegProvider
 
 TARGET_MS = 20.0
 TOTAL = 15.0
@@ -155,7 +155,7 @@ async def main(channels: int, per_channel: int, readings: int) -> int:
     table = [
         ("load + sync 1,000 alerts, start", f"{load_ms:.1f} ms"),
         (f"no crossing: evaluation p50 / p99 ({readings})", f"{pct(quiet_eval, .5):.2f} / {pct(quiet_eval, .99):.2f} ms"),
-        (f"no crossing: evaluate() wall p50 / p99", f"{pct(quiet_wall, .5):.2f} / {pct(quiet_wall, .99):.2f} ms"),
+        ("no crossing: evaluate() wall p50 / p99", f"{pct(quiet_wall, .5):.2f} / {pct(quiet_wall, .99):.2f} ms"),
         ("crossing: evaluation", f"{cross_eval:.2f} ms"),
         ("crossing: evaluate() wall (with claim)", f"{cross_wall:.2f} ms"),
         (f"  of which the claim of {len(expected)} in SQLite", f"{cross_wall - cross_eval:.2f} ms"),

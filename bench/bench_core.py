@@ -17,9 +17,9 @@ import time
 
 import aiohttp
 
+from bot.providers.nextleg import NextLegProvider
 from bot.service import QuotaService
 from bot.simulator import UpstreamSimulator
-from bot.providers.nextleg import NextLegProvider
 
 TOKEN = "bench-token"
 

@@ -26,11 +26,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bot.providers.nextleg import NextLegProvider
 from bot.providers.timing import LearnedTiming, best_plan
 from bot.providers.useapi import UseapiProvider
 from bot.service import QuotaService
 from bot.simulator import UpstreamSimulator
-from bot.providers.nextleg import NextLegProvider
 from bot.webhook import WebhookHub
 from tests.fakes.providers import UseapiFake
 from tests.ports import bound_socket
@@ -109,7 +109,8 @@ async def nextleg_rows(readings: int, seed: int, low: float, high: float, hub: W
     starts = [random.Random(seed + i).uniform(0, 5) for i in range(readings)]
     kinds = {"naive": True, "webhook": True, "learned": False, "learned+hints": True, "backoff": False,
              "naive_blind": False}
-    sims = {k: UpstreamSimulator(complete_after=(lambda it=iter(draws): next(it)), report_progress=progress)
+    # each simulator draws from its own iterator of the same durations (bound once, as the default)
+    sims = {k: UpstreamSimulator(complete_after=(lambda it=iter(draws): next(it)), report_progress=progress)  # noqa: B008
             for k, progress in kinds.items()}
     for sim in sims.values():
         await sim.start()
@@ -140,7 +141,8 @@ async def useapi_rows(readings: int, seed: int, hub: WebhookHub) -> list[dict[st
     draws = _draws(seed, readings, 15, 60)
     history = _draws(seed + 1, 30, 15, 60)
     starts = [random.Random(seed + i).uniform(0, 5) for i in range(readings)]
-    fakes = {k: UseapiFake(require_token=TOKEN, complete_after=(lambda it=iter(draws): next(it)), callback=True)
+    # each fake draws from its own iterator of the same durations (bound once, as the default)
+    fakes = {k: UseapiFake(require_token=TOKEN, complete_after=(lambda it=iter(draws): next(it)), callback=True)  # noqa: B008
              for k in ("webhook", "learned", "today", "stream", "stream+webhook")}
     for fake in fakes.values():
         await fake.start()

@@ -51,12 +51,12 @@ async def replica_child(conn, store_url: str, upstream_url: str, api_url: str, o
     logging.basicConfig(level=logging.ERROR)
     from adapters.slack.app import SlackAdapter
     from bot import metrics
+    from bot.providers.nextleg import NextLegProvider
     from bot.replicas import SharedReadings
     from bot.scheduler import Scheduler
     from bot.service import QuotaService
     from bot.settings import load_settings
     from bot.store import open_store
-    from bot.providers.nextleg import NextLegProvider
 
     clock = _shifted(offset)
     store = await open_store(store_url)

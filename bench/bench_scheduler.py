@@ -22,12 +22,12 @@ from datetime import datetime, timedelta, timezone
 
 from adapters.slack.app import SlackAdapter
 from bench.common import Remote, pct, recv
+from bot.providers.nextleg import NextLegProvider
 from bot.scheduler import Scheduler, SystemClock
 from bot.service import QuotaService
 from bot.settings import load_settings
 from bot.simulator import UpstreamSimulator
 from bot.store import Store
-from bot.providers.nextleg import NextLegProvider
 from tests.fakes.slack import FakeSlack
 
 BOT = "xoxb-bench-0000-token"

@@ -29,11 +29,11 @@ from aiohttp import web
 
 from adapters.app import LISTEN_BACKLOG
 from adapters.slack.app import SlackAdapter
+from bench.common import Remote, pct, recv
+from bot.providers.nextleg import NextLegProvider
 from bot.service import QuotaService
 from bot.settings import load_settings
 from bot.simulator import UpstreamSimulator
-from bot.providers.nextleg import NextLegProvider
-from bench.common import Remote, pct, recv
 from tests.fakes.slack import FakeSlack, form, sign
 
 BOT = "xoxb-bench-0000-token"

@@ -6,11 +6,10 @@ import logging
 
 import pytest
 
-from bot.service import QuotaService
-from bot.simulator import UpstreamSimulator
 from bot.providers.base import AskLimiter, PollPolicy
 from bot.providers.nextleg import NextLegProvider
-
+from bot.service import QuotaService
+from bot.simulator import UpstreamSimulator
 from tests.secrets import ALL_TEST_SECRETS
 
 TEST_TOKEN = ALL_TEST_SECRETS["NEXTLEG_API_TOKEN"]

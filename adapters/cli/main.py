@@ -14,13 +14,14 @@ import os
 import sys
 from typing import Any, Sequence
 
+from pydantic import SecretStr
+
 from bot import __version__
+from bot.config import TOKENS
 from bot.errors import QuotaError, user_sentence
 from bot.logs import mask, setup_logging
 from bot.report import PoolReport
-from bot.config import TOKENS
 from bot.settings import SECRET_NAMES, Settings, SettingsError, load_settings
-from pydantic import SecretStr
 
 from .render import render_reading
 
@@ -160,7 +161,7 @@ async def _quota(settings: Settings, as_json: bool, account: str | None = None) 
     core, store = await _core_with_history(settings)
     try:
         report = await core.pool.get_report(account)
-    except Exception as exc:  # typed errors and bugs alike: a sentence and its detail, never a traceback
+    except Exception as exc:  # noqa: BLE001 - typed errors and bugs alike: a sentence and its detail, never a traceback
         return _fail_reading(exc)
     finally:
         await core.close()
@@ -185,7 +186,7 @@ async def _history(settings: Settings, args: argparse.Namespace) -> int:
     core, store = await _core_with_history(settings)
     try:
         if store is None:
-            return _fail(f"no history: the database of DATABASE_URL cannot be used", 1)
+            return _fail("no history: the database of DATABASE_URL cannot be used", 1)
         if args.account is not None and args.account not in core.pool.services or (
                 args.account is not None and not core.pool.names):
             return _fail(UnknownAccount(args.account, core.pool.names).user_message, 1)

@@ -9,8 +9,22 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.alerts import AlertError
-from bot.commands import (AlertAdded, AlertList, Answer, Failure, Help, HistoryAnswer, ModeList, ModeLog, ModeSwitched,
-                          Notice, Reading, Removed, ScheduleAdded, ScheduleList)
+from bot.commands import (
+    AlertAdded,
+    AlertList,
+    Answer,
+    Failure,
+    Help,
+    HistoryAnswer,
+    ModeList,
+    ModeLog,
+    ModeSwitched,
+    Notice,
+    Reading,
+    Removed,
+    ScheduleAdded,
+    ScheduleList,
+)
 from bot.errors import CannotSwitch, SwitchFailed, UsageError, echo_parts, user_sentence
 from bot.report import AccountReading, PoolReport, QuotaReport
 from bot.schedules import ScheduleError, ScheduleView

@@ -10,12 +10,12 @@ import pytest
 
 from bot.accounts import QuotaPool, load_accounts
 from bot.errors import UnknownAccount
+from bot.providers.base import AskLimiter
+from bot.providers.nextleg import NextLegProvider
 from bot.report import PoolReport
 from bot.service import QuotaService
 from bot.settings import SettingsError
 from bot.simulator import Scripted, UpstreamSimulator
-from bot.providers.base import AskLimiter
-from bot.providers.nextleg import NextLegProvider
 from tests.conftest import FAST_POLL, TEST_TOKEN
 
 GOOD = """
@@ -114,7 +114,7 @@ def test_every_mistake_is_one_line_naming_the_file_and_the_account(tmp_path, tex
 
 
 def test_a_missing_file_is_named(tmp_path):
-    with pytest.raises(SettingsError, match="accounts.toml: no such file"):
+    with pytest.raises(SettingsError, match=r"accounts\.toml: no such file"):
         load_accounts(str(tmp_path / "accounts.toml"), None, environ={})
 
 

@@ -25,11 +25,11 @@ from bot.history import History
 from bot.scheduler import PostPolicy
 from bot.simulator import UpstreamSimulator
 from bot.store import Store
-from tests.fakes.clock import FakeClock
 from tests.conftest import FAST_POLL, TEST_TOKEN
+from tests.fakes.cli import clean_env, run_cli
+from tests.fakes.clock import FakeClock
 from tests.fakes.posters import RecordingPoster, eventually
 from tests.secrets import ALL_TEST_SECRETS
-from tests.fakes.cli import clean_env, run_cli
 
 UTC = timezone.utc
 DAY = 86400.0
@@ -410,7 +410,7 @@ async def test_chat_alerts_add_list_remove(rig):
     view = await alerts.add("slack", "C02", "5h", created_by="U1")
     assert view.source == "chat" and view.state_text == "armed" and view.condition == "5h"
     assert view.note == "The fast time is already below it: the alert fires with the next reading."
-    with pytest.raises(AlertError, match="e.g. 20%, 5h, 90m or runout"):
+    with pytest.raises(AlertError, match=r"e\.g\. 20%, 5h, 90m or runout"):
         await alerts.add("slack", "C02", "soon")
     with pytest.raises(AlertError, match="There is no account 'studio'"):
         await alerts.add("slack", "C02", "5h", account="studio")

@@ -10,7 +10,6 @@ import sys
 import time
 
 import aiohttp
-import pytest
 
 from tests.conftest import TEST_TOKEN
 from tests.secrets import ALL_TEST_SECRETS

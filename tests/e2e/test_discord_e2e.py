@@ -8,10 +8,9 @@ import time
 
 import pytest
 
-from bot.commands import Commands
-from bot.errors import StartupError
 from adapters.discord.bot import DiscordAdapter
-from bot.errors import PostError
+from bot.commands import Commands
+from bot.errors import PostError, StartupError
 from bot.settings import load_settings
 from bot.simulator import Scripted
 from tests.fakes.discord import APP_ID, GUILD_ID, FakeDiscord

@@ -27,12 +27,11 @@ from bot.providers.useapi import UseapiProvider
 from bot.settings import load_settings
 from bot.simulator import UpstreamSimulator
 from tests.conftest import TEST_TOKEN
-from tests.fakes.discord import CHANNEL_ID as DISCORD_CHANNEL
+from tests.fakes.cli import clean_env, run_cli
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.providers import FakeAccount, LinkrFake, MjproxyFake, UseapiFake, useapi_error
 from tests.fakes.slack import FakeSlack, form, sign
 from tests.secrets import ALL_TEST_SECRETS
-from tests.fakes.cli import clean_env, run_cli
 
 USEAPI_TOKEN = ALL_TEST_SECRETS["USEAPI_API_TOKEN"]
 LINKR_KEY = ALL_TEST_SECRETS["LINKR_API_KEY"]

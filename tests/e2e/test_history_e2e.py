@@ -24,22 +24,22 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters.cli.console import ConsoleAdapter
 from adapters.app import build_core, serve
-from bot.commands import Commands
+from adapters.cli.console import ConsoleAdapter
 from bot.accounts import QuotaPool
+from bot.commands import Commands
 from bot.forecast import NOT_ENOUGH_REASON
 from bot.history import History
 from bot.settings import load_settings
 from bot.simulator import demo_history
 from bot.store import Store
-from tests.fakes.clock import FakeClock
 from tests.conftest import TEST_TOKEN
+from tests.fakes.cli import clean_env, run_cli
+from tests.fakes.clock import FakeClock
 from tests.fakes.discord import APP_ID, FakeDiscord
 from tests.fakes.posters import eventually
 from tests.fakes.slack import FakeSlack
 from tests.secrets import ALL_TEST_SECRETS
-from tests.fakes.cli import clean_env, run_cli
 
 DISCORD_TOKEN = ALL_TEST_SECRETS["DISCORD_BOT_TOKEN"]
 SLACK_BOT = ALL_TEST_SECRETS["SLACK_BOT_TOKEN"]

@@ -19,13 +19,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from adapters.app import build_core
 from adapters.cli import render as cli_render
 from adapters.cli.console import ConsoleAdapter
 from adapters.discord import render as discord_render
-from adapters.app import build_core
-from bot.commands import Commands
 from adapters.slack import render as slack_render
 from bot.chart import figure, render_png
+from bot.commands import Commands
 from bot.history import chart_spec, history_chart, summary_line
 from bot.report import AccountReading, PoolReport, parse_result
 from bot.settings import load_settings

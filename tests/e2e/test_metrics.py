@@ -6,12 +6,8 @@ from __future__ import annotations
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.app import serve
-from bot.settings import load_settings
-from tests.conftest import TEST_TOKEN
-from tests.fakes.slack import FakeSlack
 from tests.secrets import ALL_TEST_SECRETS
-from tests.test_app import _run, _settings, slack_fake  # noqa: F401  (fixture)
+from tests.e2e.test_app import _run, _settings, slack_fake  # noqa: F401  (fixture)
 
 
 def _samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -26,7 +22,7 @@ def _value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-async def test_metrics_parse_and_move_as_commands_are_answered(tmp_path, upstream, slack_fake):
+async def test_metrics_parse_and_move_as_commands_are_answered(tmp_path, upstream, slack_fake):  # noqa: F811
     upstream.complete_after = 0.1
     settings = _settings(tmp_path, upstream, slack_fake, quota_cache_seconds=60, quota_sample_every="off")
     stop, task, info = await _run(settings)

@@ -121,7 +121,7 @@ def lint(text: str) -> list[str]:
     problems: list[str] = []
     for name, family in parse(text).items():
         def problem(what: str) -> None:
-            problems.append(f"{name}: {what}")
+            problems.append(f"{name}: {what}")  # noqa: B023 - used in this iteration only
 
         kind, lowered = family.type, name.lower()
         if not family.help or not family.help.strip():

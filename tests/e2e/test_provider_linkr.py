@@ -9,12 +9,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.secrets import ALL_TEST_SECRETS
-
 from bot.errors import AccountProblem, BadResponse, BadToken, TimedOut, UpstreamUnavailable
 from bot.providers.base import AskLimiter, PollPolicy
 from bot.providers.linkr import LinkrProvider
 from tests.fakes.providers import FakeAccount, LinkrFake, Scripted, garbage, linkr_error
+from tests.secrets import ALL_TEST_SECRETS
 
 LINKR_TOKEN = ALL_TEST_SECRETS["LINKR_API_KEY"]
 FAST_POLL = PollPolicy(initial=0.05, factor=1.5, cap=0.2, jitter=0.1)

@@ -11,12 +11,11 @@ from datetime import datetime, timezone
 import aiohttp
 import pytest
 
-from tests.secrets import ALL_TEST_SECRETS
-
 from bot.errors import BadResponse, BadToken, TimedOut, UpstreamUnavailable
 from bot.providers.base import AskLimiter, PollPolicy
 from bot.providers.mjproxy import MjproxyProvider, NoReading, UnknownProxyAccount
 from tests.fakes.providers import MjproxyFake, Scripted, garbage
+from tests.secrets import ALL_TEST_SECRETS
 
 MJ_SECRET = ALL_TEST_SECRETS["MJPROXY_API_SECRET"]
 FAST_POLL = PollPolicy(initial=0.05, factor=1.5, cap=0.2, jitter=0.1)

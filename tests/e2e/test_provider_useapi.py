@@ -10,8 +10,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.secrets import ALL_TEST_SECRETS
-
 from bot.errors import BadResponse, BadToken, RateLimited, TimedOut, user_sentence
 from bot.providers.base import AskLimiter, PollPolicy
 from bot.providers.useapi import (
@@ -20,6 +18,7 @@ from bot.providers.useapi import (
 )
 from bot.report import Amount, QuotaReport, parse_timestamp
 from tests.fakes.providers import FakeAccount, Scripted, UseapiFake, UseapiJob, garbage, useapi_error
+from tests.secrets import ALL_TEST_SECRETS
 
 TOKEN = ALL_TEST_SECRETS["USEAPI_API_TOKEN"]
 FAST = PollPolicy(initial=0.03, factor=1.5, cap=0.08, jitter=0.1, use_progress=False, min_delay=0.01)

@@ -386,7 +386,7 @@ async def two_services(open_stores, make_provider, upstream):
         return services
 
     yield factory
-    for service, shared in made:
+    for _, shared in made:
         await shared.stop()
 
 

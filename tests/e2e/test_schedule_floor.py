@@ -19,12 +19,12 @@ from bot.scheduler import Scheduler
 from bot.schedules import ScheduleError, parse_config, parse_when, refuse_below
 from bot.settings import SettingsError, load_settings
 from bot.store import Store
-from tests.fakes.clock import FakeClock
 from tests.fakes.cli import clean_env, run_cli
+from tests.fakes.clock import FakeClock
 from tests.fakes.posters import RecordingPoster, eventually
 from tests.fakes.slack import ADMIN_ID
-from tests.test_discord_e2e import discord_fake, start_discord  # noqa: F401  (fixtures)
-from tests.test_slack_e2e import slack_fake, slack_http  # noqa: F401  (fixtures)
+from tests.e2e.test_discord_e2e import discord_fake, start_discord  # noqa: F401  (fixtures)
+from tests.e2e.test_slack_e2e import slack_fake, slack_http  # noqa: F401  (fixtures)
 
 UTC = timezone.utc
 START = datetime(2026, 3, 2, 8, 59, 0, tzinfo=UTC)

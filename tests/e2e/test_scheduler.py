@@ -96,7 +96,7 @@ async def test_add_list_remove_and_the_dispatcher_wakes_for_a_sooner_schedule(en
     assert await scheduler.remove("discord", listed[0].id) is False  # ids are per platform
     await env.clock.advance(30)
     assert len(env.slack.posts) == 1
-    with pytest.raises(ScheduleError, match="e.g."):
+    with pytest.raises(ScheduleError, match=r"e\.g\."):
         await scheduler.add("slack", "C03", "every now and then")
 
 

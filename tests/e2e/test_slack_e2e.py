@@ -10,10 +10,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.commands import Commands
-from bot.errors import StartupError
 from adapters.slack.app import SlackAdapter
-from bot.errors import PostError
+from bot.commands import Commands
+from bot.errors import PostError, StartupError
 from bot.settings import load_settings
 from bot.simulator import Scripted
 from tests.fakes.slack import FakeSlack, form, sign

@@ -11,8 +11,7 @@ import time
 
 import pytest
 
-from tests.fakes.slack import form, sign
-from tests.test_slack_e2e import SECRET, slack_fake, slack_http  # noqa: F401  (fixtures)
+from tests.e2e.test_slack_e2e import SECRET, slack_fake, slack_http  # noqa: F401  (fixtures)
 
 
 def _signed(body: bytes, content_type: str = "application/x-www-form-urlencoded") -> dict[str, str]:
@@ -36,7 +35,7 @@ UNSIGNED = {
 
 
 @pytest.mark.parametrize("case", list(UNSIGNED))
-async def test_unsigned_or_malformed_requests_are_401_and_counted(slack_http, upstream, caplog, case):
+async def test_unsigned_or_malformed_requests_are_401_and_counted(slack_http, upstream, caplog, case):  # noqa: F811
     bot = await slack_http()
     headers, body = UNSIGNED[case]
     async with bot.http.post(bot.url, data=body, headers=headers) as resp:
@@ -58,7 +57,7 @@ SIGNED = {
 
 
 @pytest.mark.parametrize("case", list(SIGNED))
-async def test_signed_but_malformed_requests_are_4xx_without_a_traceback(slack_http, upstream, caplog, case):
+async def test_signed_but_malformed_requests_are_4xx_without_a_traceback(slack_http, upstream, caplog, case):  # noqa: F811
     bot = await slack_http()
     body, content_type = SIGNED[case]
     async with bot.http.post(bot.url, data=body, headers=_signed(body, content_type)) as resp:
@@ -67,7 +66,7 @@ async def test_signed_but_malformed_requests_are_4xx_without_a_traceback(slack_h
     assert upstream.asks == []
 
 
-async def test_a_huge_body_is_413_without_being_read(slack_http, upstream, caplog):
+async def test_a_huge_body_is_413_without_being_read(slack_http, upstream, caplog):  # noqa: F811
     bot = await slack_http()
     body = b"command=%2Fquota&text=" + b"a" * (2 * 1024 * 1024)
     async with bot.http.post(bot.url, data=body, headers=_signed(body)) as resp:
@@ -76,7 +75,7 @@ async def test_a_huge_body_is_413_without_being_read(slack_http, upstream, caplo
     assert upstream.asks == []
 
 
-async def test_a_good_command_still_works_after_the_garbage(slack_http, upstream):
+async def test_a_good_command_still_works_after_the_garbage(slack_http, upstream):  # noqa: F811
     bot = await slack_http()
     for headers, body in UNSIGNED.values():
         async with bot.http.post(bot.url, data=body, headers=headers) as resp:

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from bot.errors import AccountProblem, BadResponse, BadToken, Expired, RateLimited, TimedOut, UpstreamUnavailable
-from bot.simulator import Scripted
 from bot.providers.base import AskLimiter, PollPolicy
+from bot.simulator import Scripted
 from tests.conftest import TEST_TOKEN
 
 
@@ -123,7 +123,6 @@ async def test_wrong_token_is_rejected_by_the_fake(upstream, make_provider):
 
 async def test_429_waits_retry_after_then_succeeds(upstream, make_provider):
     upstream.ask_script.append(Scripted(429, {"success": False}, headers={"Retry-After": "0.6"}))
-    started = time.monotonic()
     report = await make_provider().fetch()
     assert report.percent == 80.4
     assert len(upstream.asks) == 2

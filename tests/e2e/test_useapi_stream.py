@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from bot.accounts import load_accounts
 from bot.errors import BadToken, RateLimited, TimedOut, user_sentence
 from bot.providers import ProviderConfig, config_from_settings, create_provider
 from bot.providers.base import AskLimiter, PollPolicy
@@ -20,10 +21,9 @@ from bot.providers.sse import EventStreamParser
 from bot.providers.useapi import ChannelRequired, JobFailed, ModerationBlocked, NoSubscription, UseapiProvider
 from bot.service import QuotaService
 from bot.settings import SettingsError, load_settings
-from bot.accounts import load_accounts
 from tests.fakes.providers import FakeAccount, UseapiFake, useapi_error
 from tests.secrets import ALL_TEST_SECRETS
-from tests.test_webhook import hub_server  # noqa: F401  (the fixture: a WebhookHub on its own server)
+from tests.e2e.test_webhook import hub_server  # noqa: F401  (the fixture: a WebhookHub on its own server)
 
 TOKEN = ALL_TEST_SECRETS["USEAPI_API_TOKEN"]
 ASK = "/v3/midjourney/jobs/info"

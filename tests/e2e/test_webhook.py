@@ -10,10 +10,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.providers.timing import LearnedTiming
 from bot.providers.base import AskLimiter, PollPolicy
+from bot.providers.timing import LearnedTiming
 from bot.webhook import WebhookHub
-from tests.conftest import TEST_TOKEN
 from tests.ports import bound_socket
 
 

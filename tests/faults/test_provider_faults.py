@@ -9,15 +9,15 @@ import base64
 import logging
 import sys
 import time
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import pytest
 from aiohttp import web
 
-from bot.errors import BadResponse, QuotaError, RateLimited, ReplyTooLarge, UpstreamUnavailable
-from bot.providers import create_provider, ProviderConfig
-from bot.providers.base import AskLimiter, MAX_REPLY_BYTES, PollPolicy
+from bot.errors import BadResponse, QuotaError, RateLimited, UpstreamUnavailable
+from bot.providers import ProviderConfig, create_provider
+from bot.providers.base import MAX_REPLY_BYTES, AskLimiter, PollPolicy
 from bot.providers.mjproxy import MjproxyProvider
 from bot.providers.nextleg import NextLegProvider
 from bot.providers.useapi import UseapiProvider

@@ -20,7 +20,7 @@ from tests.conftest import TEST_TOKEN
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.slack import FakeSlack
 from tests.secrets import ALL_TEST_SECRETS
-from tests.test_replicas import DISCORD_TOKEN, SLACK_APP, SLACK_BOT, Cluster
+from tests.e2e.test_replicas import DISCORD_TOKEN, SLACK_APP, SLACK_BOT, Cluster
 
 SCHEDULED = "C0SCHED01"
 GRID = 5.0

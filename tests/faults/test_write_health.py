@@ -17,7 +17,7 @@ from tests.pg import PASSWORD, PASSWORD_USER
 TABLES = "ALL TABLES IN SCHEMA public"
 
 
-async def wait_health(rig, replica, status: str, timeout: float = 20.0) -> dict:
+async def wait_health(rig, replica, status: str, timeout: float = 20.0) -> dict:  # noqa: F811
     deadline = time.monotonic() + timeout
     while True:
         health = await rig.healthz(replica)
@@ -27,7 +27,7 @@ async def wait_health(rig, replica, status: str, timeout: float = 20.0) -> dict:
         await asyncio.sleep(0.2)
 
 
-async def test_a_revoked_write_permission_turns_healthz_degraded_until_a_write_succeeds(rig, pg_server):
+async def test_a_revoked_write_permission_turns_healthz_degraded_until_a_write_succeeds(rig, pg_server):  # noqa: F811
     dbname = pg_server.create_database()
     rig.url = pg_server.url(dbname, user=PASSWORD_USER, password=PASSWORD)
     [bot] = await rig.start(1, **slack_only(QUOTA_SCHEDULES=f"slack:{SCHEDULED}=every 2s"))

@@ -7,10 +7,10 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bot.forecast import (
-    NOT_ENOUGH_REASON, Forecast, Sample, combine, forecast, pace_line)
+from bot.forecast import NOT_ENOUGH_REASON, Forecast, Sample, combine, forecast, pace_line
 
 DAY = 86400.0
 HOUR = 3600.0

@@ -8,7 +8,8 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.errors import AccountProblem, BadResponse, QuotaError
 from bot.report import DISPLAY_NAMES, Amount, QuotaReport, parse_info, parse_result

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.errors import AccountProblem, BadResponse, QuotaError
 from bot.report import Amount, parse_fast_time, parse_result, parse_subscription, parse_timestamp

@@ -85,7 +85,7 @@ def test_slack_modes(monkeypatch):
     monkeypatch.setenv("SLACK_APP_TOKEN", ALL_TEST_SECRETS["SLACK_APP_TOKEN"])
     assert load_settings(None).slack_socket_mode
     monkeypatch.setenv("SLACK_APP_TOKEN", "xoxb-wrong-kind")
-    with pytest.raises(SettingsError, match="^SLACK_APP_TOKEN: must be an app-level token"):
+    with pytest.raises(SettingsError, match=r"^SLACK_APP_TOKEN: must be an app-level token"):
         load_settings(None)
 
 

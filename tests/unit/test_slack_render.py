@@ -61,8 +61,9 @@ def test_error_is_one_sentence():
 
 
 def _view(i, **kw):
-    from bot.schedules import ScheduleView
     from zoneinfo import ZoneInfo
+
+    from bot.schedules import ScheduleView
 
     berlin = ZoneInfo("Europe/Berlin")
     runs = tuple(datetime(2026, 1, d, 9, 0, tzinfo=berlin) for d in (5, 6, 7))
