@@ -3,7 +3,7 @@
 One registry per process. Labels name accounts (the operator's own names), providers, platforms,
 commands and outcomes: never a token, a user id or a channel. Counters move as the bot works; the
 gauge of the fast time left lets an operator alert in their own monitoring. Every name passes
-``promtool check metrics`` (times in seconds, counters ending in ``_total``): tests/test_metrics_lint.py.
+``promtool check metrics`` (times in seconds, counters ending in ``_total``): tests/e2e/test_metrics_lint.py.
 """
 
 from __future__ import annotations

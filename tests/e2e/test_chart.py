@@ -17,7 +17,7 @@ import pytest
 
 from bot.chart import ChartSeries, ChartSpec, render_png, render_png_async, sparkline
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_760_000_000.0
 DAY = 86400.0
 STEP = 2 * 3600.0

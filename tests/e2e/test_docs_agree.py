@@ -37,7 +37,7 @@ from tests.fakes.slack import ADMIN_ID
 from tests.e2e.test_discord_e2e import discord_fake, start_discord  # noqa: F401  (fixtures)
 from tests.e2e.test_slack_e2e import slack_fake, slack_http  # noqa: F401  (fixtures)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 ENV_EXAMPLE = (ROOT / ".env.example").read_text(encoding="utf-8")
 DISCORD_DOC = (ROOT / "docs" / "discord.md").read_text(encoding="utf-8")

@@ -259,7 +259,7 @@ async def _scrape(tmp_path: Path, upstream) -> str:
                DATABASE_URL=f"sqlite:///{tmp_path}/q.sqlite3", LOG_LEVEL="INFO", SLACK_BOT_TOKEN=SLACK_BOT,
                SLACK_SIGNING_SECRET=SLACK_SECRET, SLACK_API_URL=slack.api_url)
     log = tmp_path / "run.log"
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     with open(log, "wb") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "run", cwd=tmp_path, env={**env, "PYTHONPATH": str(root)},

@@ -54,7 +54,7 @@ async def make_provider():
     providers: list[UseapiProvider] = []
 
     def factory(fake: UseapiFake, **kw) -> UseapiProvider:
-        # the polled reading (USEAPI_STREAM=off); the streamed one is tests/test_useapi_stream.py's
+        # the polled reading (USEAPI_STREAM=off); the streamed one is tests/e2e/test_useapi_stream.py's
         options = dict(base_url=fake.base_url, token=TOKEN, poll=FAST, limiter=AskLimiter(0.02), poll_timeout=3.0,
                        stream=False)
         options.update(kw)

@@ -18,7 +18,7 @@ MANAGE_GUILD = str(1 << 5)
 async def scheduler(tmp_path, service):
     store = await Store.open(str(tmp_path / "q.sqlite3"))
     posters: dict = {}
-    # min_every=1: the long cron expressions of tests/test_echo_escaping.py fire every minute
+    # min_every=1: the long cron expressions of tests/e2e/test_echo_escaping.py fire every minute
     scheduler = Scheduler(store, service, posters, timezone="Europe/Berlin", min_every=1)
     scheduler.posters_ref = posters  # type: ignore[attr-defined]
     await scheduler.start()

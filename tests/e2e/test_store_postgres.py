@@ -245,7 +245,7 @@ async def test_a_lock_is_let_go_when_its_process_dies(pg_url):
         asyncio.run(main())
     """)
     child = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True,
-                             cwd=os.path.dirname(os.path.dirname(__file__)))
+                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     try:
         line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 30)
         assert line.strip() == "held"

@@ -141,7 +141,7 @@ async def test_useapi_gets_reply_url_and_ref_and_the_callback_wins(hub_server):
     fake = UseapiFake(require_token=token, complete_after=0.4, callback=True)
     await fake.start()
     provider = UseapiProvider(base_url=fake.base_url, token=token, webhook=hub_server, limiter=AskLimiter(0.01),
-                              stream=False)  # the callback beside polls (beside a stream: tests/test_useapi_stream.py)
+                              stream=False)  # the callback beside polls (beside a stream: tests/e2e/test_useapi_stream.py)
     try:
         started = time.monotonic()
         report = await provider.fetch()

@@ -1,7 +1,7 @@
 """Issue 20, faults 3 and 9: a scheduled run is neither lost nor posted twice when the process stops between
 claiming and posting it (SIGKILL, SIGTERM during a reading), nor when replicas start together.
 
-Every test runs real `quota-bot run` processes (``python -m bot run``, the helpers of tests/test_replicas.py)
+Every test runs real `quota-bot run` processes (``python -m bot run``, the helpers of tests/e2e/test_replicas.py)
 against the fake Slack and the fake upstream of this test's event loop; the runs are read back from the
 database the processes wrote.
 """
@@ -28,7 +28,7 @@ GRID = 5.0
 
 @pytest.fixture
 async def rig(tmp_path):
-    """A Cluster (tests/test_replicas.py) whose database is ``rig.url`` (SQLite unless a test sets it)."""
+    """A Cluster (tests/e2e/test_replicas.py) whose database is ``rig.url`` (SQLite unless a test sets it)."""
     upstream = UpstreamSimulator(complete_after=0.2, require_token=TEST_TOKEN)
     await upstream.start()
     slack = await FakeSlack(SLACK_BOT, SLACK_APP).start()
