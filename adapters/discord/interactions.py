@@ -22,7 +22,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from bot import metrics
-from bot.commands import Caller, Commands, Failure, Notice
+from bot.commands import Caller, Commands, Failure, ModeSwitched, Notice
 from bot.commands.run import Unexpected
 from bot.errors import UsageError
 from bot.inbound import BodyRefused, LogThrottle, read_body
@@ -179,7 +179,7 @@ class Interactions:
                         manage_check(permissions_bitfield(member.get("permissions")).manage_guild))
         work = asyncio.ensure_future(self.commands.run(caller, to_call(command, values)))
         done, _ = await asyncio.wait({work}, timeout=self.inline_wait)
-        if done:
+        if done and not isinstance(work.result(), ModeSwitched):  # a switch also posts a public line: deferred
             answer = work.result()
             rendered = render_answer(answer)
             if not rendered.get("attachments"):  # a chart goes out as the edit's attachment
@@ -189,7 +189,7 @@ class Interactions:
         await response.write_eof()  # sent before the edit can reach Discord
         metrics.ACK_SECONDS.labels("discord").observe(time.monotonic() - started)
         task = asyncio.get_running_loop().create_task(
-            self._edit(body["application_id"], body["token"], work, command.family), name="discord-edit")
+            self._edit(body["application_id"], body["token"], work, command.family, user_id), name="discord-edit")
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         return response
@@ -200,7 +200,8 @@ class Interactions:
         metrics.ACK_SECONDS.labels("discord").observe(time.monotonic() - started)
         return _json({"type": MESSAGE, "data": params.payload})
 
-    async def _edit(self, application_id: str, token: str, work: asyncio.Future[Any], what: str) -> None:
+    async def _edit(self, application_id: str, token: str, work: asyncio.Future[Any], what: str,
+                    user_id: str = "") -> None:
         """The answer, once ready, as the edit of ``@original`` (``PATCH /webhooks/{app}/{token}/messages/
         @original``, authorised by the interaction's token)."""
         try:
@@ -222,3 +223,12 @@ class Interactions:
         finally:
             for file in params.files or ():
                 file.close()
+        if isinstance(answer, ModeSwitched):  # one public line for the channel: who switched what (pings nobody)
+            try:
+                await async_context.get().execute_webhook(
+                    int(application_id), token, session=self._session,
+                    payload={"content": answer.announcement(f"<@{user_id}>"), "allowed_mentions": {"parse": []}})
+            except discord.HTTPException as exc:
+                log.warning("Discord /%s: the public line could not be sent (%s %s)", what, exc.status, exc.text[:200])
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+                log.warning("Discord /%s: the public line could not be sent (%s)", what, type(exc).__name__)

@@ -20,7 +20,7 @@ from adapters.server import HttpServer
 from bot.accounts import QuotaPool
 from bot.settings import load_settings
 from tests.conftest import TEST_TOKEN
-from tests.fakes.discord import APP_ID, CHANNEL_ID, FakeDiscord
+from tests.fakes.discord import APP_ID, CHANNEL_ID, USER_ID, FakeDiscord
 from tests.secrets import ALL_TEST_SECRETS
 
 TOKEN = ALL_TEST_SECRETS["DISCORD_BOT_TOKEN"]
@@ -88,7 +88,8 @@ async def test_a_ping_is_answered_and_no_gateway_is_opened(run_bot, discord_fake
     assert (ping.status, ping.body) == (200, {"type": 1})
     # commands registered over REST at start; no gateway connection, no lease
     assert len(discord_fake.command_puts) == 1
-    assert {c["name"] for c in discord_fake.command_puts[0].body} == {"quota", "quota-history", "quota-schedule", "quota-alert"}
+    assert {c["name"] for c in discord_fake.command_puts[0].body} == {"quota", "quota-history", "quota-schedule", "quota-alert",
+                                                                      "quota-mode"}
     assert discord_fake.identifies == 0 and not discord_fake.sockets
     health = info["runtime"].health()
     assert "discord_gateway" not in health and health["adapters"] == ["discord"]
@@ -246,3 +247,26 @@ async def test_check_says_http_mode_and_whether_the_public_url_reaches_the_endpo
     await _check(load_settings(None, **base))
     assert "[warn] QUOTA_PUBLIC_URL is not set: cannot tell whether Discord reaches /discord/interactions" in \
         capsys.readouterr().out
+
+
+async def test_a_mode_switch_over_http_edits_the_answer_and_posts_one_public_line(run_bot, discord_fake):
+    """`/quota-mode relax` in HTTP mode: deferred (a switch is a Midjourney job), the private answer as the
+    edit of @original, then one public line in the channel that pings nobody (as in the gateway mode)."""
+    from tests.fakes.providers import UseapiFake
+
+    useapi_token = ALL_TEST_SECRETS["USEAPI_API_TOKEN"]
+    fake = UseapiFake(require_token=useapi_token, complete_after=0.1, sse_interval=0.01)
+    await fake.start()
+    try:
+        await run_bot(quota_provider="useapi", useapi_api_token=useapi_token, useapi_base_url=fake.base_url)
+        _, token, first = await discord_fake.http_slash("quota-mode", [{"type": 3, "name": "mode", "value": "relax"}])
+        assert first.status == 200 and first.body["type"] == 5 and first.body["data"]["flags"] & 64
+        edit = await discord_fake.wait_edit(token, 20)
+        assert embed_of(edit.body)["description"].startswith("Switched the account to Relax. Midjourney: “Done!")
+        public = await discord_fake.changes.wait(
+            lambda: next((c for c in discord_fake.edits[token] if c.method == "POST"), None), 10)
+        assert public.path == f"/webhooks/{APP_ID}/{token}"
+        assert public.body["content"] == f"<@{USER_ID}> switched the Midjourney account to Relax."
+        assert public.body["allowed_mentions"] == {"parse": []} and not (public.body.get("flags") or 0) & 64
+    finally:
+        await fake.stop()
