@@ -491,7 +491,7 @@ class Alerts:
         if not fire:
             return 0
         def rearm_at(account: str) -> float | None:  # the renewal re-arms only if it is still ahead
-            renewal = scopes[account].renewal  # type: ignore[union-attr]
+            renewal = scopes[account].renewal  # type: ignore[union-attr]  # an account that fired has its scope
             return renewal if renewal is not None and renewal > now else None
 
         claims = [(row.id, now, rearm_at(row.account), self._message(notice)) for row, notice in fire]

@@ -55,7 +55,7 @@ def _number(value: object) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     try:
-        x = float(value)  # type: ignore[arg-type]
+        x = float(value)  # type: ignore[arg-type]  # anything: what float() refuses is caught below
     except (TypeError, ValueError, OverflowError):
         return None
     return x if math.isfinite(x) and x >= 0 else None

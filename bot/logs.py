@@ -60,7 +60,7 @@ def setup_logging(level: str = "INFO", stream: TextIO | None = None, secrets: It
     for old in list(root.handlers):
         if getattr(old, "_quota_bot", False):
             root.removeHandler(old)
-    handler._quota_bot = True  # type: ignore[attr-defined]
+    handler._quota_bot = True  # type: ignore[attr-defined]  # our mark, to replace our own handler only
     root.addHandler(handler)
     root.setLevel(level)
     # chatty libraries stay at WARNING unless we debug
@@ -78,5 +78,5 @@ def log_to_file(path: str) -> None:
     for old in list(root.handlers):
         if getattr(old, "_quota_bot", False):
             root.removeHandler(old)
-    handler._quota_bot = True  # type: ignore[attr-defined]
+    handler._quota_bot = True  # type: ignore[attr-defined]  # our mark, to replace our own handler only
     root.addHandler(handler)

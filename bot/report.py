@@ -230,7 +230,7 @@ class PoolReport:
 
     @property
     def simulated(self) -> bool:
-        return any(a.report.simulated for a in self.answered)  # type: ignore[union-attr]
+        return any(a.report is not None and a.report.simulated for a in self.answered)
 
     def progress_bar(self, width: int = 20, full: str = "█", empty: str = "░") -> str:
         return _bar(self.percent, width, full, empty)
@@ -238,7 +238,7 @@ class PoolReport:
     @property
     def scope(self) -> str:
         """``across 3 accounts`` or, when some failed, ``across 2 of 3 accounts``."""
-        n, ok = len(self.accounts), len([a for a in self.answered if a.report.remaining is not None])  # type: ignore[union-attr]
+        n, ok = len(self.accounts), len([a for a in self.answered if a.report and a.report.remaining is not None])
         noun = "account" if n == 1 else "accounts"
         return f"across {ok} of {n} {noun}" if ok < n else f"across {n} {noun}"
 

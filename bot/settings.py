@@ -423,7 +423,7 @@ class Settings(BaseSettings):
 def load_settings(env_file: str | None = ".env", **overrides: Any) -> Settings:
     """Read the settings, or raise ``SettingsError`` with one line naming the variable."""
     try:
-        settings = Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        settings = Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]  # pydantic-settings' own argument
     except ValidationError as exc:
         raise SettingsError(_one_line(exc)) from None
     settings._env_file = env_file

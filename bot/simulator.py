@@ -202,7 +202,7 @@ class UpstreamSimulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # started: the server is there
         self.base_url = f"http://{host}:{bound}"
         return self.base_url
 

@@ -246,7 +246,7 @@ def tracks_write(method: _Method) -> _Method:
         self.writes.succeeded()
         return result
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # @wraps keeps the method's signature; mypy cannot see it
 
 
 # --- a reading, whole ------------------------------------------------------------------------------
