@@ -62,7 +62,7 @@ class ConsoleAdapter:
         if isinstance(outcome, AlertNotice):
             self._say(render_alert(outcome))
         else:
-            self._say(render_error(outcome) if isinstance(outcome, BaseException) else render_reading(outcome))  # type: ignore[arg-type]
+            self._say(render_error(outcome) if isinstance(outcome, BaseException) else render_reading(outcome))  # type: ignore[arg-type]  # a post is a reading or its error
 
     def _say(self, text: str) -> None:
         self._out.write(text + "\n")

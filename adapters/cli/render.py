@@ -94,7 +94,7 @@ def render_pool(report: PoolReport, width: int = 24) -> str:
     """The sum, the pooled bar, then an aligned table with one row per account (in order); a failed
     account's row holds its one-line reason in place of the figures."""
     lines = []
-    simulated = [a.name for a in report.answered if a.report.simulated]  # type: ignore[union-attr]
+    simulated = [a.name for a in report.answered if a.report.simulated]  # type: ignore[union-attr]  # answered rows carry a report
     if simulated:  # only these: the others are real readings
         lines.append(f"[SIMULATED readings from {', '.join(simulated)}: made up by the built-in simulator]")
     lines.append(f"Midjourney fast time: {report.headline}")
@@ -142,7 +142,12 @@ def render_history(data: "HistoryData", width: int = 48) -> str:
 
 
 def render_alert(notice: "AlertNotice") -> str:
+    acted = notice.action_line()  # an alert that acts: what it did
+    if notice.kind == "back":  # it re-armed and switched its account back (or says why not)
+        return f"ALERT #{notice.alert_id}: {notice.headline}\n  {_plain(acted or '')}"
     lines = [f"ALERT #{notice.alert_id}: {notice.headline}"]
+    if acted:
+        lines.append(f"  {_plain(acted)}")
     if notice.pace:
         lines.append(f"  {notice.pace}")
     if notice.renewal is not None:

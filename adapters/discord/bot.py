@@ -243,7 +243,7 @@ class DiscordAdapter:
                 await ws.close(code=1000)
             except Exception:  # noqa: BLE001 - already gone
                 pass
-        self.client.ws = None  # type: ignore[assignment]
+        self.client.ws = None  # type: ignore[assignment]  # discord.py types ws as always set; None is its "not connected"
 
     async def stop(self) -> None:
         if self.interactions is not None:  # answers in progress are sent first

@@ -169,7 +169,7 @@ def render_pool(report: PoolReport) -> discord.Embed:
         lines.append(f"`{report.progress_bar(20)}` **{report.percent:.2f}%** left")
     if report.pace:
         lines.append(f"📈 {report.pace}")
-    simulated = [a.name for a in report.answered if a.report.simulated]  # type: ignore[union-attr]
+    simulated = [a.name for a in report.answered if a.report.simulated]  # type: ignore[union-attr]  # answered rows carry a report
     if simulated:  # only these: the others are real readings
         lines.append(f"⚠️ Simulated readings from {discord.utils.escape_markdown(', '.join(simulated))}: "
                      "made up by the built-in simulator, not read from Midjourney.")
@@ -290,14 +290,25 @@ def render_history(data: "HistoryData", with_chart: bool = True) -> discord.Embe
 
 def render_alert(notice: "AlertNotice") -> discord.Embed:
     """A low-quota alert: the headline, the pace and forecast, the renewal, who can act."""
+    acted = notice.action_line(discord.utils.escape_markdown)  # an alert that acts: what it did
+    if notice.kind == "back":  # it re-armed and switched its account back (or says why not)
+        embed = discord.Embed(title=_cut(f"↩️ {notice.headline}", TITLE_MAX), description=_cut(acted or "", DESCRIPTION_MAX),
+                              colour=COLOURS["ok"])
+        embed.set_footer(text=f"quota-bot alert #{notice.alert_id} · {notice.condition}")
+        return embed
     lines = []
+    if acted:
+        lines.append(f"🐢 {acted}")
     if notice.pace:
         lines.append(f"📈 {notice.pace}")
     if notice.renewal is not None:
         stamp = int(notice.renewal.timestamp())
         lines.append(f"Renews <t:{stamp}:R> (<t:{stamp}:f>)")
-    lines.append("Whoever manages the Midjourney plan can switch to Relax mode or buy more fast time."
-                 + (f" {SIMULATED_NOTE}" if notice.simulated else ""))
+    if notice.acted not in ("ok", "already"):
+        lines.append("Whoever manages the Midjourney plan can switch to Relax mode or buy more fast time."
+                     + (f" {SIMULATED_NOTE}" if notice.simulated else ""))
+    elif notice.simulated:
+        lines.append(SIMULATED_NOTE)
     embed = discord.Embed(title=_cut(f"⚠️ {notice.headline}", TITLE_MAX), description=_cut("\n".join(lines), DESCRIPTION_MAX),
                           colour=COLOURS["critical"])
     embed.set_footer(text=f"quota-bot alert #{notice.alert_id} · {notice.condition}")

@@ -432,7 +432,7 @@ def _retry_after(headers: Any) -> float:
     if isinstance(value, list):
         value = value[0] if value else None
     try:
-        return max(0.0, float(value))  # type: ignore[arg-type]
+        return max(0.0, float(value))  # type: ignore[arg-type]  # whatever float() refuses is caught below
     except (TypeError, ValueError):
         return 1.0
 

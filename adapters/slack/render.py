@@ -179,7 +179,7 @@ def pool_fallback_text(report: PoolReport) -> str:
     text = f"Midjourney fast time: {report.headline}"
     if report.percent is not None:
         text += f" ({report.percent:.2f}%)"
-    simulated = [a for a in report.answered if a.report.simulated]  # type: ignore[union-attr]
+    simulated = [a for a in report.answered if a.report.simulated]  # type: ignore[union-attr]  # answered rows carry a report
     partly = "partly " if len(simulated) < len(report.answered) else ""
     return escape(text + (f" [{partly}simulated]" if simulated else ""))
 
@@ -196,7 +196,7 @@ def render_pool(report: PoolReport) -> tuple[list[dict[str, Any]], str]:
     if report.pace:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
                        f":chart_with_downwards_trend: {fit(report.pace, 500)}"}]})
-    simulated = [a.name for a in report.answered if a.report.simulated]  # type: ignore[union-attr]
+    simulated = [a.name for a in report.answered if a.report.simulated]  # type: ignore[union-attr]  # answered rows carry a report
     if simulated:  # only these: the others are real readings
         names = escape(_cut(", ".join(simulated), 1000))  # cut, then escaped
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
@@ -354,18 +354,27 @@ def render_history(data: "HistoryData", file_id: str | None) -> tuple[list[dict[
 def render_alert(notice: "AlertNotice") -> tuple[list[dict[str, Any]], str]:
     """A low-quota alert (plain text; a user group is mentioned only when QUOTA_ALERT_MENTION names one)."""
     mention = f"<!subteam^{notice.mention}> " if notice.mention else ""
-    lines = [f":warning: {mention}*{fit(notice.headline, 500)}*"]
-    if notice.pace:
-        lines.append(f":chart_with_downwards_trend: {fit(notice.pace, 1000)}")
-    if notice.renewal is not None:
-        lines.append(f"Renews {slack_date(notice.renewal)}")
-    lines.append("Whoever manages the Midjourney plan can switch to Relax mode or buy more fast time.")
+    acted = notice.action_line(lambda text: fit(text, 600))  # an alert that acts: what it did (reason escaped)
+    if notice.kind == "back":  # it re-armed and switched its account back (or says why not)
+        lines = [f":leftwards_arrow_with_hook: *{fit(notice.headline, 500)}*", acted or ""]
+    else:
+        lines = [f":warning: {mention}*{fit(notice.headline, 500)}*"]
+        if acted:
+            lines.append(f":turtle: {acted}")
+        if notice.pace:
+            lines.append(f":chart_with_downwards_trend: {fit(notice.pace, 1000)}")
+        if notice.renewal is not None:
+            lines.append(f"Renews {slack_date(notice.renewal)}")
+        if notice.acted not in ("ok", "already"):
+            lines.append("Whoever manages the Midjourney plan can switch to Relax mode or buy more fast time.")
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": _trim("\n".join(lines), SECTION_TEXT_MAX)}}]
     if notice.simulated:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": SIMULATED_NOTE}]})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
                    f"quota-bot alert #{notice.alert_id} · {fit(notice.condition, VALUE_MAX)}"}]})
-    return blocks, f"{mention}{fit(notice.headline, 500)}"
+    if notice.kind == "back":
+        return blocks, f"{fit(notice.headline, 500)}. {acted or ''}"
+    return blocks, f"{mention}{fit(notice.headline, 500)}" + (f". {acted}" if acted else "")
 
 
 # --- any command's answer (bot.commands) ------------------------------------------------------------
