@@ -109,10 +109,10 @@ async def test_check_registers_the_commands_before_saying_so(tmp_path, discord_f
     code, out, err = await run_cli("check", env=env, cwd=tmp_path)
     assert code == 0, out + err
     assert "all checks passed" in out
-    assert "[ok  ] Discord: logged in as quota-bot" in out and "/quota-alert registered globally" in out, out
+    assert "[ok  ] Discord: logged in as quota-bot" in out and "/quota-alert, /quota-mode registered globally" in out, out
     [put] = discord_fake.command_puts  # registered globally, as run does: the same commands
     assert put.path.endswith("/commands") and "/guilds/" not in put.path
-    assert {c["name"] for c in put.body} == {"quota", "quota-history", "quota-schedule", "quota-alert"}
+    assert {c["name"] for c in put.body} == {"quota", "quota-history", "quota-schedule", "quota-alert", "quota-mode"}
     assert [c.path for c in discord_fake.calls[:2]] == ["/users/@me", "/oauth2/applications/@me"]
     assert not discord_fake.identifies  # no gateway connection
     assert "[ok  ] Slack: SLACK_BOT_TOKEN accepted (bot user U0BOT0001" in out, out

@@ -62,7 +62,7 @@ async def test_startup_reaches_ready_and_registers_exactly_our_commands(discord_
     put = discord_fake.command_puts[0]
     assert put.path == f"/applications/{APP_ID}/commands"
     by_name = {c["name"]: c for c in put.body}
-    assert set(by_name) == {"quota", "quota-history", "quota-schedule", "quota-alert"}
+    assert set(by_name) == {"quota", "quota-history", "quota-schedule", "quota-alert", "quota-mode"}
     assert by_name["quota"]["options"] == [{"type": 5, "name": "public", "required": False,
                                             "description": by_name["quota"]["options"][0]["description"]}]
     schedule = by_name["quota-schedule"]
@@ -81,7 +81,8 @@ async def test_guild_ids_register_in_each_guild(discord_fake, start_discord):
     await start_discord(guilds=f"{GUILD_ID},1200000000000000002")
     assert [p.path for p in discord_fake.command_puts] == [
         f"/applications/{APP_ID}/guilds/{GUILD_ID}/commands", f"/applications/{APP_ID}/guilds/1200000000000000002/commands"]
-    assert {c["name"] for c in discord_fake.command_puts[0].body} == {"quota", "quota-history", "quota-schedule", "quota-alert"}
+    assert {c["name"] for c in discord_fake.command_puts[0].body} == {"quota", "quota-history", "quota-schedule", "quota-alert",
+                                                                      "quota-mode"}
 
 
 @pytest.mark.parametrize("public", [False, True])
