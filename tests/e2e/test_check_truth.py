@@ -126,7 +126,7 @@ async def test_check_names_the_guild_whose_registration_failed(tmp_path, discord
     assert code == 1, out + err
     assert len(discord_fake.command_puts) == 2 and all("/guilds/" in c.path for c in discord_fake.command_puts)
     assert f"[FAIL] Discord commands could not be registered in guild {GUILD_ID}: 403" in out, out
-    assert "/quota-alert registered in guild 1200000000000000002\n" in out  # and only there
+    assert "/quota-alert, /quota-mode registered in guild 1200000000000000002\n" in out  # and only there
 
 
 async def test_check_socket_mode_asks_for_a_connection_without_opening_it(tmp_path, slack_fake):
