@@ -128,3 +128,23 @@ async def open_stores(store_url):
 async def store(open_stores):
     """A store on a fresh database, once per kind (``store_url``'s params)."""
     return await open_stores()
+
+
+@pytest.fixture
+async def discord_fake():
+    """The fake Discord (REST, gateway, signed interactions), with the tests' bot token."""
+    from tests.fakes.discord import FakeDiscord
+
+    fake = await FakeDiscord(ALL_TEST_SECRETS["DISCORD_BOT_TOKEN"]).start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def slack_fake():
+    """The fake Slack (Web API, Socket Mode, response_url sink), with the tests' bot and app tokens."""
+    from tests.fakes.slack import FakeSlack
+
+    fake = await FakeSlack(ALL_TEST_SECRETS["SLACK_BOT_TOKEN"], ALL_TEST_SECRETS["SLACK_APP_TOKEN"]).start()
+    yield fake
+    await fake.stop()

@@ -618,15 +618,6 @@ async def test_a_pool_alert_waits_for_every_account_to_answer(pool_rig):
 
 # --- 10. end to end: the bot as `quota-bot run` runs it, the fake Slack ---------------------------------------
 
-@pytest.fixture
-async def slack_fake():
-    from tests.fakes.slack import FakeSlack
-
-    fake = await FakeSlack(ALL_TEST_SECRETS["SLACK_BOT_TOKEN"], ALL_TEST_SECRETS["SLACK_APP_TOKEN"]).start()
-    yield fake
-    await fake.stop()
-
-
 async def test_end_to_end_one_slack_alert_when_crossing_50_percent_and_none_after_a_restart(
         tmp_path, upstream, slack_fake, monkeypatch):
     from adapters.app import serve

@@ -13,7 +13,6 @@ from adapters.app import StartupError, serve
 from bot.settings import load_settings
 from tests.conftest import TEST_TOKEN
 from tests.fakes.discord import FakeDiscord
-from tests.fakes.slack import FakeSlack
 from tests.secrets import ALL_TEST_SECRETS
 
 
@@ -25,13 +24,6 @@ async def _run(settings):
     if task in done:
         task.result()
     return stop, task, started.result()
-
-
-@pytest.fixture
-async def slack_fake():
-    fake = await FakeSlack(ALL_TEST_SECRETS["SLACK_BOT_TOKEN"], ALL_TEST_SECRETS["SLACK_APP_TOKEN"]).start()
-    yield fake
-    await fake.stop()
 
 
 def _settings(tmp_path, upstream, slack_fake, **extra):

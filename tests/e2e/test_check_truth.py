@@ -28,20 +28,6 @@ WRONG_APP = "xapp-1-wrong-A000-1111-wrongAPPabc"
 NO_TRACEBACK = "Traceback"
 
 
-@pytest.fixture
-async def discord_fake():
-    fake = await FakeDiscord(DISCORD).start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def slack_fake():
-    fake = await FakeSlack(SLACK_BOT, SLACK_APP).start()
-    yield fake
-    await fake.stop()
-
-
 def _env(tmp_path, **extra: str) -> dict[str, str]:
     return clean_env(DATABASE_URL=f"sqlite:///{tmp_path}/q.sqlite3", HOST="127.0.0.1", PORT="0", **extra)
 

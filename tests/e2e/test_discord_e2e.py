@@ -13,19 +13,12 @@ from bot.commands import Commands
 from bot.errors import PostError, StartupError
 from bot.settings import load_settings
 from bot.simulator import Scripted
-from tests.fakes.discord import APP_ID, GUILD_ID, FakeDiscord
+from tests.fakes.discord import APP_ID, GUILD_ID
 from tests.ports import refusing_port
 from tests.secrets import ALL_TEST_SECRETS
 
 TOKEN = ALL_TEST_SECRETS["DISCORD_BOT_TOKEN"]
 RED = 0xE74C3C
-
-
-@pytest.fixture
-async def discord_fake():
-    fake = await FakeDiscord(TOKEN).start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.fixture

@@ -29,13 +29,6 @@ NAMES = ("studio", "lab")
 
 
 @pytest.fixture
-async def discord_fake():
-    fake = await FakeDiscord(TOKEN).start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
 async def run_bot(discord_fake, upstream, tmp_path):
     """`quota-bot run` in HTTP mode (in-process), its endpoint given to the fake; stopped after the test."""
     running: list[tuple[asyncio.Event, asyncio.Task]] = []

@@ -34,8 +34,8 @@ from bot.settings import Settings
 from bot.store import Store
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import ADMIN_ID
-from tests.e2e.test_discord_e2e import discord_fake, start_discord  # noqa: F401  (fixtures)
-from tests.e2e.test_slack_e2e import slack_fake, slack_http  # noqa: F401  (fixtures)
+from tests.e2e.test_discord_e2e import start_discord  # noqa: F401  (fixtures)
+from tests.e2e.test_slack_e2e import slack_http  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -20,9 +20,9 @@ from bot.alerts import AlertNotice
 from bot.schedules import ScheduleView
 from tests.fakes.discord import CHANNEL_ID
 from tests.fakes.slack import ADMIN_ID
-from tests.e2e.test_discord_e2e import discord_fake, start_discord  # noqa: F401  (fixtures)
+from tests.e2e.test_discord_e2e import start_discord  # noqa: F401  (fixtures)
 from tests.e2e.test_schedule_commands import scheduler  # noqa: F401  (fixture)
-from tests.e2e.test_slack_e2e import slack_fake, slack_http  # noqa: F401  (fixtures)
+from tests.e2e.test_slack_e2e import slack_http  # noqa: F401  (fixtures)
 
 MANAGE_GUILD = str(1 << 5)
 NASTY = "<!channel> &amp; <https://x|y> <@U0BOSS>"

@@ -7,7 +7,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.secrets import ALL_TEST_SECRETS
-from tests.e2e.test_app import _run, _settings, slack_fake  # noqa: F401  (fixture)
+from tests.e2e.test_app import _run, _settings
 
 
 def _samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -22,7 +22,7 @@ def _value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-async def test_metrics_parse_and_move_as_commands_are_answered(tmp_path, upstream, slack_fake):  # noqa: F811
+async def test_metrics_parse_and_move_as_commands_are_answered(tmp_path, upstream, slack_fake):
     upstream.complete_after = 0.1
     settings = _settings(tmp_path, upstream, slack_fake, quota_cache_seconds=60, quota_sample_every="off")
     stop, task, info = await _run(settings)

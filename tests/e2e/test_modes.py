@@ -31,8 +31,8 @@ from tests.fakes.discord import USER_ID as DISCORD_USER
 from tests.fakes.providers import RELAX_REFUSAL, TURBO_REFUSAL, FakeAccount, UseapiFake, useapi_error
 from tests.fakes.slack import ADMIN_ID, USER_ID
 from tests.secrets import ALL_TEST_SECRETS
-from tests.e2e.test_discord_e2e import TOKEN as DISCORD_TOKEN, discord_fake  # noqa: F401  (fixture)
-from tests.e2e.test_slack_e2e import BOT, SECRET, HttpBot, slack_fake  # noqa: F401  (fixture)
+from tests.e2e.test_discord_e2e import TOKEN as DISCORD_TOKEN
+from tests.e2e.test_slack_e2e import BOT, SECRET, HttpBot
 
 TOKEN = ALL_TEST_SECRETS["USEAPI_API_TOKEN"]
 FAST = PollPolicy(initial=0.03, factor=1.5, cap=0.08, jitter=0.1, use_progress=False, min_delay=0.01)
@@ -192,7 +192,7 @@ async def test_console_shows_switches_and_logs(pool, tmp_path):
 # --- `/quota-mode` in Discord ----------------------------------------------------------------------------
 
 @pytest.fixture
-async def discord_bot(discord_fake, tmp_path):  # noqa: F811
+async def discord_bot(discord_fake, tmp_path):
     made: list[tuple[DiscordAdapter, Store]] = []
 
     async def start(pool: QuotaPool) -> DiscordAdapter:
@@ -229,7 +229,7 @@ def _mode(value: str, account: str | None = None) -> list[dict]:
                                                             if account else [])
 
 
-async def test_discord_quota_mode(discord_fake, discord_bot, pool):  # noqa: F811
+async def test_discord_quota_mode(discord_fake, discord_bot, pool):
     fake, pool = pool
     await discord_bot(pool)
     command = next(c for c in discord_fake.command_puts[-1].body if c["name"] == "quota-mode")
@@ -265,7 +265,7 @@ async def test_discord_quota_mode(discord_fake, discord_bot, pool):  # noqa: F81
 # --- `/quota-mode` in Slack ------------------------------------------------------------------------------
 
 @pytest.fixture
-async def slack_bot(slack_fake, tmp_path):  # noqa: F811
+async def slack_bot(slack_fake, tmp_path):
     made: list[tuple[HttpBot, web.AppRunner, Store]] = []
 
     async def start(pool: QuotaPool, admins: str = "") -> HttpBot:

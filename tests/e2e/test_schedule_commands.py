@@ -8,8 +8,8 @@ import pytest
 from bot.scheduler import Scheduler
 from bot.store import Store
 from tests.fakes.slack import ADMIN_ID, USER_ID
-from tests.e2e.test_discord_e2e import discord_fake, start_discord  # noqa: F401  (fixtures)
-from tests.e2e.test_slack_e2e import slack_fake, slack_http  # noqa: F401  (fixtures)
+from tests.e2e.test_discord_e2e import start_discord  # noqa: F401  (fixtures)
+from tests.e2e.test_slack_e2e import slack_http  # noqa: F401  (fixtures)
 
 MANAGE_GUILD = str(1 << 5)
 

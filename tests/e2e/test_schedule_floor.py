@@ -23,8 +23,8 @@ from tests.fakes.cli import clean_env, run_cli
 from tests.fakes.clock import FakeClock
 from tests.fakes.posters import RecordingPoster, eventually
 from tests.fakes.slack import ADMIN_ID
-from tests.e2e.test_discord_e2e import discord_fake, start_discord  # noqa: F401  (fixtures)
-from tests.e2e.test_slack_e2e import slack_fake, slack_http  # noqa: F401  (fixtures)
+from tests.e2e.test_discord_e2e import start_discord  # noqa: F401  (fixtures)
+from tests.e2e.test_slack_e2e import slack_http  # noqa: F401  (fixtures)
 
 UTC = timezone.utc
 START = datetime(2026, 3, 2, 8, 59, 0, tzinfo=UTC)

@@ -23,13 +23,6 @@ APP = ALL_TEST_SECRETS["SLACK_APP_TOKEN"]
 SECRET = ALL_TEST_SECRETS["SLACK_SIGNING_SECRET"]
 
 
-@pytest.fixture
-async def slack_fake():
-    fake = await FakeSlack(BOT, APP).start()
-    yield fake
-    await fake.stop()
-
-
 class HttpBot:
     """The adapter in HTTP mode, mounted on its own aiohttp server like `quota-bot run` does."""
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.e2e.test_slack_e2e import SECRET, slack_fake, slack_http  # noqa: F401  (fixtures)
+from tests.e2e.test_slack_e2e import SECRET, slack_http  # noqa: F401  (fixtures)
 
 
 def _signed(body: bytes, content_type: str = "application/x-www-form-urlencoded") -> dict[str, str]:

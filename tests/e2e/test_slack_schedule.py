@@ -12,7 +12,7 @@ from bot.scheduler import Scheduler
 from bot.store import Store
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import ADMIN_ID, USER_ID
-from tests.e2e.test_slack_e2e import slack_fake, slack_http  # noqa: F401  (fixtures)
+from tests.e2e.test_slack_e2e import slack_http  # noqa: F401  (fixtures)
 
 START = datetime(2026, 3, 2, 8, 59, 0, tzinfo=timezone.utc)
 OWNER_ID = "U0OWNER01"

@@ -28,13 +28,6 @@ TITLE = "Midjourney fast time: 12.06 h of 15 h left"
 
 
 @pytest.fixture
-async def discord_fake():
-    fake = await FakeDiscord(TOKEN).start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
 async def endpoint(discord_fake, service):
     settings = load_settings(None, discord_bot_token=TOKEN, discord_public_key=discord_fake.public_key,
                              discord_api_base_url=discord_fake.api_url)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from tests.e2e.test_slack_e2e import slack_fake, slack_socket  # noqa: F401 - the shared fixtures
+from tests.e2e.test_slack_e2e import slack_socket  # noqa: F401 - the shared fixtures
 
 
 async def test_a_command_without_response_url_is_one_line_not_a_traceback(slack_socket, slack_fake, caplog):  # noqa: F811
