@@ -301,8 +301,9 @@ class App:
             posters: dict[str, Any] = {}
             scheduler = Scheduler(store, core.pool, posters, timezone=settings.quota_timezone,
                                   grace=settings.quota_schedule_grace, min_every=settings.quota_schedule_min_every)
-            alerts = Alerts(store, core.pool, posters, history=history, mentions=config.mentions)
             modes = ModeSwitcher(core.pool, store)  # speed modes: shown, switched and logged (bot.modes)
+            alerts = Alerts(store, core.pool, posters, history=history, mentions=config.mentions,
+                            modes=modes)  # an alert that acts (2h:relax) switches through it
             commands = Commands(core.pool, schedules=scheduler, alerts=alerts, history=history,
                                 history_days=settings.quota_history_days, modes=modes)
             adapters = chat_adapters(settings, core.pool, scheduler, commands=commands,

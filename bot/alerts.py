@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import functools
 import json
 import logging
@@ -18,10 +19,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol
 
 from . import metrics
-from .errors import UserError, shown
+from .errors import UserError, shown, user_sentence
 from .scheduler import Clock, Poster, PostPolicy, SystemClock, deliver, persist
 from .schedules import CHAT_PLATFORMS, PLATFORMS
 from .store import AlertRow
@@ -30,21 +31,25 @@ if TYPE_CHECKING:
     from .accounts import QuotaPool
     from .forecast import Forecast
     from .history import History
+    from .modes import ModeSwitcher
     from .replicas import Lease
-    from .stores.common import AlertStore, ReplicaStore
+    from .stores.common import AlertStore, ModeStore, ReplicaStore
 
 
-    class AlertsStore(AlertStore, ReplicaStore, Protocol):
-        """The store's parts the alerts use: the alerts, and the replicas' lock of their checker."""
+    class AlertsStore(AlertStore, ReplicaStore, ModeStore, Protocol):
+        """The store's parts the alerts use: the alerts, the replicas' lock of their checker, and the log
+        of speed-mode switches (whether an alert's switch to Relax is still the last one)."""
 
 log = logging.getLogger(__name__)
 
 MARGIN_PERCENT = 5.0  # re-arm above the threshold plus this share of the total
 RUNOUT_DAYS = 1.0  # `runout`: the forecast runs out at least this long before the renewal
 RETRY_CHECK = 5.0  # a check that failed (the database away) runs again after this many seconds
+LOOK_BACK = 50  # an alert that acts switches back only if its switch is the last of this many that went through
 OWNER_LOCK = "alerts-owner:{}"
 LEGACY_OWNER = "claimed-before-owners"  # the lock of the claims an older version made (no owner named)
 EXAMPLES = "e.g. 20%, 5h, 90m or runout"
+ACTIONS = ("relax",)  # what an alert may do when it fires: switch its account to Relax (bot.modes)
 _AMOUNT = re.compile(r"^(\d+(?:\.\d+)?)\s*(%|h|hr|hrs|hours?|m|min|mins|minutes?)$")
 
 
@@ -64,7 +69,8 @@ class AlertError(UserError):
 class Condition:
     kind: str  # percent | hours | runout
     value: float = 0.0  # the percentage, or hours
-    text: str = ""
+    text: str = ""  # as stored and listed: ``2h``, ``20%``, ``runout``, with its action ``2h:relax``
+    action: str = ""  # "" or "relax": switch the account to Relax when it fires, back when it re-arms
 
     def threshold(self, total: float | None) -> float | None:
         """The line in hours; None when it cannot be known (a percentage without a total, or runout)."""
@@ -82,16 +88,38 @@ class Condition:
             return f"{_num(self.value)} h" if self.value >= 1 or self.value == 0 else f"{_num(self.value * 60)} min"
         return "a run-out before the renewal"
 
+    @property
+    def keeps(self) -> str:
+        """What switching to Relax keeps: ``the last 2 h``, ``the last 20 %``, ``the fast time to the renewal``."""
+        return f"the last {self.label}" if self.kind != "runout" else "the fast time to the renewal"
+
 
 @functools.lru_cache(maxsize=1024)
 def parse_condition(text: str) -> Condition:
+    """A condition (``20%``, ``5h``, ``90m``, ``runout``), with an action after it (``2h:relax`` or
+    ``2h relax``); ``AlertError`` with one line naming the mistake."""
     raw = " ".join(str(text).split()).lower()
+    action = ""
+    for sep in (":", " "):
+        head, found, tail = raw.rpartition(sep)
+        if found and tail.strip() in ACTIONS:
+            raw, action = head.strip(), tail.strip()
+            break
+    condition = _parse_amount(raw, text)
+    if action:
+        return Condition(condition.kind, condition.value, f"{condition.text}:{action}", action)
+    return condition
+
+
+def _parse_amount(raw: str, text: str) -> Condition:
     if raw in ("runout", "run-out", "run out"):
         return Condition("runout", 0.0, "runout")
     match = _AMOUNT.match(raw)
     echo = shown(text)
     if not match:
-        raise AlertError(f"'{echo}' is not a condition: write a percentage, an amount or runout, {EXAMPLES}.", echo=echo)
+        hint = "; the one action is relax, after a colon (e.g. 2h:relax)" if ":" in raw or "relax" in raw else ""
+        raise AlertError(f"'{echo}' is not a condition: write a percentage, an amount or runout, {EXAMPLES}{hint}.",
+                         echo=echo)
     value, unit = float(match.group(1)), match.group(2)
     if unit == "%":
         if not 0 < value < 100:
@@ -146,6 +174,9 @@ def parse_config(value: str, accounts: Iterable[str] = ()) -> list[AlertItem]:
                 parsed.append(parse_condition(text))
             except AlertError as exc:
                 raise bad(exc.user_message) from None
+            if parsed[-1].action and not account and len(names) > 1:
+                raise bad(f"'{parsed[-1].text}': an alert on the pool cannot switch (which account would it "
+                          f"switch?); name the account, e.g. {platform}:{channel}@{sorted(names)[0]}={parsed[-1].text}")
         items.append(AlertItem(platform, channel, account, tuple(parsed)))
     return items
 
@@ -186,12 +217,20 @@ class AlertNotice:
     condition: str
     mention: str | None = None  # a role (Discord) or user group (Slack) id to mention, from QUOTA_ALERT_MENTION
     simulated: bool = False
+    # an alert that acts (``2h:relax``): ``kind`` "alert" (it fired: ``acted`` is what its switch to Relax
+    # came to, None before it was tried) or "back" (it re-armed: the switch back to ``mode``)
+    action: str = ""
+    kind: str = "alert"
+    acted: str | None = None  # ok | already (it was in Relax) | failed | unknown (back: the mode before is not known)
+    mode: str | None = None  # kind alert: the mode it was in before (None: not known); kind back: the mode switched back to
+    reason: str | None = None  # why a switch failed, the sentence the user reads
 
     def to_json(self, **extra: Any) -> str:
         return json.dumps({"alert_id": self.alert_id, "headline": self.headline, "pace": self.pace,
                            "renewal": self.renewal.timestamp() if self.renewal else None, "account": self.account,
                            "condition": self.condition, "mention": self.mention, "simulated": self.simulated,
-                           **extra})
+                           "action": self.action, "kind": self.kind, "acted": self.acted, "mode": self.mode,
+                           "reason": self.reason, **extra})
 
     @classmethod
     def from_json(cls, text: str) -> "AlertNotice":
@@ -199,7 +238,37 @@ class AlertNotice:
         renewal = data.get("renewal")
         return cls(int(data["alert_id"]), str(data["headline"]), data.get("pace"),
                    datetime.fromtimestamp(renewal, timezone.utc) if renewal else None, str(data.get("account", "")),
-                   str(data.get("condition", "")), data.get("mention"), bool(data.get("simulated")))
+                   str(data.get("condition", "")), data.get("mention"), bool(data.get("simulated")),
+                   str(data.get("action") or ""), str(data.get("kind") or "alert"), data.get("acted"), data.get("mode"),
+                   data.get("reason"))
+
+    def action_line(self, esc: Callable[[str], str] = lambda text: text) -> str | None:
+        """What the alert did, one sentence (None: it does not act): ``Switched `studio` to Relax to keep
+        the last 2 h; `/quota-mode fast` switches back.`` Each renderer escapes the reason its own way."""
+        if not self.action:
+            return None
+        from .modes import mode_name
+
+        who = f"`{self.account}`" if self.account else "the account"
+        reason = esc((self.reason or "")[:300]).strip()
+        if self.kind == "back":
+            back = mode_name(self.mode or "fast")
+            if self.acted == "ok":
+                return f"Switched {who} back to {back}, the mode alert #{self.alert_id} had switched it away from."
+            if self.acted == "failed":
+                return f"Could not switch {who} back to {back}: {reason} `/quota-mode {self.mode or 'fast'}` switches it."
+            return f"{who[0].upper()}{who[1:]} stays in Relax: the mode before is not known; `/quota-mode fast` switches it."
+        if self.acted == "ok":
+            try:
+                keeps = parse_condition(self.condition).keeps
+            except AlertError:
+                keeps = "the fast time that is left"
+            return f"Switched {who} to Relax to keep {keeps}; `/quota-mode {self.mode or 'fast'}` switches back."
+        if self.acted == "already":
+            return f"{who[0].upper()}{who[1:]} is already in Relax: nothing to switch."
+        if self.acted == "failed":
+            return f"Could not switch {who} to Relax: {reason} It is tried again at the next crossing."
+        return f"Switching {who} to Relax was not confirmed; `/quota-mode log` shows the switches."
 
 
 @dataclass
@@ -211,6 +280,7 @@ class _Scope:
     renewal: float | None
     forecast: Forecast | None
     simulated: bool
+    mode: str | None = None  # one account's: its speed mode (fast, relax, turbo; None: not reported)
 
 
 class AlertManager(Protocol):
@@ -228,9 +298,10 @@ class Alerts:
     def __init__(self, store: AlertsStore, pool: QuotaPool, posters: Mapping[str, Poster], *,
                  history: History | None = None,
                  mentions: Mapping[str, str] | None = None, clock: Clock | None = None,
-                 policy: PostPolicy = PostPolicy()) -> None:
+                 policy: PostPolicy = PostPolicy(), modes: ModeSwitcher | None = None) -> None:
         self.store = store
         self.pool = pool
+        self.modes = modes  # switches the account of an alert that acts (None: such an alert cannot act)
         self.posters = posters
         self.history = history
         self.mentions = dict(mentions or {})
@@ -389,6 +460,8 @@ class Alerts:
             listed = ", ".join(names) if names else "none: this bot reads one account"
             echo = shown(account, 40)
             raise AlertError(f"There is no account '{echo}'. Accounts: {listed}.", echo=echo)
+        if parsed.action:
+            self._can_act(parsed, account, names)
         [row] = await self.store.add_alerts([(platform, channel, account, parsed.text, "chat", created_by)])
         self._rows[row.id] = row
         if self.history is not None:
@@ -399,7 +472,26 @@ class Alerts:
         scope = await self._scope(account)
         if scope is not None and self._below(parsed, scope):
             note = "The fast time is already below it: the alert fires with the next reading."
+        if parsed.action:
+            whom = f"`{account}`" if account else "the account"
+            note = (note + " " if note else "") + (f"When it fires it switches {whom} to Relax first; when it re-arms, "
+                                                   "back to the mode before, unless someone switched it since.")
         return self._view(row, note)
+
+    def _can_act(self, condition: Condition, account: str, names: tuple[str, ...]) -> None:
+        """An alert that acts needs an account (not the pool of several) whose provider can switch."""
+        if account == "" and len(names) > 1:
+            raise AlertError(f"An alert on every account cannot switch (which account would it switch?): name the "
+                             f"account, e.g. `/quota-alert add {condition.text.replace(':', ' ')} {names[0]}`.")
+        if self.modes is None:
+            raise AlertError("This bot cannot switch speed modes: add the alert without relax.")
+        cannot = self.modes.cannot_switch(self._service_name(account), account or None)
+        if cannot is not None:
+            raise AlertError(cannot.user_message.rstrip(".") + ", so this alert cannot act: add it without relax.")
+
+    def _service_name(self, account: str) -> str:
+        """The service an alert of ``account`` watches ('' without an accounts file: the one account's)."""
+        return account or str(next(iter(getattr(self.pool, "services", {})), ""))
 
     async def list(self, platform: str) -> list[AlertView]:
         return [self._view(row) for row in sorted(self._rows.values(), key=lambda r: r.id) if row.platform == platform]
@@ -438,7 +530,7 @@ class Alerts:
             except Exception:
                 log.exception("the forecast for the alerts could not be computed")
         return _Scope(remaining, total, min(renewals) if renewals else None, forecast,
-                      all(r.simulated for r in counted))
+                      all(r.simulated for r in counted), counted[0].mode if len(names) == 1 else None)
 
     @staticmethod
     def _below(condition: Condition, scope: _Scope) -> bool:
@@ -470,6 +562,7 @@ class Alerts:
             scopes[account] = await self._scope(account)
         fire: list[tuple[AlertRow, AlertNotice]] = []
         rearm: list[int] = []
+        acting: dict[int, tuple[Condition, _Scope, bool]] = {}  # re-armed alerts that act: why, and the figures
         for row in self._rows.values():
             scope = scopes.get(row.account)
             if scope is None:
@@ -477,17 +570,26 @@ class Alerts:
             condition = parse_condition(row.condition)
             if row.state == "armed" and self._below(condition, scope):
                 fire.append((row, self._notice(row, condition, scope)))
-            elif row.state == "fired" and (self._back_above(condition, scope)
-                                           or (row.fired_renewal is not None and now >= row.fired_renewal)):
-                rearm.append(row.id)
+            elif row.state == "fired":
+                renewed = row.fired_renewal is not None and now >= row.fired_renewal
+                if renewed or self._back_above(condition, scope):
+                    rearm.append(row.id)
+                    if condition.action:
+                        acting[row.id] = (condition, scope, renewed)
         self.evaluations += 1
         self.last_evaluation_ms = (time.perf_counter() - started) * 1000
         if rearm:
-            await self.store.rearm_alerts(rearm)
+            # the ids this call re-armed are its claim on their switch back: one replica switches back
+            rearmed = await self.store.rearm_alerts(rearm) or set()
+            backs = [(self._rows[i], *acting[i]) for i in sorted(rearmed) if i in acting]
             for alert_id in rearm:
                 row = self._rows[alert_id]
                 self._rows[alert_id] = _replace(row, state="armed", message=None)
                 log.info("alert #%d re-armed", alert_id)
+            if backs:
+                back = asyncio.get_running_loop().create_task(self._switch_back(backs), name="alert-switch-back")
+                self._deliveries.add(back)
+                back.add_done_callback(self._deliveries.discard)
         if not fire:
             return 0
         def rearm_at(account: str) -> float | None:  # the renewal re-arms only if it is still ahead
@@ -540,7 +642,98 @@ class Alerts:
             pace = pace_line(scope.forecast, getattr(self.history, "tz", timezone.utc))
         renewal = datetime.fromtimestamp(scope.renewal, timezone.utc) if scope.renewal else None
         return AlertNotice(row.id, headline, pace, renewal, row.account, row.condition, self.mentions.get(row.platform),
-                           scope.simulated)
+                           scope.simulated, action=condition.action, mode=scope.mode if condition.action else None)
+
+    # --- alerts that act (``2h:relax``) ------------------------------------------------------------
+    async def _act(self, row: AlertRow, notice: AlertNotice) -> AlertNotice:
+        """Switch the account of an alert that acts to Relax: in the replica that claimed the crossing (or
+        recovers the claim), before the post. What came of it is stored with the claim, so a recovery
+        posts it without switching again; a failure is posted once and tried at the next crossing."""
+        if not notice.action or notice.acted is not None:
+            return notice
+        if notice.mode == "relax":
+            acted = dataclasses.replace(notice, acted="already")
+        elif self.modes is None:
+            acted = dataclasses.replace(notice, acted="failed", reason="This bot cannot switch speed modes.")
+        else:
+            try:
+                switched = await self.modes.switch(row.account or None, "relax", who=f"alert #{row.id}", cause="alert",
+                                                   platform=row.platform, channel=row.channel)
+                acted = dataclasses.replace(notice, acted="ok", mode=switched.from_mode or notice.mode)
+            except UserError as exc:  # refused, cannot switch, not reached: the switcher logged and stored it
+                acted = dataclasses.replace(notice, acted="failed", reason=exc.user_message)
+            except Exception as exc:  # noqa: BLE001 - logged by the switcher; the alert is posted all the same
+                acted = dataclasses.replace(notice, acted="failed", reason=user_sentence(exc))
+        log.info("alert #%d: switching %s to Relax: %s%s", row.id, self._service_name(row.account), acted.acted,
+                 f" ({acted.reason})" if acted.reason else "")
+        try:
+            await self.store.alert_message(row.id, self._message(acted))
+        except Exception as exc:  # noqa: BLE001 - the post says what was done; only a recovery would not know
+            log.warning("alert #%d: what its switch came to was not stored (%s)", row.id, type(exc).__name__)
+        return acted
+
+    async def _switch_back(self, backs: builtins.list[tuple[AlertRow, Condition, _Scope, bool]]) -> None:
+        """The alerts that act and re-armed in this replica: each account back to the mode its alert
+        switched it away from, and one post that says so."""
+        for row, condition, scope, renewed in backs:
+            try:
+                notice = await self._back(row, condition, scope, renewed)
+            except Exception:
+                log.exception("alert #%d: switching back failed unexpectedly", row.id)
+                continue
+            if notice is None:
+                continue
+            poster = self.posters.get(row.platform)
+            if poster is None:
+                log.warning("alert #%d: %s is not configured, the switch back is not posted", row.id, row.platform)
+                continue
+            failure = await deliver(poster, row.channel, notice, self.policy, self.clock, f"alert #{row.id} (back)")
+            if failure is not None:
+                log.warning("alert #%d: the switch back was not posted to %s:%s: %s", row.id, row.platform,
+                            row.channel, failure)
+
+    async def _back(self, row: AlertRow, condition: Condition, scope: _Scope, renewed: bool) -> AlertNotice | None:
+        """The switch back of one re-armed alert, or None when it has nothing to switch back: its switch
+        to Relax is not the last one that went through (it did not switch, or a person switched since),
+        or the account is no longer in Relax."""
+        if self.modes is None:
+            return None
+        name, who = self._service_name(row.account), f"alert #{row.id}"
+        try:
+            switches = await self.store.mode_switches(LOOK_BACK, name)
+        except Exception as exc:  # noqa: BLE001 - never overrule what cannot be checked
+            log.warning("alert #%d re-armed, but the log of switches cannot be read (%s): %s is left as it is", row.id,
+                        type(exc).__name__, name)
+            return None
+        last = next((r for r in switches if r.outcome == "ok"), None)
+        if last is None or last.who != who or last.to_mode != "relax":
+            if last is not None and last.who != who and any(r.who == who and r.outcome == "ok" for r in switches):
+                log.info("alert #%d re-armed; %s was switched since (by %s): left as it is", row.id, name, last.who)
+            return None
+        if scope.mode is not None and scope.mode != "relax":
+            log.info("alert #%d re-armed; %s is in %s now, not the Relax it set: left as it is", row.id, name, scope.mode)
+            return None
+        whose = f" ({row.account})" if row.account else ""
+        if renewed:
+            headline = f"The plan{whose} renewed: {_hours(scope.remaining)} of fast time left"
+        elif condition.kind == "runout":
+            headline = f"Fast time{whose} lasts to the renewal again"
+        else:
+            headline = f"Fast time{whose} back above {condition.label}: {_hours(scope.remaining)} left"
+        notice = AlertNotice(row.id, headline, None, None, row.account, row.condition, None, scope.simulated,
+                             action=condition.action, kind="back", mode=last.from_mode)
+        if last.from_mode in (None, "relax"):
+            return dataclasses.replace(notice, acted="unknown", mode=None)
+        try:
+            await self.modes.switch(row.account or None, last.from_mode, who=who, cause="alert", platform=row.platform,
+                                    channel=row.channel)
+            notice = dataclasses.replace(notice, acted="ok")
+        except UserError as exc:
+            notice = dataclasses.replace(notice, acted="failed", reason=exc.user_message)
+        except Exception as exc:  # noqa: BLE001 - logged by the switcher; the post says it failed
+            notice = dataclasses.replace(notice, acted="failed", reason=user_sentence(exc))
+        log.info("alert #%d re-armed: switching %s back to %s: %s", row.id, name, last.from_mode, notice.acted)
+        return notice
 
     async def _deliver(self, runs: builtins.list[tuple[AlertRow, AlertNotice]]) -> None:
         gate = asyncio.Semaphore(self.policy.concurrency)
@@ -550,6 +743,7 @@ class Alerts:
                 poster = self.posters.get(row.platform)
                 if poster is None:
                     return row.id, f"{row.platform} is not configured"
+                notice = await self._act(row, notice)  # an alert that acts switches first, then says so
                 failure = await deliver(poster, row.channel, notice, self.policy, self.clock, f"alert #{row.id}")
                 metrics.ALERTS.labels(row.platform, "failed" if failure is not None else "posted").inc()
                 if failure is not None:

@@ -94,6 +94,15 @@ class ModeSwitcher:
         provider = getattr(service, "provider", None)
         return bool(getattr(provider, "switches_mode", False)) and not getattr(provider, "simulated", False)
 
+    def cannot_switch(self, name: str, shown: str | None = None) -> CannotSwitch | None:
+        """Why the account ``name`` cannot be switched (its provider has no call for it; the simulator),
+        or None when it can. ``shown``: the account as the sentence names it."""
+        if self.can_switch(name):
+            return None
+        provider = getattr(self.pool.services.get(name), "provider", None)
+        return CannotSwitch("the built-in simulator" if getattr(provider, "simulated", False) else self._label(name),
+                            shown)
+
     async def show(self, account: str | None = None) -> list[AccountMode]:
         """Each account's mode from its reading (cached readings serve); a failed reading of one
         account is its sentence, never the others' loss."""

@@ -271,11 +271,15 @@ async def _check(settings: Settings) -> int:
 
     stored_alerts: list[Any] = []
     stored_schedules: list[Any] = []
+    every_alert: list[Any] = []
+    alert_switches: list[Any] = []
     try:
         store = await open_store(settings.database_url)
         try:
             stored_schedules = await store.schedules()
-            stored_alerts = [a for a in await store.alerts() if a.source == "chat"]
+            every_alert = await store.alerts()
+            stored_alerts = [a for a in every_alert if a.source == "chat"]
+            alert_switches = [s for s in await store.mode_switches(500) if s.cause == "alert"]
             refused = await store.can_write()
         finally:
             await store.close()
@@ -321,6 +325,7 @@ async def _check(settings: Settings) -> int:
             say(False, f"alert #{row.id} from chat posts to {where} (below {row.condition}), but "
                        f"{_title(row.platform)} is not configured (set {TOKENS[row.platform]}, or remove it "
                        f"there with /quota-alert remove {row.id})")
+    _say_acting(say, configuration, every_alert, alert_switches, core.pool)
     if settings.quota_public_url:
         say(*await _webhook_reachable(settings.quota_public_url))
     alerts_set = bool(settings.quota_alerts.strip()) or bool(stored_alerts)
@@ -332,6 +337,41 @@ async def _check(settings: Settings) -> int:
         say(None, "no chat platform configured: `quota-bot run` opens the console chat")
     print("all checks passed" if not problems else f"{problems} check(s) failed")
     return 0 if not problems else 1
+
+
+def _say_acting(say: Any, configuration: Any, rows: list[Any], switches: list[Any], pool: Any) -> None:
+    """The alerts that act (``2h:relax``): the account each switches to Relax, whether its provider can,
+    and the last switches each made (the store's log, bot.modes)."""
+    from datetime import datetime, timezone
+
+    from bot.alerts import AlertError, parse_condition
+    from bot.modes import ModeSwitcher, mode_name
+
+    switcher = ModeSwitcher(pool)
+    configured = {(i.platform, i.channel, i.account, c.text) for i in configuration.alerts for c in i.conditions}
+    acting = [(row.id, row.platform, row.channel, row.account, row.condition) for row in rows
+              if row.source == "chat" or (row.platform, row.channel, row.account, row.condition) in configured]
+    stored = {(p, ch, acc, cond) for _, p, ch, acc, cond in acting}
+    acting += [(None, *key) for key in sorted(configured - stored)]  # not stored yet: `run` adds them
+    for alert_id, platform, channel, account, condition in acting:
+        try:
+            if not parse_condition(condition).action:
+                continue
+        except AlertError:
+            continue
+        name = account or next(iter(pool.services), "")
+        which = f"alert #{alert_id}" if alert_id is not None else "QUOTA_ALERTS"
+        text = f"{which} ({platform}:{channel}={condition}) switches {account or 'the account'} to Relax when it fires"
+        cannot = switcher.cannot_switch(name, account or None)
+        if cannot is not None:
+            say("warn", f"{text}, but {cannot.user_message[0].lower()}{cannot.user_message[1:-1]}: it posts that "
+                        "instead")
+            continue
+        mine = [s for s in switches if alert_id is not None and s.who == f"alert #{alert_id}"][:3]
+        done = "; ".join(f"{datetime.fromtimestamp(s.at, timezone.utc):%Y-%m-%d %H:%M} UTC "
+                         f"{mode_name(s.from_mode) if s.from_mode else '?'} → {mode_name(s.to_mode)}, {s.outcome}"
+                         for s in mine)
+        say(True, f"{text}, back when it re-arms; " + (f"last switches: {done}" if done else "no switch yet"))
 
 
 def _say_floor(say: Any, rows: list[Any], minimum: float) -> None:

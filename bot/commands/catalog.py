@@ -40,10 +40,11 @@ def catalog(names: tuple[str, ...] = (), history_days: int = 400) -> tuple[Comma
         Command(("schedule", "list"), "List the quota schedules", manage="schedules"),
         Command(("schedule", "remove"), "Remove a quota schedule by its id", (ident["schedule"],), manage="schedules"),
         Command(("alert", "add"), "Post into a channel when the fast time falls below a line",
-                (Arg("condition", "text", "Below what: a percentage, an amount or runout, e.g. 20%, 5h, 90m",
-                     required=True, example=ALERT_EXAMPLES), CHANNEL)
-                + ((_account("Only this account (default: all of them, the sum)"),) if several else ()),
-                manage="alerts", examples=("add 20%", "add 5h")),
+                (Arg("condition", "text", "Below what: 20%, 5h, 90m or runout; add relax to switch the account to "
+                     "Relax then", required=True, example=ALERT_EXAMPLES), CHANNEL)
+                + ((_account("Only this account (default: all of them, the sum; an alert that acts names one)"),)
+                   if several else ()),
+                manage="alerts", examples=("add 20%", "add 5h", "add 2h relax")),
         Command(("alert", "list"), "List the quota alerts", manage="alerts"),
         Command(("alert", "remove"), "Remove a quota alert by its id", (ident["alert"],), manage="alerts"),
         Command(("mode",), "The speed mode (Fast, Relax, Turbo) of " + ("each account" if several else "the account")

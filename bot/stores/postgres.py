@@ -453,11 +453,23 @@ class PostgresStore:
                 [(reason, alert_id) for alert_id, reason in results])
 
     @tracks_write
-    async def rearm_alerts(self, ids: list[int]) -> None:
-        if ids:
-            await self._pool.execute(
-                "UPDATE alerts SET state = 'armed', message = NULL WHERE id = ANY($1::bigint[]) AND state = 'fired'",
-                list(ids))
+    async def rearm_alerts(self, ids: list[int]) -> set[int]:
+        """fired → armed; returns the ids this call re-armed (a concurrent update of a row waits and then
+        finds it armed): the claim of an alert's switch back (bot.alerts)."""
+        if not ids:
+            return set()
+        rows = await self._pool.fetch(
+            "UPDATE alerts SET state = 'armed', message = NULL WHERE id = ANY($1::bigint[]) AND state = 'fired'"
+            " RETURNING id", list(ids))
+        return {int(row["id"]) for row in rows}
+
+    @tracks_write
+    async def alert_message(self, alert_id: int, message: str) -> bool:
+        """The stored message of a pending alert, rewritten (what its action did); False when it is no
+        longer pending."""
+        won = await self._pool.fetchval("UPDATE alerts SET message = $1 WHERE id = $2 AND state = 'pending' RETURNING id",
+                                        message, alert_id)
+        return won is not None
 
     # --- schedules --------------------------------------------------------------------------------
     @tracks_write

@@ -497,10 +497,28 @@ class Store:
                                  [(reason, alert_id) for alert_id, reason in results])
 
     @tracks_write
-    async def rearm_alerts(self, ids: list[int]) -> None:
+    async def rearm_alerts(self, ids: list[int]) -> set[int]:
+        """fired → armed; returns the ids this call re-armed (another process may have been first): the
+        claim of an alert's switch back (bot.alerts)."""
+        if not ids:
+            return set()
         async with self._tx() as db:
+            await db.execute("BEGIN IMMEDIATE")  # the write lock before the read: another process waits
+            marks = ",".join("?" * len(ids))
+            cursor = await db.execute(f"SELECT id FROM alerts WHERE state = 'fired' AND id IN ({marks})", list(ids))
+            rearmed = {row[0] for row in await cursor.fetchall()}
             await db.executemany("UPDATE alerts SET state = 'armed', message = NULL WHERE id = ? AND state = 'fired'",
-                                 [(i,) for i in ids])
+                                 [(i,) for i in rearmed])
+        return rearmed
+
+    @tracks_write
+    async def alert_message(self, alert_id: int, message: str) -> bool:
+        """The stored message of a pending alert, rewritten (what its action did); False when it is no
+        longer pending."""
+        async with self._tx() as db:
+            cursor = await db.execute("UPDATE alerts SET message = ? WHERE id = ? AND state = 'pending'",
+                                      (message, alert_id))
+        return cursor.rowcount > 0
 
     # --- schedules ------------------------------------------------------------------------------
     @tracks_write
