@@ -460,8 +460,9 @@ class Alerts:
             listed = ", ".join(names) if names else "none: this bot reads one account"
             echo = shown(account, 40)
             raise AlertError(f"There is no account '{echo}'. Accounts: {listed}.", echo=echo)
-        if parsed.action:
-            self._can_act(parsed, account, names)
+        if parsed.action and account == "" and len(names) > 1:
+            raise AlertError(f"An alert on every account cannot switch (which account would it switch?): name the "
+                             f"account, e.g. `/quota-alert add {parsed.text.replace(':', ' ')} {names[0]}`.")
         [row] = await self.store.add_alerts([(platform, channel, account, parsed.text, "chat", created_by)])
         self._rows[row.id] = row
         if self.history is not None:
@@ -473,21 +474,20 @@ class Alerts:
         if scope is not None and self._below(parsed, scope):
             note = "The fast time is already below it: the alert fires with the next reading."
         if parsed.action:
-            whom = f"`{account}`" if account else "the account"
-            note = (note + " " if note else "") + (f"When it fires it switches {whom} to Relax first; when it re-arms, "
-                                                   "back to the mode before, unless someone switched it since.")
+            note = (note + " " if note else "") + self._acting_note(account)
         return self._view(row, note)
 
-    def _can_act(self, condition: Condition, account: str, names: tuple[str, ...]) -> None:
-        """An alert that acts needs an account (not the pool of several) whose provider can switch."""
-        if account == "" and len(names) > 1:
-            raise AlertError(f"An alert on every account cannot switch (which account would it switch?): name the "
-                             f"account, e.g. `/quota-alert add {condition.text.replace(':', ' ')} {names[0]}`.")
-        if self.modes is None:
-            raise AlertError("This bot cannot switch speed modes: add the alert without relax.")
-        cannot = self.modes.cannot_switch(self._service_name(account), account or None)
-        if cannot is not None:
-            raise AlertError(cannot.user_message.rstrip(".") + ", so this alert cannot act: add it without relax.")
+    def _acting_note(self, account: str) -> str:
+        """What an alert that acts will do, or (added all the same, like a QUOTA_ALERTS item) why it
+        cannot: the provider has no call for it, the simulator, or a bot without the switcher."""
+        whom = f"`{account}`" if account else "the account"
+        cannot = (self.modes.cannot_switch(self._service_name(account), account or None) if self.modes is not None
+                  else None)
+        if self.modes is None or cannot is not None:
+            why = cannot.user_message.rstrip(".") if cannot is not None else "This bot cannot switch speed modes"
+            return f"{why}: when it fires it posts that instead of switching {whom} to Relax."
+        return (f"When it fires it switches {whom} to Relax first; when it re-arms, back to the mode before, unless "
+                "someone switched it since.")
 
     def _service_name(self, account: str) -> str:
         """The service an alert of ``account`` watches ('' without an accounts file: the one account's)."""

@@ -333,3 +333,47 @@ async def test_console_add_2h_relax_fires_switches_and_switches_back(rig, tmp_pa
     finally:
         await alerts.stop()
         await store.close()
+
+
+# --- `quota-bot check` lists the alerts that act ------------------------------------------------------------
+
+async def test_check_lists_the_alerts_that_act_and_their_switches(rig, tmp_path):
+    db = tmp_path / "q.sqlite3"
+    store = await Store.open(str(db))
+    try:  # as `run` left it: the configured alert stored as #1, and one switch it made
+        await store.add_alerts([("slack", "C0ALERTS", "", "2h:relax", "config", "")])
+        await store.record_mode_switch(datetime(2030, 1, 2, 3, 4, tzinfo=timezone.utc).timestamp(), "default", "slack",
+                                       "C0ALERTS", "alert #1", "alert", "fast", "relax", "ok", "Done!")
+    finally:
+        await store.close()
+    env = dict(HOST="127.0.0.1", PORT="0", QUOTA_SAMPLE_EVERY="off", DATABASE_URL=f"sqlite:///{db}",
+               QUOTA_ALERTS="slack:C0ALERTS=2h:relax;slack:C0OTHER=90m relax")
+    code, out, err = await run_cli("check", cwd=tmp_path, env=clean_env(
+        USEAPI_API_TOKEN=TOKEN, USEAPI_BASE_URL=rig.fake.base_url, **env))
+    lines = out.splitlines()
+    assert ("[ok  ] alert #1 (slack:C0ALERTS=2h:relax) switches the account to Relax when it fires, back when it "
+            "re-arms; last switches: 2030-01-02 03:04 UTC Fast → Relax, ok") in lines, out
+    assert ("[ok  ] QUOTA_ALERTS (slack:C0OTHER=90m:relax) switches the account to Relax when it fires, back when "
+            "it re-arms; no switch yet") in lines, out
+    code, out, err = await run_cli("check", cwd=tmp_path, env=clean_env(**env))  # the simulator cannot switch
+    assert ("[warn] alert #1 (slack:C0ALERTS=2h:relax) switches the account to Relax when it fires, but the "
+            "built-in simulator cannot switch the speed mode: it posts that instead") in out.splitlines(), out
+
+
+async def test_chat_asks_a_pool_alert_that_acts_for_its_account_and_says_when_it_cannot_switch(rig, tmp_path,
+                                                                                                 make_service):
+    store = await Store.open(str(tmp_path / "q.sqlite3"))
+    try:
+        pool = QuotaPool({"studio": rig.pool().services["studio"], "lab": make_service()}, pooled=True)
+        alerts = await rig.alerts(store, "", {"slack": RecordingPoster()}, pool=pool)
+        with pytest.raises(AlertError) as caught:
+            await alerts.add("slack", "C1", "2h relax")
+        assert caught.value.user_message == ("An alert on every account cannot switch (which account would it "
+                                             "switch?): name the account, e.g. `/quota-alert add 2h relax studio`.")
+        lab = await alerts.add("slack", "C1", "2h relax", account="lab")
+        assert lab.condition == "2h:relax" and lab.note == (
+            "TheNextLeg protocol cannot switch the speed mode (account lab): when it fires it posts that instead of "
+            "switching `lab` to Relax.")
+        await alerts.stop()
+    finally:
+        await store.close()
