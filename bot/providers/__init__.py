@@ -99,15 +99,20 @@ def create_provider(config: ProviderConfig, **options: Any) -> Provider:
     return cls(**kwargs)
 
 
-def split_login(url: str) -> tuple[str, Any]:
-    """``(the URL without user:password@, aiohttp.BasicAuth or None)``."""
-    import aiohttp
+def split_login(url: str) -> tuple[str, str | None]:
+    """``(the URL without user:password@, its Basic Authorization header value or None)``."""
+    import base64
+
     import yarl
 
     parsed = yarl.URL(url)
     if not (parsed.user or parsed.password):
         return url, None
-    return str(parsed.with_user(None)), aiohttp.BasicAuth(parsed.user or "", parsed.password or "")
+    from ..logs import SECRETS
+
+    login = "Basic " + base64.b64encode(f"{parsed.user or ''}:{parsed.password or ''}".encode()).decode("ascii")
+    SECRETS.add(parsed.password, login)  # masked in every log line, whatever logs it
+    return str(parsed.with_user(None)), login
 
 
 def config_from_settings(settings: Any) -> ProviderConfig:

@@ -199,9 +199,9 @@ class HttpProvider:
                  limiter: AskLimiter | None = None, request_timeout: float = 20.0, simulated: bool = False,
                  rng: random.Random | None = None, token_setting: str = "NEXTLEG_API_TOKEN",
                  webhook: Any = None, timing: LearnedTiming | None = None,
-                 basic_auth: aiohttp.BasicAuth | None = None) -> None:
+                 basic_auth: str | None = None) -> None:
         self._base = base_url.rstrip("/")
-        self._basic_auth = basic_auth  # from user:password@ in a base URL (see providers.split_credentials)
+        self._basic_auth = basic_auth  # "Basic …", from user:password@ in a base URL (see providers.split_login)
         self._token = token
         self.poll_timeout = poll_timeout
         self._poll = poll or self.default_poll()
@@ -234,8 +234,9 @@ class HttpProvider:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers={**self.auth_headers(), "Content-Type": "application/json"},
-                                                  raise_for_status=False, auth=self._basic_auth)
+            login = {"Authorization": self._basic_auth} if self._basic_auth else {}
+            self._session = aiohttp.ClientSession(headers={**login, **self.auth_headers(), "Content-Type": "application/json"},
+                                                  raise_for_status=False)
         return self._session
 
     # --- one reading ----------------------------------------------------------------------------
