@@ -16,6 +16,7 @@ from types import FrameType
 
 SETTLE_DEADLINE = 2.0  # real seconds a settle waits for worker threads (the SQLite store's) before moving on
 MAX_YIELDS = 5000  # loop iterations a settle may take
+IDLE_POLLS = 3  # polls (1 ms apart) on which everything must be seen waiting before a settle ends
 # worker threads: the function each runs and the name of its work queue there (aiosqlite 0.22; the stdlib)
 WORKERS = {("aiosqlite", "_connection_worker_thread"): "tx", ("concurrent", "_worker"): "work_queue"}
 
@@ -64,13 +65,16 @@ async def settle(deadline: float = SETTLE_DEADLINE) -> None:
     A task waiting on a socket (a loopback HTTP reading) is not waited for: the tests' ``eventually`` does."""
     loop = asyncio.get_running_loop()
     ends = loop.time() + deadline
-    quiet = 0
+    quiet = idle = 0
     for _ in range(MAX_YIELDS):
         if loop.time() > ends:
             return
         ready = getattr(loop, "_ready", None)  # CPython's event loop; on another, the count of yields decides
         quiet = quiet + 1 if not ready else 0
-        if quiet >= 3 and not _threads_busy():
+        # settled: nothing ready to run and every worker thread waiting for work, seen on several polls in a
+        # row (a thread hands its answer back between two of them; 3.13 schedules that hand-over later)
+        idle = idle + 1 if quiet >= 3 and not _threads_busy() else 0
+        if idle >= IDLE_POLLS:
             return
         await asyncio.sleep(0.001 if quiet >= 3 else 0)
 
@@ -85,10 +89,22 @@ def _threads_busy() -> bool:
         if frame is None:
             continue  # not a worker thread (the loop's own, pytest's)
         queue = frame.f_locals.get(_worker(frame) or "")
-        waiting = frame is top and ".get(" in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+        # waiting: the worker's loop stands at its queue's get(), and anything above it is that get()
+        # itself (queue.py, threading.py: a Python-level Queue; a SimpleQueue's get() has no frame)
+        waiting = ".get(" in linecache.getline(frame.f_code.co_filename, frame.f_lineno) and _only_waiting(top, frame)
         if not waiting or (queue is not None and not queue.empty()):
             return True
     return False
+
+
+def _only_waiting(top: FrameType, worker: FrameType) -> bool:
+    """Whether every frame above the worker's own is the standard library's queue or lock waiting."""
+    frame: FrameType | None = top
+    while frame is not None and frame is not worker:
+        if Path(frame.f_code.co_filename).name not in ("queue.py", "threading.py"):
+            return False
+        frame = frame.f_back
+    return True
 
 
 def _worker(frame: FrameType) -> str | None:

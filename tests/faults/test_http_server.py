@@ -222,8 +222,10 @@ async def test_chunked_bodies_without_a_length_are_cut_at_the_cap_and_memory_sta
     answers = await asyncio.gather(*(one(p) for p in paths))
     after = bot.rss_mb()
     print(f"\nRSS before {before:.0f} MB, after 200 chunked 2.5 MiB bodies {after:.0f} MB")
-    assert set(answers) <= {b"HTTP/1.1 413 Request Entity Too Large", b"(closed)", b""}, set(answers)
-    assert answers.count(b"HTTP/1.1 413 Request Entity Too Large") >= 100
+    # the status line's phrase differs by Python ("Request Entity Too Large"; "Content Too Large" in 3.13)
+    too_large = [a for a in answers if a.startswith(b"HTTP/1.1 413 ")]
+    assert set(answers) - set(too_large) <= {b"(closed)", b""}, set(answers)
+    assert len(too_large) >= 100
     assert after - before < 60, (before, after)  # was +95 to +223 MB: each body was read up to 1 MiB
     assert await bot.healthz() == b"HTTP/1.1 200 OK"
     bot.check_log(max_lines=6)

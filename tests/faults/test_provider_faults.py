@@ -245,10 +245,12 @@ async def test_deeply_nested_json_at_the_webhook_is_400_not_500(caplog):
     secret_path = hub.url.removeprefix("https://bot.example")
     try:
         async with aiohttp.ClientSession() as http:
-            for depth in (5000, 100_000):
+            # 100,000 levels are past any Python's JSON recursion limit (3.12+ parse 5,000, 3.11 does not:
+            # then no ask in flight matches, 404); never a 500
+            for depth, allowed in ((5000, (400, 404)), (100_000, (400,))):
                 async with http.post(f"http://127.0.0.1:{port}{secret_path}", data="[" * depth + "]" * depth,
                                      headers={"Content-Type": "application/json"}) as resp:
-                    assert resp.status == 400, depth
+                    assert resp.status in allowed, depth
                     assert "Traceback" not in await resp.text()
     finally:
         await runner.cleanup()
