@@ -9,8 +9,6 @@ import base64
 import logging
 import sys
 import time
-from datetime import datetime, timedelta, timezone
-from email.utils import format_datetime
 
 import pytest
 from aiohttp import web
@@ -27,7 +25,7 @@ from tests.fakes.providers import MjproxyFake, UseapiFake, useapi_error
 
 TOKEN = "nl-fault-token-0123456789"
 FAST = PollPolicy(initial=0.05, factor=1.5, cap=0.2, jitter=0.1)
-PAST = format_datetime(datetime.now(timezone.utc) - timedelta(hours=1), usegmt=True)
+PAST = "Wed, 01 Jan 2025 00:00:00 GMT"  # a date in the past, the same on every xdist worker (test ids)
 DEADLINE = 3.0
 
 
