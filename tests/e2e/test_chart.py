@@ -102,7 +102,7 @@ def test_importing_the_module_does_not_import_matplotlib():
 async def test_render_png_async_does_not_block_the_loop():
     """The renders run in another process: this process spends almost no CPU on them, and the loop keeps
     ticking meanwhile. Judged on CPU time, not on the largest gap between ticks: on a busy 2-core host
-    (the suite runs on two workers) the scheduler alone can hold a ready loop back for 100 ms and more."""
+    (the suite runs on several workers) the scheduler alone can hold a ready loop back for 100 ms and more."""
     spec = ChartSpec([_series("a", days=90), _series("b", days=90, total=30, per_hour=0.01)],
                      start=NOW - 90 * DAY, now=NOW, thresholds=[("low", 5.0)])
     render_png(spec)  # matplotlib loaded: measure rendering, not the one-off import
