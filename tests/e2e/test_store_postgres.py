@@ -17,7 +17,7 @@ from bot.replicas import LEASE_RETRY
 from bot.settings import SettingsError, load_settings
 from bot.store import SCHEMA_VERSION, PostgresStore, StoreError, open_store
 from bot.stores.postgres import MIGRATIONS as PG_MIGRATIONS
-from bot.stores.url import SSLMODES, parse_postgres_url
+from bot.stores.dsn import SSLMODES, parse_postgres_url
 from tests.pg import PASSWORD, PASSWORD_USER, PostgresNotFound, find_bindir
 from tests.ports import refusing_port
 
@@ -79,13 +79,58 @@ async def test_the_password_user_logs_in_and_the_password_shows_nowhere(pg_serve
         await store.close()
 
 
-async def test_a_server_without_tls_and_sslmode_require_is_one_line(pg_server):
-    url = pg_server.url(pg_server.create_database(), query="sslmode=require")
+@pytest.mark.parametrize("mode", SSLMODES)
+async def test_every_sslmode_reaches_asyncpg_and_one_that_needs_tls_is_one_line(pg_server, mode):
+    """asyncpg reads sslmode from the URL itself: this server has no TLS, so disable, allow and prefer
+    connect without it, and require, verify-ca and verify-full stop in one line."""
+    url = pg_server.url(pg_server.create_database(), query=f"sslmode={mode}")
+    if mode in ("disable", "allow", "prefer"):
+        store = await open_store(url)
+        try:
+            assert await store._pool.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is False
+        finally:
+            await store.close()
+        return
     with pytest.raises(StoreError) as caught:
         await open_store(url)
     message = str(caught.value)
     assert message.startswith(f"DATABASE_URL: cannot reach the PostgreSQL server at 127.0.0.1:{pg_server.port} (")
-    assert "SSL" in message and "\n" not in message
+    assert "\n" not in message
+    if mode == "require":
+        assert "SSL" in message
+
+
+async def test_a_password_with_url_characters_logs_in_and_shows_nowhere(pg_server, caplog, monkeypatch, tmp_path):
+    """A password holding @ : / % + # ? & = and a space, percent-encoded in the URL, reaches the server as
+    it is (%41 stays %41), and neither it nor its encoded form shows in any message, repr or log."""
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-pgpass"))
+    odd = "p@ss:w/rd%41+x #?&=y"
+    pg_server.psql(f"ALTER ROLE {PASSWORD_USER} PASSWORD '{odd}'")
+    try:
+        url = pg_server.url(pg_server.create_database(), user=PASSWORD_USER, password=odd)
+        store = await open_store(url)
+        shown = [store.describe(), repr(store), repr(parse_postgres_url(url)), repr(load_settings(None, database_url=url))]
+        await store.close()
+        with pytest.raises(StoreError) as caught:
+            await open_store(url.replace("%2541", "%2542"))
+        assert str(caught.value) == f'DATABASE_URL: the server refused the login (password authentication failed for user "{PASSWORD_USER}")'
+        for secret in (odd, url.split(":")[2].split("@")[0], "rd%41", "p@ss"):
+            _no_password_anywhere(secret, caplog, *shown, str(caught.value), repr(caught.value))
+    finally:
+        pg_server.psql(f"ALTER ROLE {PASSWORD_USER} PASSWORD '{PASSWORD}'")
+
+
+async def test_a_service_file_is_read_by_asyncpg(pg_server, monkeypatch, tmp_path):
+    """service= is handed to asyncpg, which reads the service's settings (here the password) from
+    PGSERVICEFILE, as libpq does; the URL's own values come first."""
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-pgpass"))
+    (tmp_path / "pg_service.conf").write_text(f"[quota]\npassword={PASSWORD}\nsslmode=require\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(tmp_path / "pg_service.conf"))
+    url = pg_server.url(pg_server.create_database(), user=PASSWORD_USER, query="sslmode=disable&service=quota")
+    store = await open_store(url)
+    await store.close()
 
 
 async def test_a_database_of_a_newer_quota_bot_is_refused_by_every_replica(pg_server, pg_url):
@@ -122,25 +167,33 @@ async def test_a_database_at_schema_3_is_migrated_in_place_keeping_its_rows(pg_s
 
 # --- DATABASE_URL's PostgreSQL form --------------------------------------------------------------
 
-def test_the_url_options_become_asyncpg_arguments(caplog):
+def test_the_url_options_become_asyncpg_arguments():
+    """Where to connect and the password as arguments of their own (what describe() shows is where it
+    goes); the rest of the query as a DSN that asyncpg reads itself; libpq's own options mapped or dropped."""
     target = parse_postgres_url(
-        "postgres://bot%40team:p%2Fss%3Aword@db.example.com:6543/quota%20db?sslmode=disable&application_name=quota-bot"
+        "postgres://bot%40team:p%2Fss%3Aword@db.example.com:6543/quota%20db?sslmode=verify-full&application_name=quota-bot"
         "&connect_timeout=3&options=-c%20statement_timeout%3D5000%20-c%20search_path%3Dquota&keepalives=1"
-        "&sslrootcert=%2Fetc%2Fca.pem")
-    kwargs = target.connect_kwargs()
-    assert kwargs == {"dsn": "postgresql://?sslrootcert=%2Fetc%2Fca.pem", "host": "db.example.com", "port": 6543,
-                      "user": "bot@team", "password": "p/ss:word", "database": "quota db", "ssl": "disable",
-                      "timeout": 3.0, "server_settings": {"statement_timeout": "5000", "search_path": "quota",
-                                                          "application_name": "quota-bot"}}
+        "&sslrootcert=%2Fetc%2Fca%20file.pem&target_session_attrs=read-write")
+    assert target.connect_kwargs() == {
+        "host": "db.example.com", "port": 6543, "user": "bot@team", "password": "p/ss:word", "database": "quota db",
+        "timeout": 3.0, "server_settings": {"statement_timeout": "5000", "search_path": "quota"},
+        "dsn": "postgresql://?sslmode=verify-full&application_name=quota-bot&sslrootcert=%2Fetc%2Fca+file.pem"
+               "&target_session_attrs=read-write"}
     assert target.dropped == ("keepalives",)
     assert target.describe() == "PostgreSQL db.example.com:6543/quota db"
     assert "p/ss:word" not in repr(target) and "p%2Fss" not in repr(target)
     plain = parse_postgres_url("postgresql://u@h/db").connect_kwargs()
     assert plain == {"host": "h", "user": "u", "database": "db", "timeout": 10.0}, "asyncpg's defaults otherwise"
-    assert parse_postgres_url("postgresql:///db?host=/run/postgresql&port=5433").describe() == (
-        "PostgreSQL /run/postgresql:5433/db")
-    for mode in SSLMODES:
-        assert parse_postgres_url(f"postgresql://h/db?sslmode={mode}").connect_kwargs()["ssl"] == mode
+    for socket_url in ("postgresql:///db?host=/run/postgresql&port=5433", "postgresql://%2Frun%2Fpostgresql:5433/db"):
+        socket_target = parse_postgres_url(socket_url)
+        assert socket_target.connect_kwargs() == {"host": "/run/postgresql", "port": 5433, "database": "db",
+                                                  "timeout": 10.0}
+        assert socket_target.describe() == "PostgreSQL /run/postgresql:5433/db"
+    assert parse_postgres_url("postgresql://[::1]/db").connect_kwargs()["host"] == "::1"
+    assert parse_postgres_url("postgresql://h/?dbname=q&fallback_application_name=a").connect_kwargs() == {
+        "host": "h", "database": "q", "timeout": 10.0, "dsn": "postgresql://?application_name=a"}
+    given = parse_postgres_url("postgresql://h/db?fallback_application_name=a&application_name=b&password=se%26cret")
+    assert given.connect_kwargs()["dsn"] == "postgresql://?application_name=b" and given.password == "se&cret"
 
 
 @pytest.mark.parametrize("url, message", [
@@ -150,7 +203,14 @@ def test_the_url_options_become_asyncpg_arguments(caplog):
     ("postgres://u:secret-pw@h/db?sslmode=maybe", "the PostgreSQL URL's sslmode must be one of disable, allow, prefer,"),
     ("postgres://u:secret-pw@h/db?connect_timeout=soon", "the PostgreSQL URL's connect_timeout must be a number"),
     ("postgres://u:secret-pw@h1:5432,h2:5432/db", "the PostgreSQL URL must name one host"),
+    ("postgres://u:secret-pw@h/db?host=h1,h2", "the PostgreSQL URL must name one host"),
     ("mysql://u:secret-pw@h/db", "must be a SQLite URL"),
+    ("postgres:/u:secret-pw@h/db", "must be a SQLite URL"),
+    ("postgres://u:secret-pw@h:0/db", "the PostgreSQL URL's port must be a number from 1 to 65535"),
+    ("postgres://u:secret-pw@h/db?port=5432x", "the PostgreSQL URL's port must be a number from 1 to 65535"),
+    ("postgres://u:secret-pw@h/db?sslmode=REQUIRE", "the PostgreSQL URL's sslmode must be one of disable, allow,"),
+    ("postgres://u:secret-pw@db host/db", "the PostgreSQL URL cannot be read (invalid domain character)"),
+    ("postgres://u:secret-pw@h/db?options=statement_timeout", "the PostgreSQL URL's options must be -c name=value"),
 ])
 async def test_a_malformed_url_is_one_line_without_the_password_in_settings_and_store(url, message):
     with pytest.raises(SettingsError) as caught:
