@@ -260,7 +260,7 @@ class Settings(BaseSettings):
         """``sqlite:///path`` or a PostgreSQL URL (``postgresql://`` or the platforms' ``postgres://``),
         checked here so a malformed one stops start-up naming DATABASE_URL (the value, which may hold a
         password, is never repeated). The value keeps its text; only its repr hides the password."""
-        from .stores.url import kind
+        from .stores.dsn import kind
 
         value = value.strip()
         kind(value)  # ValueError: one line, e.g. "the PostgreSQL URL's sslmode must be one of …"

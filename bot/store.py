@@ -1,9 +1,10 @@
 """The store: schedules, claimed runs, readings, alerts and the replicas' primitives, behind one interface.
 
 ``open_store(DATABASE_URL)`` gives the SQLite store (``sqlite:///path``, the embedded default; the class
-``Store``) or the PostgreSQL store (``postgresql://…`` or ``postgres://…``; ``PostgresStore``). Both
-answer the same methods with the same results and apply the same migrations by number, so the
-service, scheduler and adapters never ask which one they have. The variants live in ``bot/stores/``.
+``Store``) or the PostgreSQL store (``postgresql://…`` or ``postgres://…``; ``PostgresStore``). Both are
+the same parts (``bot/stores/``: readings, timings, schedules, alerts, modes, coordination) on another
+database, from one schema (``bot/stores/schema.py``), so the service, scheduler and adapters never ask
+which one they have.
 """
 
 from __future__ import annotations
@@ -11,19 +12,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .stores.common import AlertRow, Listener, LockHandle, ScheduleRow, StoreError, StoreInterface
-from .stores.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStore, Store
-from .stores.url import POSTGRES_SCHEMES, SQLITE_PREFIX
+from .stores.schema import MIGRATIONS, SCHEMA_VERSION, migrations
+from .stores.sqlite import SQLiteStore, Store
+from .stores.dsn import POSTGRES_SCHEMES, SQLITE_PREFIX
 
 if TYPE_CHECKING:  # loaded on first use (``__getattr__``): asyncpg only when PostgreSQL is used
-    from .stores.postgres import PG_MIGRATIONS, PostgresStore
+    from .stores.postgres import PostgresStore
 
-__all__ = ["AlertRow", "Listener", "LockHandle", "MIGRATIONS", "PG_MIGRATIONS", "PostgresStore", "SCHEMA_VERSION",
-           "SQLiteStore", "ScheduleRow", "Store", "StoreError", "StoreInterface", "open_store"]
+__all__ = ["AlertRow", "Listener", "LockHandle", "MIGRATIONS", "PostgresStore", "SCHEMA_VERSION", "SQLiteStore",
+           "ScheduleRow", "Store", "StoreError", "StoreInterface", "migrations", "open_store"]
 
 
 def __getattr__(name: str) -> Any:
-    """``PostgresStore`` and ``PG_MIGRATIONS`` load asyncpg on first use only."""
-    if name in ("PostgresStore", "PG_MIGRATIONS"):
+    """``PostgresStore`` loads asyncpg on first use only."""
+    if name == "PostgresStore":
         from .stores import postgres
 
         return getattr(postgres, name)

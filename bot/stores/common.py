@@ -1,9 +1,9 @@
-"""What every store shares: its rows, its one-line error, its lock handle, and the way a reading is
-kept whole so another replica can rebuild the report.
+"""What every store shares: its rows, its one-line error, its lock handle, the interface of each of its
+parts, and the way a reading is kept whole so another replica can rebuild the report.
 
-Both stores (``bot.stores.sqlite.SQLiteStore``, ``bot.stores.postgres.PostgresStore``) answer the same
-interface, spelt out once in ``StoreInterface``; the service, scheduler and adapters never ask which
-one they have.
+Both stores (``bot.stores.sqlite.SQLiteStore``, ``bot.stores.postgres.PostgresStore``) are the same parts
+(``bot.stores.parts``) on another database and answer the interface spelt out once in ``StoreInterface``;
+the service, scheduler and adapters never ask which one they have.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from ..report import Amount, QuotaReport, Unit
 
 log = logging.getLogger("bot.store")
 
-# job_durations keeps this many of the newest per (account, provider); job_durations() reads at most it
-KEEP_JOB_DURATIONS = 500
 # pg_notify refuses payloads of 8000 bytes or more; the SQLite store holds to the same limit
 MAX_PAYLOAD_BYTES = 7999
 
@@ -81,8 +79,6 @@ class ModeSwitchRow:
     outcome: str  # ok | refused (Midjourney said no) | failed (it did not get through)
     detail: str  # the sentence the user read (a refusal, an error), or Midjourney's confirmation
 
-
-MODE_SWITCH_COLUMNS = "id, at, account, platform, channel, who, cause, from_mode, to_mode, outcome, detail"
 
 
 class LockHandle:
@@ -142,6 +138,11 @@ class ReadingStore(Protocol):
     async def has_readings(self, account: str, simulated: bool) -> bool: ...
     async def record_history(self, account: str, rows: Iterable[tuple[float, float, float, float | None]], simulated: bool) -> None: ...
     async def prune_readings(self, before: float) -> int: ...
+
+
+class TimingStore(Protocol):
+    """The store's job timings (``bot.timing``'s learned timing)."""
+
     async def record_job_duration(self, account: str, provider: str, seconds: float) -> None: ...
     async def job_durations(self, account: str, provider: str, limit: int = 200) -> list[float]: ...
 
@@ -169,6 +170,8 @@ class ScheduleStore(Protocol):
     async def set_timezone(self, schedule_id: int, timezone: str) -> None: ...
     async def set_failing(self, schedule_id: int, reason: str | None) -> None: ...
     async def claim(self, runs: Iterable[tuple[int, float]], owner: str | None = None) -> set[tuple[int, float]]: ...
+    async def offer(self, runs: Iterable[tuple[int, float]]) -> None: ...
+    async def take(self, runs: Iterable[tuple[int, float]], owner: str) -> set[tuple[int, float]]: ...
     async def finish(self, results: Iterable[tuple[int, float, str]]) -> None: ...
     async def last_claimed(self) -> dict[int, float]: ...
     async def unfinished_runs(self) -> list[tuple[int, float, str | None, str]]: ...
@@ -179,7 +182,8 @@ class ScheduleStore(Protocol):
 
 
 class ReplicaStore(Protocol):
-    """The replicas' primitives (``bot.replicas``): locks, notifications, the revision of the configuration."""
+    """The store's coordination part, the replicas' primitives (``bot.replicas``): locks, notifications, the
+    revision of the configuration (``bot.stores.coordination``)."""
 
     async def revision(self) -> int: ...
     async def try_lock(self, name: str) -> LockHandle | None: ...
@@ -195,7 +199,7 @@ class ModeStore(Protocol):
     async def mode_switches(self, limit: int = 10, account: str | None = None) -> list[ModeSwitchRow]: ...
 
 
-class StoreInterface(ReadingStore, AlertStore, ScheduleStore, ReplicaStore, ModeStore, Protocol):
+class StoreInterface(ReadingStore, TimingStore, AlertStore, ScheduleStore, ReplicaStore, ModeStore, Protocol):
     """What every store answers (the SQLite ``Store`` and ``PostgresStore``): its parts, and itself."""
 
     def describe(self) -> str: ...

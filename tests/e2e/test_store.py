@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from bot.report import parse_result
-from bot.store import (MIGRATIONS, SCHEMA_VERSION, AlertRow, LockHandle, PostgresStore, ScheduleRow, Store, StoreError,
+from bot.store import (MIGRATIONS, SCHEMA_VERSION, migrations, AlertRow, LockHandle, PostgresStore, ScheduleRow, Store, StoreError,
                        open_store)
 from bot.stores import sqlite as sqlite_store
 
@@ -179,11 +179,9 @@ async def test_latest_report_rebuilds_the_whole_report_a_replica_read(open_store
 
 
 async def test_job_durations_newest_first_per_account_and_provider_and_bounded(store, monkeypatch):
-    import bot.stores.postgres as pg_module
-    import bot.stores.sqlite as sqlite_module
+    import bot.stores.timings as timings
 
-    monkeypatch.setattr(sqlite_module, "KEEP_JOB_DURATIONS", 4)
-    monkeypatch.setattr(pg_module, "KEEP_JOB_DURATIONS", 4)
+    monkeypatch.setattr(timings, "KEEP_JOB_DURATIONS", 4)
     assert await store.job_durations("studio", "useapi") == []
     for seconds in (31.5, 22.0, 47.25):
         await store.record_job_duration("studio", "useapi", seconds)
@@ -469,7 +467,7 @@ async def test_a_removed_file_makes_the_store_unhealthy(tmp_path):
 async def test_a_database_written_before_accounts_is_migrated_its_readings_become_the_single_account(tmp_path):
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as db:  # exactly what quota-bot wrote at schema 1
-        db.executescript(f"BEGIN; {MIGRATIONS[0]} PRAGMA user_version = 1; COMMIT;")
+        db.executescript(f"BEGIN; {';'.join(migrations('sqlite')[0])}; PRAGMA user_version = 1; COMMIT;")
         db.execute("INSERT INTO readings (read_at, remaining, total, percent, unit) VALUES (1.0, 3.5, 15, 23.3, 'hours')")
     store = await Store.open(str(path))
     try:

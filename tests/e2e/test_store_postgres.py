@@ -16,7 +16,7 @@ import pytest
 from bot.replicas import LEASE_RETRY
 from bot.settings import SettingsError, load_settings
 from bot.store import SCHEMA_VERSION, PostgresStore, StoreError, open_store
-from bot.stores.postgres import MIGRATIONS as PG_MIGRATIONS
+from bot.stores.schema import migration
 from bot.stores.dsn import SSLMODES, parse_postgres_url
 from tests.pg import PASSWORD, PASSWORD_USER, PostgresNotFound, find_bindir
 from tests.ports import refusing_port
@@ -147,7 +147,7 @@ async def test_a_database_of_a_newer_quota_bot_is_refused_by_every_replica(pg_se
 async def test_a_database_at_schema_3_is_migrated_in_place_keeping_its_rows(pg_server, pg_url):
     dbname = pg_url.rsplit("/", 1)[1].split("?")[0]
     for number in (1, 2, 3):
-        pg_server.psql(PG_MIGRATIONS[number - 1], dbname)
+        pg_server.psql(migration(number, "postgresql"), dbname)
     pg_server.psql("CREATE TABLE quota_bot_schema (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL"
                    " DEFAULT now()); INSERT INTO quota_bot_schema (version) VALUES (1), (2), (3);"
                    " INSERT INTO readings (read_at, remaining, total, unit, account) VALUES (1.0, 3.5, 15, 'hours', 'x');"
