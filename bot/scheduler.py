@@ -89,6 +89,7 @@ class PostPolicy:
     transient_attempts: int = 3
     backoff: float = 2.0  # 2 s, 4 s, … between transient failures
     concurrency: int = 50
+    window: int = 50  # due runs taken from the store at a time (replicas share the runs window by window)
 
 
 async def deliver(poster: Poster, channel: str, outcome: Any, policy: PostPolicy, clock: Clock, what: str) -> str | None:
@@ -138,6 +139,31 @@ async def persist(write: Callable[[], Awaitable[Any]], what: str, clock: Clock, 
             await clock.sleep(delay)
             waited += delay
             delay = min(delay * 2, 10.0)
+
+
+class _Reading:
+    """The one reading a batch of runs posts, taken when its first window is claimed here (not at all when
+    other replicas took every run)."""
+
+    def __init__(self, scheduler: "Scheduler") -> None:
+        self._scheduler = scheduler
+        self._lock = asyncio.Lock()
+        self._outcome: Any = None
+        self._taken = False
+
+    async def get(self) -> Any:
+        async with self._lock:
+            if not self._taken:
+                try:
+                    self._outcome = await self._scheduler.service.get_report()
+                except QuotaError as exc:
+                    self._outcome = exc  # the channel gets the reason instead of silence
+                except Exception as exc:
+                    log.exception("reading for scheduled posts failed unexpectedly")
+                    self._outcome = QuotaError(type(exc).__name__)
+                self._taken = True
+                self._scheduler.readings_taken += 1
+            return self._outcome
 
 
 def _why(exc: BaseException) -> str:
@@ -496,23 +522,43 @@ class Scheduler:
     async def _post_batch(self, due: builtins.list[tuple[_Armed, datetime]],
                           skipped: builtins.list[tuple[_Armed, datetime, str]],
                           marks: Mapping[int, _InProgress], claimed: bool = False) -> None:
-        """Claim the runs (unless ``claimed``: taken over), take one reading, post it to each."""
+        """Record the skipped runs, offer the due ones and post this process's share of them, with one
+        reading (``claimed``: runs taken over, already this process's)."""
+        reading = _Reading(self)
         if claimed:
-            won: set[tuple[int, float]] | None = {(a.row.id, at.timestamp()) for a, at in due}
-        else:
-            won = await self._claim([(a.row.id, at.timestamp()) for a, at in due]
-                                    + [(a.row.id, at.timestamp()) for a, at, _ in skipped], retry=bool(due))
-            self._held.update((a.row.id, at.timestamp()) for a, at in due if won and (a.row.id, at.timestamp()) in won)
+            for mark in marks.values():
+                mark.claiming = False
+            await self._post_claimed(due, marks, {(a.row.id, at.timestamp()) for a, at in due}, reading)
+            return
+        if skipped:
+            # skipped runs are claimed (a restart never posts them) and recorded as skipped at once
+            recorded = await self._until_grace(self.store.claim, [(a.row.id, at.timestamp()) for a, at, _ in skipped],
+                                               "claim", retry=False)
+            await self._record_skipped(skipped, recorded or set())
+        offered = await self._until_grace(self.store.offer, [(a.row.id, at.timestamp()) for a, at in due], "offer")
         for mark in marks.values():
             mark.claiming = False
-        if won is None:
+        if offered is None:
+            self._release({a.row.id: marks[a.row.id] for a, _ in due})
             return
-        await self._post_claimed(due, skipped, marks, won)
+        # Every replica that finds the runs due has offered the same ones; each takes a window of them at a
+        # time, the next one only when it has posted (two windows in flight), so a busy replica takes fewer
+        # and a free one more, and none waits for another's (``take``: FOR UPDATE SKIP LOCKED).
+        windows = iter([due[i:i + self.policy.window] for i in range(0, len(due), self.policy.window)])
+        gate = asyncio.Semaphore(self.policy.concurrency)
 
-    async def _post_claimed(self, due: builtins.list[tuple[_Armed, datetime]],
-                            skipped: builtins.list[tuple[_Armed, datetime, str]],
-                            marks: Mapping[int, _InProgress], claimed: set[tuple[int, float]]) -> None:
-        # skipped runs are claimed (a restart never posts them) and recorded as skipped at once
+        async def share() -> None:
+            for window in windows:
+                keys = [(a.row.id, at.timestamp()) for a, at in window]
+                taken = await self._until_grace(lambda runs: self.store.take(runs, self.owner), keys, "take")
+                won = taken or set()
+                self._held.update(won)
+                await self._post_claimed(window, marks, won, reading, gate)
+
+        await asyncio.gather(*(share() for _ in range(2)))
+
+    async def _record_skipped(self, skipped: builtins.list[tuple[_Armed, datetime, str]],
+                              claimed: set[tuple[int, float]]) -> None:
         passed = [(a.row.id, at.timestamp(), result) for a, at, result in skipped
                   if (a.row.id, at.timestamp()) in claimed]
         for armed, at, _ in skipped:
@@ -521,18 +567,15 @@ class Scheduler:
         if passed:
             await persist(lambda: self.store.finish(passed), f"the result of {len(passed)} skipped scheduled run(s)",
                           self.clock)
+
+    async def _post_claimed(self, due: builtins.list[tuple[_Armed, datetime]], marks: Mapping[int, _InProgress],
+                            claimed: set[tuple[int, float]], reading: "_Reading",
+                            gate: asyncio.Semaphore | None = None) -> None:
         runs = [(a, at) for a, at in due if (a.row.id, at.timestamp()) in claimed]
         self._release({a.row.id: marks[a.row.id] for a, at in due if (a.row.id, at.timestamp()) not in claimed})
         if not runs:
             return
-        try:
-            outcome: Any = await self.service.get_report()
-        except QuotaError as exc:
-            outcome = exc  # the channel gets the reason instead of silence
-        except Exception as exc:
-            log.exception("reading for scheduled posts failed unexpectedly")
-            outcome = QuotaError(type(exc).__name__)
-        self.readings_taken += 1
+        outcome = await reading.get()
         for armed, _ in runs:
             marks[armed.row.id].reading = False
         # claimed → posting: from here a crash leaves the run recorded as skipped, never sent twice; a run
@@ -554,7 +597,7 @@ class Scheduler:
         runs = [r for r in runs if (r[0].row.id, r[1].timestamp()) in mine]
         if not runs:
             return
-        gate = asyncio.Semaphore(self.policy.concurrency)
+        gate = gate or asyncio.Semaphore(self.policy.concurrency)
 
         async def one(armed: _Armed, at: datetime) -> tuple[int, float, str]:
             try:
@@ -566,18 +609,20 @@ class Scheduler:
         results = await asyncio.gather(*(one(a, at) for a, at in runs))
         await persist(lambda: self.store.finish(results), f"the result of {len(results)} scheduled post(s)", self.clock)
 
-    async def _claim(self, runs: builtins.list[tuple[int, float]], retry: bool = True) -> set[tuple[int, float]] | None:
-        """Claim the runs in the store (the claim decides which replica posts a run). While the database
-        cannot be reached, try again (1 s, then every 2 s) until the oldest run is older than the
-        grace window; then None: the runs are skipped, with a log line. Without ``retry`` (only skipped
-        runs, whose claim just records them) one try."""
+    async def _until_grace(self, write: Callable[[builtins.list[tuple[int, float]]], Awaitable[Any]],
+                           runs: builtins.list[tuple[int, float]], what: str,
+                           retry: bool = True) -> Any:
+        """``write(runs)`` in the store (a claim, an offer, a take: they decide which replica posts a run).
+        While the database cannot be reached, try again (1 s, then every 2 s) until the oldest run is older
+        than the grace window; then None: the runs are skipped, with a log line. Without ``retry`` (only
+        skipped runs, whose claim just records them) one try."""
         if not runs:
             return set()
         oldest = min(due for _, due in runs)
         delay, logged = 1.0, False
         while True:
             try:
-                claimed = await self.store.claim(runs, owner=self.owner)
+                result = await write(runs)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any database failure: tried again within the grace
@@ -586,19 +631,19 @@ class Scheduler:
                     log.info("could not record %d skipped scheduled run(s) (%s)", len(runs), _why(exc))
                     return None
                 if left <= 0:
-                    log.error("could not claim %d scheduled run(s) within QUOTA_SCHEDULE_GRACE (%.0f s): %s; they "
-                              "are skipped", len(runs), self.grace, _why(exc))
+                    log.error("could not %s %d scheduled run(s) within QUOTA_SCHEDULE_GRACE (%.0f s): %s; they "
+                              "are skipped", what, len(runs), self.grace, _why(exc))
                     return None
                 if not logged:
-                    log.warning("could not claim %d scheduled run(s) (%s); trying again until the database "
-                                "answers (for up to %.0f s)", len(runs), _why(exc), left)
+                    log.warning("could not %s %d scheduled run(s) (%s); trying again until the database "
+                                "answers (for up to %.0f s)", what, len(runs), _why(exc), left)
                     logged = True
                 await self.clock.sleep(min(delay, left))
                 delay = min(delay * 2, 2.0)  # a refused connection costs nothing: be quick once it is back
                 continue
             if logged:
-                log.info("claimed %d of %d scheduled run(s) after the database came back", len(claimed), len(runs))
-            return claimed
+                log.info("%s of %d scheduled run(s) done after the database came back", what, len(runs))
+            return set() if result is None else result
 
     async def _post_one(self, armed: _Armed, outcome: Any) -> str:
         row = armed.row

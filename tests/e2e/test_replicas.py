@@ -20,6 +20,7 @@ import re
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,40 @@ async def test_three_replicas_post_each_run_once_share_one_reading_and_hand_over
     assert len(dues) >= 5, dues
     assert len(cluster.upstream.asks) == 1  # the cache (60 s) was shared by every post and answer
     print(f"gateway taken over {took_over:.1f} s after the kill; {len(dues)} runs posted once each")
+
+
+async def test_three_replicas_share_the_posting_of_300_runs_each_posted_once(cluster):
+    """300 schedules due at the same moments: every replica posts some of each moment's runs (they take
+    them window by window from the store), each run is posted by exactly one message, with one ask."""
+    channels = [f"C0SHARE{n:03d}" for n in range(300)]
+    await cluster.start(3, QUOTA_SCHEDULES=";".join(f"slack:{c}=every 5s" for c in channels),
+                        QUOTA_CACHE_SECONDS="60")
+    shared = set(channels)
+    await cluster.slack.wait(lambda: True if len([p for p in cluster.slack.posts
+                                                  if p.body.get("channel") in shared]) >= 600 else None, timeout=40)
+    for replica in cluster.replicas:
+        await cluster.terminate(replica)
+    store = await open_store(cluster.url)
+    try:
+        ids = {s.id for s in await store.schedules()}
+        rows = await store.db.fetch("SELECT due, owner, result FROM runs WHERE schedule_id IN "
+                                    f"({', '.join(str(i) for i in ids)})")
+    finally:
+        await store.close()
+    assert len(ids) == 300
+    moments: dict[float, list[tuple[str | None, str]]] = {}
+    for due, owner, result in rows:
+        moments.setdefault(due, []).append((owner, result))
+    whole = {due: runs for due, runs in moments.items() if len(runs) == 300}
+    assert len(whole) >= 2, {due: len(runs) for due, runs in moments.items()}
+    for due, runs in whole.items():
+        assert {result for _, result in runs} == {"posted"}, (due, runs[:3])
+        shares = sorted(Counter(owner for owner, _ in runs).values())
+        assert len(shares) == 3, f"the runs due at {due} were posted by {len(shares)} replica(s): {shares}"
+    posts = Counter(p.body.get("channel") for p in cluster.slack.posts if p.body.get("channel") in shared)
+    posted_runs = sum(1 for runs in moments.values() for _, result in runs if result == "posted")
+    assert sum(posts.values()) == posted_runs, "one message per posted run, none twice"
+    assert len(cluster.upstream.asks) == 1
 
 
 async def test_slack_socket_mode_runs_in_every_replica_and_each_answers_the_events_it_is_given(cluster):
