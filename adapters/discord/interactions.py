@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 from typing import Any
 
@@ -44,9 +45,10 @@ log = logging.getLogger(__name__)
 PATH = "/discord/interactions"
 MAX_BODY = 64 * 1024
 MAX_SKEW = 300.0  # seconds a signed timestamp may be from now
-# How long a command may take and still be answered in the response itself (type 4): a cached reading
+# How long a command may take and still be answered in the response itself (type 4): a store query
 # takes a millisecond; anything slower is deferred at once, since the user sees "thinking…" sooner and
-# the final answer comes no later (the command runs on meanwhile).
+# the final answer comes no later (the command runs on meanwhile). Not waited for while the same command
+# (same options) is still waiting for its answer: this one waits for the same reading (one ask per burst).
 INLINE_WAIT = 0.005
 EDIT_GRACE = 5.0  # seconds stop() waits for edits in progress before cancelling them
 POOL_SIZE = 32  # kept-alive connections for the edits of @original
@@ -61,12 +63,27 @@ def _json(data: Any, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
+# the deferrals, built once (public, private): {"type": 5, "data": {"flags": 0 | 64}}
+_DEFERRALS = {private: json.dumps({"type": DEFERRED, "data": {"flags": EPHEMERAL if private else 0}},
+                                  separators=(",", ":")).encode() for private in (False, True)}
+
+
 def _payload(rendered: dict[str, Any], *, private: bool) -> Any:
     """discord.py's message parameters for a rendering (the same JSON and multipart as the gateway mode's
     edits), mentioning nobody."""
     flags = discord.MessageFlags(ephemeral=True) if private else discord.utils.MISSING
     return handle_message_parameters(embed=rendered["embed"], attachments=rendered.get("attachments", discord.utils.MISSING),
                                      allowed_mentions=discord.AllowedMentions.none(), flags=flags)
+
+
+async def _started(coro: Any) -> asyncio.Task[Any]:
+    """``coro`` as a task that has already run up to its first wait for I/O: done when it needed none
+    (a cached reading), so the caller knows at once whether the answer is ready."""
+    if sys.version_info >= (3, 12):  # run eagerly, in this very step
+        return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)  # type: ignore[call-arg]
+    task = asyncio.get_running_loop().create_task(coro)
+    await asyncio.sleep(0)  # one turn of the loop: the task's first step runs before this one resumes
+    return task
 
 
 class Interactions:
@@ -82,6 +99,8 @@ class Interactions:
         self.refused = 0
         self.answered = 0
         self._readings: dict[tuple[int, bool], tuple[Any, bytes]] = {}  # see _rendered_reading
+        self._ack_seconds = metrics.ACK_SECONDS.labels("discord")
+        self._waiting: dict[Any, asyncio.Task[Any]] = {}  # see _command
 
     def __repr__(self) -> str:
         return f"Interactions(answered={self.answered}, refused={self.refused})"
@@ -118,10 +137,15 @@ class Interactions:
         stamp = request.headers.get("X-Signature-Timestamp", "")
         if not signature or not stamp:
             return self._refuse(401, "missing signature", close=True)
-        try:
-            raw = await read_body(request, MAX_BODY)
-        except BodyRefused as refused:
-            return self._refuse(refused.status, refused.reason, close=True)
+        content = request.content
+        declared = request.content_length
+        if content.is_eof() and declared is not None and declared <= MAX_BODY:
+            raw = content.read_nowait()  # the whole body arrived with its head (as Discord's do): nothing to wait for
+        else:
+            try:
+                raw = await read_body(request, MAX_BODY)
+            except BodyRefused as refused:
+                return self._refuse(refused.status, refused.reason, close=True)
         try:
             sent_at = float(stamp) if stamp.isdigit() else None
             if sent_at is None or abs(time.time() - sent_at) > MAX_SKEW:
@@ -178,26 +202,40 @@ class Interactions:
         private = is_private(command, values)
         caller = Caller("discord", channel, user_id,
                         manage_check(permissions_bitfield(member.get("permissions")).manage_guild))
-        work = asyncio.ensure_future(self.commands.run(caller, to_call(command, values)))
-        done, _ = await asyncio.wait({work}, timeout=self.inline_wait)
-        if done and not isinstance(work.result(), ModeSwitched):  # a switch also posts a public line: deferred
+        call = to_call(command, values)
+        work = await _started(self.commands.run(caller, call))
+        if not work.done():  # it waits for I/O: a store query (a millisecond) or a reading from the upstream
+            await self._wait_briefly(work, (command.path, tuple(sorted((k, str(v)) for k, v in call.values.items()))))
+        if work.done() and not isinstance(work.result(), ModeSwitched):  # a switch also posts a public line: deferred
             answer = work.result()
             cached = self._rendered_reading(answer, private)
             if cached is not None:  # a burst on one cached reading: rendered once, not once per command
-                metrics.ACK_SECONDS.labels("discord").observe(time.monotonic() - started)
+                self._ack_seconds.observe(time.monotonic() - started)
                 return web.Response(body=cached, content_type="application/json")
             rendered = render_answer(answer)
             if not rendered.get("attachments"):  # a chart goes out as the edit's attachment
                 return self._message(answer, private=private, started=started, rendered=rendered)
-        response = _json({"type": DEFERRED, "data": {"flags": EPHEMERAL if private else 0}})
+        response = web.Response(body=_DEFERRALS[private], content_type="application/json")
         await response.prepare(request)
         await response.write_eof()  # sent before the edit can reach Discord
-        metrics.ACK_SECONDS.labels("discord").observe(time.monotonic() - started)
+        self._ack_seconds.observe(time.monotonic() - started)
         task = asyncio.get_running_loop().create_task(
             self._edit(body["application_id"], body["token"], work, command.family, user_id), name="discord-edit")
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         return response
+
+    async def _wait_briefly(self, work: asyncio.Task[Any], same: Any) -> None:
+        """Wait up to ``inline_wait`` for ``work``, unless a command ``same`` as this one is already
+        waiting for its answer (it came before and is not answered yet): then this one cannot be
+        ready sooner (it shares that reading), and it is deferred at once. In a burst of /quota with no
+        cached reading, only the first waits."""
+        earlier = self._waiting.get(same)
+        if earlier is not None and not earlier.done():
+            return
+        self._waiting[same] = work
+        work.add_done_callback(lambda _: self._waiting.pop(same, None) if self._waiting.get(same) is work else None)
+        await asyncio.wait({work}, timeout=self.inline_wait)
 
     def _rendered_reading(self, answer: Any, private: bool) -> bytes | None:
         """The type 4 response to a reading, as bytes, built once per reading object and visibility (the
@@ -218,7 +256,7 @@ class Interactions:
     def _message(self, answer: Any, *, private: bool, started: float,
                  rendered: dict[str, Any] | None = None) -> web.Response:
         params = _payload(rendered or render_answer(answer), private=private)
-        metrics.ACK_SECONDS.labels("discord").observe(time.monotonic() - started)
+        self._ack_seconds.observe(time.monotonic() - started)
         return _json({"type": MESSAGE, "data": params.payload})
 
     async def _edit(self, application_id: str, token: str, work: asyncio.Future[Any], what: str,
