@@ -12,6 +12,12 @@ HTTP mode: the fake signs each interaction (its own Ed25519 key pair) and POSTs 
 ack is the HTTP response (a deferral, or the answer itself when it is ready at once). Its floor is a
 do-nothing aiohttp handler in the bot's process that only verifies the signature and answers type 5.
 
+Same conditions for every HTTP row: the same client; the rows' order rotates from round to round; each
+measured burst is preceded by a burst of signed PINGs, so it runs on n open connections whatever the
+server's idle timeout (plain aiohttp keeps idle connections for an hour, the bot's server for 5 s, and
+the rows of one round are ~5 s apart); and a full garbage collection before each burst, so no row pays
+for a collection of the garbage the previous row left.
+
     python -m bench.bench_discord [--n 200] [--rounds 3]
 """
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import json
@@ -71,6 +78,11 @@ async def fake_discord_child(conn) -> None:
             conn.send((final, sum(1 for e in edits if _is_reading(e.body))))
         elif message[0] == "post":  # a burst of signed POSTs to a URL: ack times, then the final answers
             url, n = message[1], message[2]
+            pings = []  # warm-up: every row's burst runs on n open connections (see "same conditions" below)
+            for _ in range(n):
+                body = json.dumps({"type": 1, "id": "1", "application_id": "1", "token": "warm-up"}).encode()
+                pings.append((body, fake.sign(body)))
+            await asyncio.gather(*(_post(http, url, body, headers) for body, headers in pings))
             signed = []
             for _ in range(n):  # signed first, then sent in one go
                 iid, token, payload = fake.command_payload("quota")
@@ -171,12 +183,12 @@ async def main(n: int, rounds: int) -> int:
             await http_adapter.start()
             servers.append((http_adapter, server))
             urls[name] = f"http://127.0.0.1:{port}/discord/interactions"
+        rows = (("floor", floor_url, False), ("floor, bot's server", urls["floor, bot's server"], False),
+                ("http, deferred", urls["http, deferred"], True), ("http, cached", urls["http, cached"], False))
         try:
-            for _ in range(rounds):
-                for name, url, edits in (("floor", floor_url, False),
-                                         ("floor, bot's server", urls["floor, bot's server"], False),
-                                         ("http, deferred", urls["http, deferred"], True),
-                                         ("http, cached", urls["http, cached"], False)):
+            for number in range(rounds):
+                for name, url, edits in rows[number % len(rows):] + rows[:number % len(rows)]:  # the order rotates
+                    gc.collect()
                     asks_before = len(upstream.asks)
                     acks, inline, final, answered, refused = await remote.ask(("post", url, n, edits))
                     http_rows.append((name, acks, final, inline, answered, len(upstream.asks) - asks_before, refused))
