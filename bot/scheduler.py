@@ -89,7 +89,8 @@ class PostPolicy:
     transient_attempts: int = 3
     backoff: float = 2.0  # 2 s, 4 s, … between transient failures
     concurrency: int = 50
-    window: int = 50  # due runs taken from the store at a time (replicas share the runs window by window)
+    window: int = 500  # at most this many due runs taken from the store at a time (``Scheduler._post_batch``)
+    windows: int = 24  # ... and a burst of due runs is cut into about this many windows (at least 10 runs each)
 
 
 async def deliver(poster: Poster, channel: str, outcome: Any, policy: PostPolicy, clock: Clock, what: str) -> str | None:
@@ -543,8 +544,11 @@ class Scheduler:
             return
         # Every replica that finds the runs due has offered the same ones; each takes a window of them at a
         # time, the next one only when it has posted (two windows in flight), so a busy replica takes fewer
-        # and a free one more, and none waits for another's (``take``: FOR UPDATE SKIP LOCKED).
-        windows = iter([due[i:i + self.policy.window] for i in range(0, len(due), self.policy.window)])
+        # and a free one more, and none waits for another's (``take``: FOR UPDATE SKIP LOCKED). About 24
+        # windows a burst: enough to share among a few replicas, few enough that the store's round trips
+        # (take, posting, finish: three a window) stay a small part of posting them.
+        size = min(self.policy.window, max(10, -(-len(due) // self.policy.windows)))
+        windows = iter([due[i:i + size] for i in range(0, len(due), size)])
         gate = asyncio.Semaphore(self.policy.concurrency)
 
         async def share() -> None:
