@@ -370,7 +370,9 @@ class Scheduler:
                 return 0
             groups: dict[str | None, list[tuple[int, float, str]]] = {}
             for sid, due, owner, state in rows:
-                if owner != self.owner and sid not in self._paused:  # a paused one is left to who can post it
+                # a paused one is left to who can post it; one this process has in progress (offered, to be
+                # taken window by window) is not left behind
+                if owner != self.owner and sid not in self._paused and not self._in_progress_here(sid, due):
                     groups.setdefault(owner, []).append((sid, due, state))
             resumed = 0
             for owner, runs in groups.items():
@@ -392,9 +394,14 @@ class Scheduler:
         due: list[tuple[_Armed, datetime]] = []
         skipped: list[tuple[int, float, str]] = []
         marks: dict[int, _InProgress] = {}
+        given_back: list[tuple[int, float]] = []
         for sid, at, state in runs:
             armed = self._armed.get(sid)
             moment = datetime.fromtimestamp(at, UTC)
+            if self._in_progress_here(sid, at):
+                # dispatched here since the look (another replica offered it first): its window takes it
+                given_back.append((sid, at))
+                continue
             if state == "posting":
                 reason = "its process stopped while posting it (it may have gone out; never sent twice)"
             elif armed is None:
@@ -415,6 +422,9 @@ class Scheduler:
             log.warning("schedule #%d: its run due at %s, left by a process that stopped, is skipped: %s", sid,
                         moment.isoformat(), reason)
             skipped.append((sid, at, f"skipped: {reason}"))
+        if given_back:
+            await persist(lambda: self.store.release_runs(given_back, self.owner),
+                          f"{len(given_back)} scheduled run(s) in progress here", self.clock)
         if skipped:
             await persist(lambda: self.store.finish(skipped), f"the result of {len(skipped)} skipped scheduled run(s)",
                           self.clock)
@@ -422,6 +432,11 @@ class Scheduler:
             self.taken_over += len(due)
             self._launch(self._post_batch(due, [], marks, claimed=True), marks)
         return len(due)
+
+    def _in_progress_here(self, sid: int, due: float) -> bool:
+        """Whether the run (sid, due) is the one this process has in progress for its schedule."""
+        mark = self._running.get(sid)
+        return mark is not None and mark.due.timestamp() == due
 
     def _launch(self, work: Coroutine[Any, Any, None], marks: Mapping[int, _InProgress]) -> None:
         batch = asyncio.get_running_loop().create_task(work)

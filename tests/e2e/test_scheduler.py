@@ -295,3 +295,32 @@ async def test_a_failed_or_cancelled_run_never_leaves_its_schedule_busy(env, ups
     assert scheduler._running[schedule_id].reading  # busy: its run waits on the reading
     await scheduler.stop()
     assert scheduler._running == {}
+
+
+async def test_runs_offered_and_waiting_for_their_window_are_not_taken_over_by_a_recovery(env):
+    # 40 runs due at once are taken 10 at a time (two windows in flight); while the first two windows
+    # post (slowly), the other two wait in the store, offered to every replica and owned by nobody, as
+    # released runs are. A recovery running meanwhile (every few seconds in `run`) must leave them to
+    # the windows: taking them over here would record them as skipped ("another run in progress").
+    class GatedPoster(RecordingPoster):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = asyncio.Event()
+
+        async def post(self, channel, outcome) -> None:
+            self.attempts += 1
+            await self.gate.wait()
+            await super().post(channel, outcome)
+
+    env.slack = GatedPoster()
+    scheduler = await env.scheduler(";".join(f"slack:C{i:02d}=0 9 * * *" for i in range(40)))
+    await env.clock.advance(60)
+    await eventually(lambda: env.slack.attempts == 20)
+    waiting = [row for row in await scheduler.store.unfinished_runs() if row[2] is None]
+    assert len(waiting) == 20, "two windows wait in the store, owned by nobody"
+    assert await scheduler.recover() == 0
+    env.slack.gate.set()
+    await eventually(lambda: len(env.slack.posts) == 40)
+    results = [result for row in await scheduler.store.schedules()
+               for _, _, result in await scheduler.store.runs(row.id)]
+    assert results == ["posted"] * 40 and sorted(c for c, _, _ in env.slack.posts) == [f"C{i:02d}" for i in range(40)]

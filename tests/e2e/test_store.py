@@ -311,6 +311,47 @@ async def test_claims_from_two_replicas_at_once_are_each_won_exactly_once(open_s
     assert sorted(ids) == sorted(a.id for a in alerts), "each alert claimed once, by one replica"
 
 
+async def test_offered_runs_are_stored_once_and_each_taken_by_one_replica(open_stores):
+    first, second = await open_stores(), await open_stores()
+    schedules = [await first.add_schedule("slack", f"C{i}", "every 1h", "UTC", "chat", 0.0) for i in range(4)]
+    due = 1_700_000_000.0
+    runs = [(s.id, due + 3600 * n) for s in schedules for n in range(25)]
+    await asyncio.gather(first.offer(runs), second.offer(runs), first.offer(runs[:10] + [(99999, due)]))
+    offered = await second.unfinished_runs()
+    assert sorted((sid, at) for sid, at, _, _ in offered) == sorted(runs), "stored once; a removed schedule's not"
+    assert {(owner, state) for _, _, owner, state in offered} == {(None, "claimed")}, "owned by nobody yet"
+    windows = [runs[i:i + 10] for i in range(0, len(runs), 10)]
+    taken = await asyncio.gather(*(store.take(window, name) for window in windows
+                                   for store, name in ((first, "a"), (second, "b"))))
+    assert set().union(*taken) == set(runs) and sum(map(len, taken)) == len(runs), "each run taken once"
+    assert await first.take(runs, "c") == set() and await first.claim(runs[:5], "c") == set()
+    owners = {owner for _, _, owner, _ in await first.unfinished_runs()}
+    assert owners <= {"a", "b"} and None not in owners
+    mine = {key for key, name in zip(taken, ["a", "b"] * len(windows)) if name == "a" for key in key}
+    assert await first.posting(sorted(mine), "a") == mine
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+async def test_take_skips_the_runs_another_replica_is_taking_instead_of_waiting(open_stores, store_url):
+    import asyncpg
+
+    store = await open_stores()
+    schedule = await store.add_schedule("slack", "C1", "every 1h", "UTC", "chat", 0.0)
+    runs = [(schedule.id, 1_700_000_000.0 + 3600 * n) for n in range(10)]
+    await store.offer(runs)
+    other = await asyncpg.connect(store_url)  # another replica in the middle of its own take
+    try:
+        async with other.transaction():
+            await other.execute("SELECT 1 FROM runs WHERE due < $1 FOR UPDATE", runs[4][1])
+            started = time.monotonic()
+            taken = await asyncio.wait_for(store.take(runs, "me"), 5)
+            assert time.monotonic() - started < 2, "it did not wait for the other replica's rows"
+            assert taken == set(runs[4:]), "the rows being taken elsewhere are skipped"
+    finally:
+        await other.close()
+    assert await store.take(runs, "me") == set(runs[:4]), "once the other let go, they are free again"
+
+
 # --- replica primitives --------------------------------------------------------------------------
 
 async def test_try_lock_is_exclusive_across_two_stores_and_released_on_release_or_close(open_stores):
