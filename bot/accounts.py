@@ -198,6 +198,15 @@ class QuotaPool:
         for name, service in self.services.items():
             service.subscribe(_bind(listener, name))
 
+    def ready(self, account: str | None = None) -> bool:
+        """Whether ``get_report(account)`` would answer from the services' caches, without asking anyone."""
+        if self.single is not None:
+            return self.single.ready(account)
+        if account is not None:
+            service = self.services.get(account)
+            return service is not None and service.ready()
+        return all(service.ready() for service in self.services.values())
+
     async def get_report(self, account: str | None = None) -> QuotaReport | PoolReport:
         if self.single is not None:
             return await self._annotated(await self.single.get_report(account), SINGLE)

@@ -83,6 +83,11 @@ class QuotaService:
     names: tuple[str, ...] = ()  # one account: no names to choose from (see bot.accounts for several)
     account = "default"  # its name in the metrics (bot.accounts names the file's accounts)
 
+    def ready(self, account: str | None = None) -> bool:
+        """Whether ``get_report`` would answer from the cache, without asking anyone."""
+        return (account is None and self._cached is not None
+                and self._clock() - self._cached[0] < self.cache_seconds)
+
     async def get_report(self, account: str | None = None) -> QuotaReport:
         if account is not None:
             raise UnknownAccount(account, ())

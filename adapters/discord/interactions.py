@@ -76,16 +76,6 @@ def _payload(rendered: dict[str, Any], *, private: bool) -> Any:
                                      allowed_mentions=discord.AllowedMentions.none(), flags=flags)
 
 
-async def _started(coro: Any) -> asyncio.Task[Any]:
-    """``coro`` as a task that has already run up to its first wait for I/O: done when it needed none
-    (a cached reading), so the caller knows at once whether the answer is ready."""
-    if sys.version_info >= (3, 12):  # run eagerly, in this very step
-        return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)  # type: ignore[call-arg]
-    task = asyncio.get_running_loop().create_task(coro)
-    await asyncio.sleep(0)  # one turn of the loop: the task's first step runs before this one resumes
-    return task
-
-
 class Interactions:
     """The endpoint. ``mount(app)`` adds its routes; ``stop()`` waits briefly for edits in progress."""
 
@@ -203,9 +193,21 @@ class Interactions:
         caller = Caller("discord", channel, user_id,
                         manage_check(permissions_bitfield(member.get("permissions")).manage_guild))
         call = to_call(command, values)
-        work = await _started(self.commands.run(caller, call))
-        if not work.done():  # it waits for I/O: a store query (a millisecond) or a reading from the upstream
-            await self._wait_briefly(work, (command.path, tuple(sorted((k, str(v)) for k, v in call.values.items()))))
+        same = (command.path, tuple(sorted((k, str(v)) for k, v in call.values.items())))
+        earlier = self._waiting.get(same)
+        if self.commands.ready(call):  # at hand (a cached reading): run it, to answer in the response
+            work = await self._started(self.commands.run(caller, call))
+            if not work.done():  # its forecast, read once per reading from the store
+                await asyncio.wait({work}, timeout=self.inline_wait)
+        elif earlier is not None and not earlier.done():
+            # the same command came before and waits for its answer: this one shares that reading and cannot
+            # be ready sooner, so it is deferred at once
+            work = asyncio.get_running_loop().create_task(self.commands.run(caller, call))
+        else:  # the first of its kind to wait (for a store query, a millisecond, or the upstream): briefly
+            work = asyncio.get_running_loop().create_task(self.commands.run(caller, call))
+            self._waiting[same] = work
+            work.add_done_callback(lambda _: self._waiting.pop(same, None) if self._waiting.get(same) is work else None)
+            await asyncio.wait({work}, timeout=self.inline_wait)
         if work.done() and not isinstance(work.result(), ModeSwitched):  # a switch also posts a public line: deferred
             answer = work.result()
             cached = self._rendered_reading(answer, private)
@@ -225,17 +227,15 @@ class Interactions:
         task.add_done_callback(self._pending.discard)
         return response
 
-    async def _wait_briefly(self, work: asyncio.Task[Any], same: Any) -> None:
-        """Wait up to ``inline_wait`` for ``work``, unless a command ``same`` as this one is already
-        waiting for its answer (it came before and is not answered yet): then this one cannot be
-        ready sooner (it shares that reading), and it is deferred at once. In a burst of /quota with no
-        cached reading, only the first waits."""
-        earlier = self._waiting.get(same)
-        if earlier is not None and not earlier.done():
-            return
-        self._waiting[same] = work
-        work.add_done_callback(lambda _: self._waiting.pop(same, None) if self._waiting.get(same) is work else None)
-        await asyncio.wait({work}, timeout=self.inline_wait)
+    @staticmethod
+    async def _started(coro: Any) -> asyncio.Task[Any]:
+        """``coro`` as a task that has already run up to its first wait for I/O: done when it needed none,
+        so the caller knows at once whether the answer is ready."""
+        if sys.version_info >= (3, 12):  # run eagerly, in this very step
+            return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)  # type: ignore[call-arg]
+        task = asyncio.get_running_loop().create_task(coro)
+        await asyncio.sleep(0)  # one turn of the loop: the task's first step runs before this one resumes
+        return task
 
     def _rendered_reading(self, answer: Any, private: bool) -> bytes | None:
         """The type 4 response to a reading, as bytes, built once per reading object and visibility (the

@@ -69,6 +69,16 @@ class Commands:
     def usage(self, family: str) -> str:
         return usage(self.all, family, self.names)
 
+    def ready(self, call: Call) -> bool:
+        """Whether ``run(call)`` has its answer at hand (help, or a reading the services hold fresh): an
+        adapter that can answer in its acknowledgement runs it first (Discord over HTTP); the others it
+        acknowledges at once."""
+        path = call.command.path
+        if path == ("help",):
+            return True
+        ready = getattr(self.readings, "ready", None)
+        return path == ("quota",) and callable(ready) and bool(ready(call.get("account")))
+
     async def run(self, caller: Caller, call: Call) -> Answer:
         """The answer to ``call``; never raises (a failure is a ``Failure`` with its sentence)."""
         command = call.command

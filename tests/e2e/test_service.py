@@ -102,3 +102,27 @@ async def test_no_secret_in_logs_even_at_debug(upstream, make_service, caplog):
     await service.get_report()
     assert "Bearer" not in caplog.text
     # the autouse fixture asserts the token itself is absent
+
+
+async def test_ready_says_whether_a_reading_is_at_hand_without_asking(upstream, make_service):
+    from bot.accounts import QuotaPool
+    from bot.commands import Call, Commands, catalog
+
+    service = make_service(cache_seconds=0.4)
+    assert not service.ready() and upstream.asks == []
+    await service.get_report()
+    assert service.ready() and not service.ready("studio"), "one account: a name is never at hand"
+    await asyncio.sleep(0.45)
+    assert not service.ready(), "expired"
+    lab, studio = make_service(cache_seconds=60), make_service(cache_seconds=60)
+    pool = QuotaPool({"lab": lab, "studio": studio})
+    await studio.get_report()
+    assert pool.ready("studio") and not pool.ready("lab") and not pool.ready(), "the pool needs every account"
+    assert not pool.ready("nobody")
+    await lab.get_report()
+    assert pool.ready()
+    quota = next(c for c in catalog(("lab", "studio"), 400) if c.path == ("quota",))
+    commands = Commands(pool)
+    assert commands.ready(Call(quota, {"account": "lab"})) and commands.ready(Call(quota, {}))
+    lab.invalidate()
+    assert not commands.ready(Call(quota, {})) and commands.ready(Call(quota, {"account": "studio"}))
