@@ -524,3 +524,24 @@ async def test_a_database_written_before_accounts_is_migrated_its_readings_becom
         await store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+
+
+def test_asyncpg_is_not_imported_when_the_database_is_sqlite(tmp_path):
+    import ast
+    import subprocess
+    import sys
+
+    code = ("import asyncio, sys\n"
+            "from bot.settings import load_settings\n"
+            "from bot.store import open_store\n"
+            f"url = 'sqlite:///{tmp_path}/q.sqlite3'\n"
+            "load_settings(None, database_url=url)\n"
+            "async def main():\n"
+            "    store = await open_store(url)\n"
+            "    await store.add_schedule('slack', 'C1', 'every 1h', 'UTC', 'chat', 0.0)\n"
+            "    await store.close()\n"
+            "asyncio.run(main())\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('asyncpg', 'bot')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    loaded = ast.literal_eval(out)  # a list of module names
+    assert "bot.stores.sqlite" in loaded and not [m for m in loaded if m.startswith(("asyncpg", "bot.stores.postgres"))]
