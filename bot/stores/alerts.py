@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from .common import AlertRow, WriteHealth, tracks_write
-from .coordination import BUMP_REVISION
+from .coordination import BUMP_REVISION, delete_bumping
 from .sql import Database, marks
 
 ALERT_COLUMNS = ("id, platform, channel, account, condition, source, created_by, created_at, state, fired_at,"
@@ -47,11 +47,7 @@ class Alerts:
         query, args = "DELETE FROM alerts WHERE id = ?", (alert_id,)
         if platform is not None:
             query, args = query + " AND platform = ?", (alert_id, platform)
-        async with self.db.transaction() as tx:
-            removed = await tx.execute(query, *args)
-            if removed:
-                await tx.execute(BUMP_REVISION)
-        return removed > 0
+        return await delete_bumping(self.db, query, *args)
 
     @tracks_write
     async def claim_alerts(self, claims: list[tuple[int, float, float | None, str]]) -> set[int]:

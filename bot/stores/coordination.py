@@ -10,9 +10,21 @@ and live with their backend: in-process for SQLite (one process owns the file,
 
 from __future__ import annotations
 
+from typing import Any
+
 from .sql import Database
 
 BUMP_REVISION = "UPDATE counters SET value = value + 1 WHERE name = 'revision'"
+
+
+async def delete_bumping(db: Database, query: str, *args: Any) -> bool:
+    """Run the ``DELETE`` ``query``; when it removed a row, bump the revision in the same transaction (the
+    other replicas re-read the configuration). Returns whether it removed one."""
+    async with db.transaction() as tx:
+        removed = await tx.execute(query, *args)
+        if removed:
+            await tx.execute(BUMP_REVISION)
+    return removed > 0
 
 
 class Revision:

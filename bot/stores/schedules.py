@@ -13,7 +13,7 @@ import time
 from typing import Any, Iterable
 
 from .common import ScheduleRow, WriteHealth, tracks_write
-from .coordination import BUMP_REVISION
+from .coordination import BUMP_REVISION, delete_bumping
 from .sql import Database, chunks, unique_keys
 
 SCHEDULE_COLUMNS = "id, platform, channel, when_text, timezone, source, anchor, created_by, created_at, failing"
@@ -61,11 +61,7 @@ class Schedules:
         query, args = "DELETE FROM schedules WHERE id = ?", (schedule_id,)
         if platform is not None:
             query, args = query + " AND platform = ?", (schedule_id, platform)
-        async with self.db.transaction() as tx:
-            removed = await tx.execute(query, *args)
-            if removed:
-                await tx.execute(BUMP_REVISION)
-        return removed > 0
+        return await delete_bumping(self.db, query, *args)
 
     @tracks_write
     async def set_timezone(self, schedule_id: int, timezone: str) -> None:

@@ -44,15 +44,11 @@ def _sqlite(sql: str) -> str:
     return sql
 
 
-class _Executor:
-    """Statements on the one connection (inside a transaction: ``SQLiteDatabase.transaction``)."""
-
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
+class _Rows:
+    """``fetchrow`` and ``fetchval`` from ``fetch`` (SQLite's rows are in memory already)."""
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        async with self._conn.execute(_sqlite(sql), args) as cursor:
-            return list(await cursor.fetchall())
+        raise NotImplementedError
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         rows = await self.fetch(sql, *args)
@@ -62,6 +58,17 @@ class _Executor:
         row = await self.fetchrow(sql, *args)
         return None if row is None else row[0]
 
+
+class _Executor(_Rows):
+    """Statements on the one connection (inside a transaction: ``SQLiteDatabase.transaction``)."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self._conn.execute(_sqlite(sql), args) as cursor:
+            return list(await cursor.fetchall())
+
     async def execute(self, sql: str, *args: Any) -> int:
         async with self._conn.execute(_sqlite(sql), args) as cursor:
             return max(cursor.rowcount, 0)
@@ -70,7 +77,7 @@ class _Executor:
         await self._conn.executemany(_sqlite(sql), [tuple(row) for row in rows])
 
 
-class SQLiteDatabase:
+class SQLiteDatabase(_Rows):
     """The one connection, in autocommit mode: a single statement that writes, and every transaction, holds
     ``_write`` (one at a time) and runs in ``BEGIN IMMEDIATE`` (the file's write lock first, so another
     process waits rather than failing half-way); a read runs as it comes."""
@@ -104,14 +111,6 @@ class SQLiteDatabase:
             return await self._tx.fetch(sql, *args)
         async with self.transaction() as tx:  # INSERT … RETURNING and the like
             return await tx.fetch(sql, *args)
-
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        rows = await self.fetch(sql, *args)
-        return rows[0] if rows else None
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        row = await self.fetchrow(sql, *args)
-        return None if row is None else row[0]
 
     async def execute(self, sql: str, *args: Any) -> int:
         async with self.transaction() as tx:
