@@ -55,5 +55,7 @@ def chunks(items: Sequence[Any], size: int = KEYS_PER_STATEMENT) -> Iterable[Seq
 
 
 def unique_keys(runs: Iterable[tuple[int, float]]) -> list[tuple[int, float]]:
-    """(schedule id, due) keys in their first order, each once, as the database stores them."""
-    return list(dict.fromkeys((int(sid), float(due)) for sid, due in runs))
+    """(schedule id, due) keys, each once, as the database stores them, sorted: two replicas writing the
+    same rows at once (their offers of one moment's runs) meet them in one order, so neither waits for a
+    row the other waits for (a deadlock PostgreSQL would end by failing one)."""
+    return sorted({(int(sid), float(due)) for sid, due in runs})

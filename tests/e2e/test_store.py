@@ -331,6 +331,15 @@ async def test_offered_runs_are_stored_once_and_each_taken_by_one_replica(open_s
     assert await first.posting(sorted(mine), "a") == mine
 
 
+async def test_two_replicas_offering_the_same_runs_in_opposite_orders_both_succeed(open_stores):
+    first, second = await open_stores(), await open_stores()
+    schedules = [await first.add_schedule("slack", f"C{i}", "every 1h", "UTC", "chat", 0.0) for i in range(50)]
+    for round_ in range(3):
+        runs = [(s.id, 1_700_000_000.0 + 3600 * (n + 100 * round_)) for s in schedules for n in range(40)]
+        await asyncio.wait_for(asyncio.gather(first.offer(runs), second.offer(runs[::-1])), 30)
+    assert len(await first.unfinished_runs()) == 3 * 2000
+
+
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 async def test_take_skips_the_runs_another_replica_is_taking_instead_of_waiting(open_stores, store_url):
     import asyncpg
