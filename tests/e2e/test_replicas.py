@@ -301,6 +301,44 @@ async def test_three_replicas_share_the_posting_of_300_runs_each_posted_once(clu
     assert len(cluster.upstream.asks) == 1
 
 
+async def test_a_replica_killed_while_holding_its_windows_loses_none_of_the_300_runs(cluster):
+    """SIGKILL one replica while every replica holds windows of one moment's runs: the other two post the
+    rest and take the dead one's runs over. Every run ends posted once, or, if the dead one was sending
+    it, recorded as skipped (it may have gone out: never sent twice); none is left unfinished."""
+    cluster.upstream.complete_after = 3.0  # the windows are held while the reading is under way
+    channels = [f"C0KILL{n:03d}" for n in range(300)]
+    victim, *_ = await cluster.start(3, QUOTA_SCHEDULES=";".join(f"slack:{c}=every 20s" for c in channels),
+                                     QUOTA_CACHE_SECONDS="60")
+    sending = "skipped: its process stopped while posting it (it may have gone out; never sent twice)"
+    store = await open_store(cluster.url)
+    try:
+        deadline = time.monotonic() + 40
+        while await store.db.fetchval("SELECT COUNT(DISTINCT owner) FROM runs WHERE owner IS NOT NULL") < 3:
+            assert time.monotonic() < deadline, "the replicas did not all take windows of the first moment"
+            await asyncio.sleep(0.05)
+        [due] = [row[0] for row in await store.db.fetch("SELECT DISTINCT due FROM runs")]
+        victim.proc.kill()
+        await victim.proc.wait()
+        deadline = time.monotonic() + 18  # the next moment is 20 s after this one
+        while (unfinished := await store.db.fetchval(
+                "SELECT COUNT(*) FROM runs WHERE due = ? AND result IN ('claimed', 'posting')", due)) > 0:
+            assert time.monotonic() < deadline, f"{unfinished} run(s) of the moment were left unfinished"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # a late double post would show
+        results = Counter(result for (result,) in await store.db.fetch("SELECT result FROM runs WHERE due = ?", due))
+        posted = {channel for (channel,) in await store.db.fetch(
+            "SELECT s.channel FROM runs r JOIN schedules s ON s.id = r.schedule_id WHERE r.due = ?"
+            " AND r.result = 'posted'", due)}
+    finally:
+        await store.close()
+    assert sum(results.values()) == 300 and set(results) <= {"posted", sending}, results
+    assert results["posted"] >= 150, results  # most were still waiting for the reading when it died
+    posts = Counter(p.body.get("channel") for p in cluster.slack.posts
+                    if p.body.get("channel") in set(channels) and EPOCH + p.at < due + 19.5)
+    assert set(posts.values()) <= {1}, "never sent twice"
+    assert posted <= set(posts), "every run recorded as posted went out"
+
+
 async def test_slack_socket_mode_runs_in_every_replica_and_each_answers_the_events_it_is_given(cluster):
     """Socket Mode in three replicas: each opens its connection; Slack gives each event to one of them,
     and whichever gets it acks and answers (one upstream ask between them)."""
