@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     from .history import History
     from .modes import ModeSwitcher
     from .replicas import Lease
-    from .stores.common import AlertStore, ModeStore, ReplicaStore
+    from .stores.alerts import AlertStore
+    from .stores.coordination import ReplicaStore
+    from .stores.modes import ModeStore
 
 
     class AlertsStore(AlertStore, ReplicaStore, ModeStore, Protocol):

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from .accounts import QuotaPool
     from .scheduler import Clock
     from .service import QuotaService
-    from .stores.common import AlertStore, ReadingStore
+    from .stores.alerts import AlertStore
+    from .stores.readings import ReadingStore
 
 
     class HistoryStore(ReadingStore, AlertStore, Protocol):

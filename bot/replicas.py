@@ -18,7 +18,9 @@ from .report import QuotaReport
 
 if TYPE_CHECKING:
     from .service import QuotaService
-    from .stores.common import Listener, LockHandle, ReadingStore, ReplicaStore
+    from .stores.common import Listener, LockHandle
+    from .stores.coordination import ReplicaStore
+    from .stores.readings import ReadingStore
 
 
     class SharedStore(ReadingStore, ReplicaStore, Protocol):

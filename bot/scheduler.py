@@ -26,7 +26,8 @@ from .service import ReadingSource
 from .store import ScheduleRow
 
 if TYPE_CHECKING:
-    from .stores.common import ReplicaStore, ScheduleStore
+    from .stores.coordination import ReplicaStore
+    from .stores.schedules import ScheduleStore
 
 
     class SchedulerStore(ScheduleStore, ReplicaStore, Protocol):

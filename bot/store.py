@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .stores.common import AlertRow, Listener, LockHandle, ScheduleRow, StoreError, StoreInterface
+from .stores.common import AlertRow, Listener, LockHandle, ScheduleRow, StoreError
+from .stores.parts import StoreInterface
 from .stores.schema import MIGRATIONS, SCHEMA_VERSION, migrations
 from .stores.sqlite import SQLiteStore, Store
 from .stores.dsn import POSTGRES_SCHEMES, SQLITE_PREFIX

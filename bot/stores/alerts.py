@@ -4,7 +4,7 @@ message stored) → fired → armed again. Written once for both databases."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from .common import AlertRow, WriteHealth, tracks_write
 from .coordination import BUMP_REVISION, delete_bumping
@@ -12,6 +12,18 @@ from .sql import Database, marks
 
 ALERT_COLUMNS = ("id, platform, channel, account, condition, source, created_by, created_at, state, fired_at,"
                  " fired_renewal, message, failing")
+
+
+class AlertStore(Protocol):
+    """The store's alerts (``bot.alerts``; ``bot.history`` draws their lines)."""
+
+    async def alerts(self, platform: str | None = None) -> list[AlertRow]: ...
+    async def add_alerts(self, rows: list[tuple[str, str, str, str, str, str]]) -> list[AlertRow]: ...
+    async def remove_alert(self, alert_id: int, platform: str | None = None) -> bool: ...
+    async def claim_alerts(self, claims: list[tuple[int, float, float | None, str]]) -> set[int]: ...
+    async def alerts_posted(self, results: list[tuple[int, str | None]]) -> None: ...
+    async def rearm_alerts(self, ids: list[int]) -> set[int]: ...
+    async def alert_message(self, alert_id: int, message: str) -> bool: ...
 
 
 class Alerts:

@@ -5,13 +5,14 @@ The revision is a row of the schema (``counters``), bumped in the same transacti
 alert added or removed, so it is written once here. Locks and notifications are what each database offers
 and live with their backend: in-process for SQLite (one process owns the file,
 ``bot.stores.sqlite.LocalCoordination``), advisory locks and LISTEN/NOTIFY for PostgreSQL
-(``bot.stores.postgres.PostgresCoordination``). Their interface: ``bot.stores.common.ReplicaStore``.
+(``bot.stores.postgres.PostgresCoordination``). Their interface: ``ReplicaStore``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Protocol
 
+from .common import Listener, LockHandle
 from .sql import Database
 
 BUMP_REVISION = "UPDATE counters SET value = value + 1 WHERE name = 'revision'"
@@ -25,6 +26,16 @@ async def delete_bumping(db: Database, query: str, *args: Any) -> bool:
         if removed:
             await tx.execute(BUMP_REVISION)
     return removed > 0
+
+
+class ReplicaStore(Protocol):
+    """The store's coordination part, the replicas' primitives (``bot.replicas``): locks, notifications, the
+    revision of the configuration (``bot.stores.coordination``)."""
+
+    async def revision(self) -> int: ...
+    async def try_lock(self, name: str) -> LockHandle | None: ...
+    async def notify(self, channel: str, payload: str = "") -> None: ...
+    async def listen(self, channel: str, callback: Callable[[str], Any]) -> Listener: ...
 
 
 class Revision:

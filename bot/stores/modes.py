@@ -3,10 +3,20 @@ whatever came of it. Written once for both databases."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from .common import ModeSwitchRow, WriteHealth, tracks_write
 from .sql import Database
 
 MODE_SWITCH_COLUMNS = "id, at, account, platform, channel, who, cause, from_mode, to_mode, outcome, detail"
+
+
+class ModeStore(Protocol):
+    """The store's log of speed-mode switches (``bot.modes``)."""
+
+    async def record_mode_switch(self, at: float, account: str, platform: str, channel: str, who: str, cause: str,
+                                 from_mode: str | None, to_mode: str, outcome: str, detail: str) -> ModeSwitchRow: ...
+    async def mode_switches(self, limit: int = 10, account: str | None = None) -> list[ModeSwitchRow]: ...
 
 
 class ModeSwitches:

@@ -3,14 +3,25 @@ version and its coordination."""
 
 from __future__ import annotations
 
-from .alerts import Alerts
+from typing import Protocol
+
+from .alerts import Alerts, AlertStore
 from .common import WriteHealth
-from .coordination import Revision
-from .modes import ModeSwitches
-from .readings import Readings
-from .schedules import Schedules
+from .coordination import ReplicaStore, Revision
+from .modes import ModeStore, ModeSwitches
+from .readings import Readings, ReadingStore
+from .schedules import Schedules, ScheduleStore
 from .sql import Database
-from .timings import JobTimings
+from .timings import JobTimings, TimingStore
+
+
+class StoreInterface(ReadingStore, TimingStore, AlertStore, ScheduleStore, ReplicaStore, ModeStore, Protocol):
+    """What every store answers (the SQLite ``Store`` and ``PostgresStore``): its parts, and itself."""
+
+    def describe(self) -> str: ...
+    async def close(self) -> None: ...
+    async def healthy(self) -> str | None: ...
+    def write_problem(self) -> str | None: ...
 
 
 class _RolledBack(Exception):

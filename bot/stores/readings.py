@@ -4,7 +4,7 @@ and the history the charts and forecasts are drawn from. Written once for both d
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol
 
 from ..report import QuotaReport
 from .common import REPORT_COLUMNS, WriteHealth, reading_values, report_from_row, tracks_write
@@ -12,6 +12,19 @@ from .sql import Database
 
 READING_COLUMNS = ("read_at", "remaining", "total", "percent", "unit", "job_mode", "plan", "renewal", "simulated",
                    "account")
+
+
+class ReadingStore(Protocol):
+    """The store's readings (``bot.history``, ``bot.replicas.SharedReadings``)."""
+
+    async def record_reading(self, report: QuotaReport, account: str = "default") -> None: ...
+    async def readings(self, limit: int = 100, account: str | None = None) -> list[dict[str, Any]]: ...
+    async def latest_report(self, account: str, simulated: bool, max_age: float) -> QuotaReport | None: ...
+    async def history(self, account: str, since: float, simulated: bool) -> list[tuple[float, float, float | None, float | None]]: ...
+    async def latest_reading_at(self, account: str, simulated: bool | None = None) -> float | None: ...
+    async def has_readings(self, account: str, simulated: bool) -> bool: ...
+    async def record_history(self, account: str, rows: Iterable[tuple[float, float, float, float | None]], simulated: bool) -> None: ...
+    async def prune_readings(self, before: float) -> int: ...
 
 
 class Readings:

@@ -4,12 +4,20 @@
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
 from .common import WriteHealth, tracks_write
 from .sql import Database
 
 # job_durations keeps this many of the newest per (account, provider); job_durations() reads at most it
 KEEP_JOB_DURATIONS = 500
+
+
+class TimingStore(Protocol):
+    """The store's job timings (``bot.timing``'s learned timing)."""
+
+    async def record_job_duration(self, account: str, provider: str, seconds: float) -> None: ...
+    async def job_durations(self, account: str, provider: str, limit: int = 200) -> list[float]: ...
 
 
 class JobTimings:
