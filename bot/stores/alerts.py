@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from .common import AlertRow, WriteHealth, tracks_write
 from .coordination import BUMP_REVISION, delete_bumping
-from .sql import Database, marks
+from .sql import Database, chunks, marks
 
 ALERT_COLUMNS = ("id, platform, channel, account, condition, source, created_by, created_at, state, fired_at,"
                  " fired_renewal, message, failing")
@@ -65,16 +65,19 @@ class Alerts:
     async def claim_alerts(self, claims: list[tuple[int, float, float | None, str]]) -> set[int]:
         """(id, fired_at, renewal, message): armed → pending in one transaction; returns the ids this call
         claimed (another replica, or an earlier run, may have claimed one first)."""
-        claimed: set[int] = set()
         if not claims:
-            return claimed
-        async with self.db.transaction() as tx:
-            for alert_id, at, renewal, message in claims:
-                won = await tx.fetchval(
-                    "UPDATE alerts SET state = 'pending', fired_at = ?, fired_renewal = ?, message = ?"
-                    " WHERE id = ? AND state = 'armed' RETURNING id", at, renewal, message, alert_id)
-                if won is not None:
-                    claimed.add(alert_id)
+            return set()
+        claimed: set[int] = set()
+        async with self.db.transaction() as tx:  # one statement a thousand claims, not one a claim
+            for chunk in chunks(claims, 1000):
+                rows = ", ".join(["(CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION),"
+                                  " CAST(? AS TEXT))"] * len(chunk))
+                won = await tx.fetch(
+                    f"WITH c (c_id, c_at, c_renewal, c_message) AS (VALUES {rows}) UPDATE alerts SET"
+                    " state = 'pending', fired_at = c.c_at, fired_renewal = c.c_renewal, message = c.c_message"
+                    " FROM c WHERE alerts.id = c.c_id AND alerts.state = 'armed' RETURNING id",
+                    *(value for claim in chunk for value in claim))
+                claimed.update(int(row[0]) for row in won)
         return claimed
 
     @tracks_write
