@@ -106,7 +106,7 @@ async def build_core(settings: Settings, *, webhook: Any = None, store: Store | 
                           configured_alerts=_configured_alerts(settings, names))
     pool = QuotaPool(services, pooled=bool(settings.quota_accounts_file),
                      annotate=history.annotate if history is not None else None,
-                     listeners=[_recorder(store)] if store is not None else ())
+                     listeners=[reading_recorder(store)] if store is not None else ())
     return Core(settings, pool, accounts, simulator, history)
 
 
@@ -132,7 +132,7 @@ def _configured_alerts(settings: Settings, names: tuple[str, ...]) -> list[tuple
     return [(item.account, condition.text) for item in items for condition in item.conditions]
 
 
-def _recorder(store: Any) -> Any:
+def reading_recorder(store: Any) -> Any:
     """Every reading is stored; while the database is away it is dropped with one line (the answer and
     the other replicas do not wait for it)."""
     async def record(account: str, report: Any) -> None:

@@ -50,7 +50,7 @@ async def fake_slack_child(conn) -> None:
 async def replica_child(conn, store_url: str, upstream_url: str, api_url: str, offset: float) -> None:
     """One replica: the store, the shared readings, the Slack poster and the scheduler, as in serve()."""
     logging.basicConfig(level=getattr(logging, os.environ.get("BENCH_LOG", "ERROR")))
-    from adapters.app import _recorder
+    from adapters.app import reading_recorder
     from adapters.slack.app import SlackAdapter
     from bot import metrics
     from bot.accounts import QuotaPool
@@ -67,7 +67,7 @@ async def replica_child(conn, store_url: str, upstream_url: str, api_url: str, o
     await shared.start()
     service = QuotaService(NextLegProvider(base_url=upstream_url, token="bench"), shared=shared)
     # every reading stored, as serve() does (the other replicas find it there)
-    pool = QuotaPool({"default": service}, pooled=False, listeners=[_recorder(store)])
+    pool = QuotaPool({"default": service}, pooled=False, listeners=[reading_recorder(store)])
     adapter = SlackAdapter(load_settings(None, slack_bot_token=BOT, slack_signing_secret="bench-secret",
                                          slack_api_url=api_url), service)
     scheduler = Scheduler(store, pool, {"slack": adapter}, clock=clock)

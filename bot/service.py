@@ -38,6 +38,10 @@ class ReadingSource(Protocol):
 
     async def get_report(self, account: str | None = None) -> QuotaReport | PoolReport: ...
 
+    def ready(self, account: str | None = None) -> bool:
+        """Whether ``get_report(account)`` would answer from memory, without asking anyone."""
+        ...
+
 
 class QuotaService:
     def __init__(

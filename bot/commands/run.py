@@ -76,8 +76,7 @@ class Commands:
         path = call.command.path
         if path == ("help",):
             return True
-        ready = getattr(self.readings, "ready", None)
-        return path == ("quota",) and callable(ready) and bool(ready(call.get("account")))
+        return path == ("quota",) and self.readings.ready(call.get("account"))
 
     async def run(self, caller: Caller, call: Call) -> Answer:
         """The answer to ``call``; never raises (a failure is a ``Failure`` with its sentence)."""

@@ -8,6 +8,7 @@ docs/architecture.md, "The store".
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import socket
@@ -37,16 +38,13 @@ VERSION_TABLE = "quota_bot_schema"
 _LOGIN_REFUSED = (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError,
                   asyncpg.InvalidCatalogNameError, asyncpg.InsufficientPrivilegeError)
 _MARK = re.compile(r"\?")
-_TRANSLATED: dict[str, str] = {}
 
 
+@functools.lru_cache(maxsize=256)  # bounded: a few statements are built per count of values (IN lists, claims)
 def _postgres(sql: str) -> str:
     """The parts' ``?`` placeholders as asyncpg's ``$1, $2, …`` (no statement has a ``?`` in a literal)."""
-    translated = _TRANSLATED.get(sql)
-    if translated is None:
-        numbers = iter(range(1, 10**6))
-        translated = _TRANSLATED[sql] = _MARK.sub(lambda _: f"${next(numbers)}", sql)
-    return translated
+    numbers = iter(range(1, 10**6))
+    return _MARK.sub(lambda _: f"${next(numbers)}", sql)
 
 
 def _count(status: str) -> int:

@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-from aiohttp import web
 
-from adapters.discord.bot import DiscordAdapter
-from adapters.server import HttpServer
-from bot.settings import load_settings
 from tests.fakes.discord import FakeDiscord
 from tests.secrets import ALL_TEST_SECRETS
 
@@ -19,25 +14,9 @@ TOKEN = ALL_TEST_SECRETS["DISCORD_BOT_TOKEN"]
 TITLE = "Midjourney fast time: 12.06 h of 15 h left"
 
 
-@pytest.fixture
-async def endpoint(discord_fake, service):
-    settings = load_settings(None, discord_bot_token=TOKEN, discord_public_key=discord_fake.public_key,
-                             discord_api_base_url=discord_fake.api_url)
-    adapter = DiscordAdapter(settings, service)
-    app = web.Application()
-    adapter.mount(app)
-    http = HttpServer(app, "127.0.0.1", 0)
-    port = await http.start()
-    await adapter.start()
-    discord_fake.endpoints = [f"http://127.0.0.1:{port}/discord/interactions"]
-    yield adapter
-    await adapter.stop()
-    await http.stop()
-
-
-async def test_a_quota_behind_one_waiting_for_the_same_reading_is_deferred_at_once(endpoint, discord_fake: FakeDiscord,
+async def test_a_quota_behind_one_waiting_for_the_same_reading_is_deferred_at_once(discord_http_endpoint, discord_fake: FakeDiscord,
                                                                                    upstream):
-    endpoint.interactions.inline_wait = 30.0  # longer than the reading takes: the first one is answered inline
+    discord_http_endpoint.interactions.inline_wait = 30.0  # longer than the reading takes: the first one is answered inline
     first = asyncio.ensure_future(discord_fake.http_slash("quota"))
     for _ in range(200):  # until the first one's reading has been asked for
         if upstream.asks:

@@ -11,12 +11,7 @@ import logging
 import signal
 import time
 
-import pytest
-from aiohttp import web
 
-from adapters.discord.bot import DiscordAdapter
-from adapters.server import HttpServer
-from bot.settings import load_settings
 from bot.simulator import UpstreamSimulator
 from tests.conftest import TEST_TOKEN
 from tests.fakes.discord import FakeDiscord
@@ -25,22 +20,6 @@ from tests.secrets import ALL_TEST_SECRETS
 
 TOKEN = ALL_TEST_SECRETS["DISCORD_BOT_TOKEN"]
 TITLE = "Midjourney fast time: 12.06 h of 15 h left"
-
-
-@pytest.fixture
-async def endpoint(discord_fake, service):
-    settings = load_settings(None, discord_bot_token=TOKEN, discord_public_key=discord_fake.public_key,
-                             discord_api_base_url=discord_fake.api_url)
-    adapter = DiscordAdapter(settings, service)
-    app = web.Application()
-    adapter.mount(app)
-    http = HttpServer(app, "127.0.0.1", 0)
-    port = await http.start()
-    await adapter.start()
-    discord_fake.endpoints = [f"http://127.0.0.1:{port}/discord/interactions"]
-    yield adapter
-    await adapter.stop()
-    await http.stop()
 
 
 def _quota(fake: FakeDiscord) -> bytes:
@@ -72,8 +51,8 @@ def _hostile(fake: FakeDiscord) -> dict[str, tuple[bytes, dict[str, str], int]]:
     }
 
 
-async def test_every_request_that_is_not_discords_is_a_4xx_with_no_ask_and_no_traceback(endpoint, discord_fake,
-                                                                                          upstream, caplog):
+async def test_every_request_that_is_not_discords_is_a_4xx_with_no_ask_and_no_traceback(
+        discord_http_endpoint, discord_fake, upstream, caplog):
     for name, (body, headers, status) in _hostile(discord_fake).items():
         answered = await discord_fake.post_raw(body, headers)
         assert answered.status == status, (name, answered.status, answered.body)
@@ -87,7 +66,8 @@ async def test_every_request_that_is_not_discords_is_a_4xx_with_no_ask_and_no_tr
     assert answered.status == 200 and answered.body["type"] in (4, 5)
 
 
-async def test_a_replayed_body_with_a_fresh_timestamp_needs_a_fresh_signature(endpoint, discord_fake, upstream):
+async def test_a_replayed_body_with_a_fresh_timestamp_needs_a_fresh_signature(
+        discord_http_endpoint, discord_fake, upstream):
     body = _quota(discord_fake)
     headers = discord_fake.sign(body, str(int(time.time()) - 10))
     headers["X-Signature-Timestamp"] = str(int(time.time()))  # the signature covers the timestamp
