@@ -26,6 +26,7 @@ from .errors import UserError, shown, user_sentence
 from .scheduler import Clock, Poster, PostPolicy, SystemClock, deliver, persist
 from .schedules import CHAT_PLATFORMS, PLATFORMS
 from .store import AlertRow
+from .tasks import stop_tasks
 
 if TYPE_CHECKING:
     from .accounts import QuotaPool
@@ -336,14 +337,9 @@ class Alerts:
         log.info("alerts started: %d alert(s)", len(self._rows))
 
     async def stop(self) -> None:
-        for task in (self._worker, self._retry, self._recovering, self._keeper):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await stop_tasks([self._worker, self._retry, self._recovering, self._keeper])
         self._worker = self._retry = self._recovering = self._keeper = None
-        for task in list(self._deliveries):
-            task.cancel()
-        await asyncio.gather(*self._deliveries, return_exceptions=True)
+        await stop_tasks(list(self._deliveries))
         if self._owner_lease is not None:
             await self._owner_lease.release()
 

@@ -20,6 +20,7 @@ from .errors import QuotaError
 from .forecast import Forecast, Sample, combine, forecast, pace_line
 from .report import Answered, PoolReport, QuotaReport, forecast_json
 from .simulator import demo_history
+from .tasks import stop_tasks
 
 if TYPE_CHECKING:
     from .accounts import QuotaPool
@@ -270,9 +271,7 @@ class History:
         log.info("alerts are set and QUOTA_SAMPLE_EVERY is off: background readings every %s", _span(every))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks)
         self._tasks.clear()
 
     async def seed_demo(self) -> None:

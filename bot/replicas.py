@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 from .report import QuotaReport
+from .tasks import stop_tasks
 
 if TYPE_CHECKING:
     from .service import QuotaService
@@ -381,8 +382,7 @@ class Ownership:
 
     async def stop(self) -> None:
         if self._keeper is not None:
-            self._keeper.cancel()
-            await asyncio.gather(self._keeper, return_exceptions=True)
+            await stop_tasks([self._keeper])
             self._keeper = None
         await self._lease.release()
 
@@ -470,8 +470,7 @@ class ChangeWatcher:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_tasks([self._task])
             self._task = None
 
     async def _run(self) -> None:

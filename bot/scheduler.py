@@ -24,6 +24,7 @@ from .schedules import (CHAT_PLATFORMS, DEFAULT_MIN_EVERY, ConfigItem, ScheduleE
                         refuse_below, span)
 from .service import ReadingSource
 from .store import ScheduleRow
+from .tasks import stop_tasks
 
 if TYPE_CHECKING:
     from .stores.coordination import ReplicaStore
@@ -335,18 +336,11 @@ class Scheduler:
         """Stop dispatching; the runs in progress get ``stop_wait`` seconds to be posted, then those not
         yet posting are released (the next start, or another replica, posts them)."""
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await stop_tasks([self._task])
             self._task = None
         if self._batches:
             _, late = await asyncio.wait(set(self._batches), timeout=self.stop_wait)
-            for batch in late:
-                batch.cancel()
-            if late:
-                await asyncio.gather(*late, return_exceptions=True)
+            await stop_tasks(late)
         held, self._held = sorted(self._held), set()
         if held:
             try:

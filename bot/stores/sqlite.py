@@ -93,14 +93,33 @@ class SQLiteDatabase(_Rows):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Executor]:
         async with self._write:
-            await self.conn.execute("BEGIN IMMEDIATE")
             try:
+                await self._to_the_end("BEGIN IMMEDIATE")
                 yield self._tx
-                await self.conn.execute("COMMIT")
+                await self._to_the_end("COMMIT")
             except BaseException:
-                if self.conn.in_transaction:  # also when COMMIT itself failed (a full disk)
-                    await self.conn.execute("ROLLBACK")
+                if self.conn.in_transaction:  # also when COMMIT itself failed (a full disk), or was cancelled
+                    try:
+                        await self._to_the_end("ROLLBACK")
+                    except Exception:  # the first failure (or the cancellation) is the one to raise
+                        log.warning("database: a rollback failed", exc_info=True)
                 raise
+
+    async def _to_the_end(self, sql: str) -> None:
+        """BEGIN, COMMIT and ROLLBACK run in the connection's thread whatever happens to the awaiting task: a
+        cancelled caller waits for the statement (bounded by the statement), so ``in_transaction`` tells the
+        truth, and is cancelled then. Without this a COMMIT cancelled in flight was followed by a ROLLBACK
+        that failed ("no transaction is active") in place of the cancellation, and a cancelled BEGIN left a
+        transaction open that the next one could not start within."""
+        statement = asyncio.ensure_future(self.conn.execute(sql))
+        try:
+            await asyncio.shield(statement)
+        except asyncio.CancelledError:
+            if not statement.done():
+                await asyncio.wait([statement])
+            if not statement.cancelled():
+                statement.exception()  # retrieved: the cancellation is what the caller gets
+            raise
 
     def keys(self, keys: Sequence[tuple[int, float]]) -> tuple[str, list[Any]]:
         return (f"w (k_sid, k_due) AS (VALUES {', '.join(['(?, ?)'] * len(keys))})",

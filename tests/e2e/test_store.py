@@ -154,6 +154,28 @@ async def test_readings_history_and_pruning(store):
     assert len(await store.readings()) == 2
 
 
+async def test_a_write_cancelled_at_any_moment_is_cancelled_and_leaves_the_store_working(store):
+    """A stopping bot cancels its loops wherever they are, COMMIT in flight included: the caller sees its
+    cancellation (not an error the rollback met, which a loop would log and go round on: the stop waited
+    forever), no write problem is reported and the next write works."""
+    outcomes = set()
+    for turns in range(60):
+        task = asyncio.create_task(store.prune_readings(time.time() - 86400))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+            outcomes.add("done")
+        except asyncio.CancelledError:
+            outcomes.add("cancelled")
+        assert store.write_problem() is None, (turns, store.write_problem())
+        await store.record_reading(_report(), account=f"a{turns}")
+    assert "cancelled" in outcomes
+    assert len({r["account"] for r in await store.readings()}) == 60
+    assert await store.can_write() is None
+
+
 async def test_latest_report_rebuilds_the_whole_report_a_replica_read(open_stores):
     writer, reader = await open_stores(), await open_stores()
     old, new = _report("9/15 hours", ago=300), _report("2:45:30", **{"Subscription": "Standard (Active monthly)"})
