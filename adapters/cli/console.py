@@ -18,6 +18,7 @@ from typing import TextIO
 from aiohttp import web
 
 from bot.commands import Caller, Commands, Failure, HistoryAnswer, parse
+from bot.commands.text import ALIASES, SLASHES
 from bot.errors import UsageError
 from bot.service import QuotaService
 
@@ -93,7 +94,7 @@ class ConsoleAdapter:
         slash, rest = words[0].lstrip("/").lower(), text.split(None, 1)[1] if len(words) > 1 else ""
         if slash in ("?", "h"):
             slash = "help"
-        if slash not in ("quota", "quota-schedule", "quota-alert", "quota-mode", "help"):
+        if slash not in SLASHES and slash not in ALIASES:
             self._say(f"Unknown command {words[0]!r}. {HELP}")
             return
         try:

@@ -17,6 +17,8 @@ HELP_WORDS = ("help", "-h", "--help", "?")
 SLASHES = {"quota": ("quota", "history", "help"), "quota-schedule": ("schedule",), "quota-alert": ("alert",),
            "quota-mode": ("mode",), "help": ("help",)}
 FAMILIES = {"quota": "quota", "quota-schedule": "schedule", "quota-alert": "alert", "quota-mode": "mode"}
+# Discord's names of commands a text surface types as words: `/quota-history 7` is `/quota history 7`
+ALIASES = {"quota-history": ("quota", "history"), "quota-help": ("help", "")}
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ def parse(slash: str, text: str, commands: tuple[Command, ...], names: tuple[str
     """The call a typed command means (``slash`` without its ``/``: quota, quota-schedule, quota-alert,
     quota-mode, help). Raises ``UsageError`` with the one line to answer."""
     slash = slash.lstrip("/").lower()
+    if slash in ALIASES:
+        slash, word = ALIASES[slash]
+        text = f"{word} {text}"
     words = text.split()
     lowered = [w.lower() for w in words]
     if slash == "help" or (lowered and lowered[0] in HELP_WORDS):

@@ -207,6 +207,8 @@ async def test_the_console_serves_schedules_alerts_and_history_and_posts_into_it
         await _until(proc, lines, lambda l: "chart:" in l and l.strip().endswith("quota-history.png"))
         await say("/quota history 121")
         await _until(proc, lines, lambda l: "Days must be 1 to 120" in l)
+        await say("/quota-history 0")  # Discord's name for it is understood too
+        await _until(proc, lines, lambda l: "Days must be 1 to 120" in l and len([x for x in lines if "Days must" in x]) == 2)
         await say("/help")
         await _until(proc, lines, lambda l: "/quota-alert add <condition>" in l)
     finally:
