@@ -42,7 +42,7 @@ from bot.providers.nextleg import NextLegProvider
 from bot.service import QuotaService
 from bot.settings import load_settings
 from bot.simulator import UpstreamSimulator
-from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord import FakeDiscord, start_http_mode
 
 TOKEN = "bench-discord-token-0123456789"
 UPSTREAM_SECONDS = 2.0
@@ -163,8 +163,6 @@ async def main(n: int, rounds: int) -> int:
 
         # HTTP mode, in the same run: the same service (no cache: each burst is deferred and shares one
         # ask), then a cached reading (each answer is the response itself), and the floor between them
-        http_settings = load_settings(None, discord_bot_token=TOKEN, discord_api_base_url=api_url,
-                                      discord_public_key=public_key)
         cached = QuotaService(NextLegProvider(base_url=upstream.base_url, token="bench"), cache_seconds=3600)
         await cached.get_report()
         floor, floor_url = await floor_server(public_key)
@@ -175,14 +173,9 @@ async def main(n: int, rounds: int) -> int:
         floor_on_ours = HttpServer(floor_app, "127.0.0.1", 0)
         urls["floor, bot's server"] = f"http://127.0.0.1:{await floor_on_ours.start()}/discord/interactions"
         for name, svc in (("http, deferred", service), ("http, cached", cached)):
-            http_adapter = DiscordAdapter(http_settings, svc)
-            app = web.Application()
-            http_adapter.mount(app)
-            server = HttpServer(app, "127.0.0.1", 0)
-            port = await server.start()
-            await http_adapter.start()
+            http_adapter, server, urls[name] = await start_http_mode(svc, api_url=api_url, public_key=public_key,
+                                                                     token=TOKEN)
             servers.append((http_adapter, server))
-            urls[name] = f"http://127.0.0.1:{port}/discord/interactions"
         rows = (("floor", floor_url, False), ("floor, bot's server", urls["floor, bot's server"], False),
                 ("http, deferred", urls["http, deferred"], True), ("http, cached", urls["http, cached"], False))
         try:

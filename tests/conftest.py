@@ -144,21 +144,11 @@ async def discord_fake():
 async def discord_http_endpoint(discord_fake, service):
     """The Discord adapter in HTTP mode (DISCORD_PUBLIC_KEY) over ``service``, on the bot's own HTTP server,
     with ``discord_fake`` sending its signed interactions there."""
-    from aiohttp import web
+    from tests.fakes.discord import start_http_mode
 
-    from adapters.discord.bot import DiscordAdapter
-    from adapters.server import HttpServer
-    from bot.settings import load_settings
-
-    settings = load_settings(None, discord_bot_token=ALL_TEST_SECRETS["DISCORD_BOT_TOKEN"],
-                             discord_public_key=discord_fake.public_key, discord_api_base_url=discord_fake.api_url)
-    adapter = DiscordAdapter(settings, service)
-    app = web.Application()
-    adapter.mount(app)
-    http = HttpServer(app, "127.0.0.1", 0)
-    port = await http.start()
-    await adapter.start()
-    discord_fake.endpoints = [f"http://127.0.0.1:{port}/discord/interactions"]
+    adapter, http, url = await start_http_mode(service, api_url=discord_fake.api_url, public_key=discord_fake.public_key,
+                                               token=ALL_TEST_SECRETS["DISCORD_BOT_TOKEN"])
+    discord_fake.endpoints = [url]
     yield adapter
     await adapter.stop()
     await http.stop()

@@ -12,7 +12,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from adapters.app import serve
 from adapters.discord.bot import DiscordAdapter
@@ -20,7 +19,7 @@ from adapters.server import HttpServer
 from bot.accounts import QuotaPool
 from bot.settings import load_settings
 from tests.conftest import TEST_TOKEN
-from tests.fakes.discord import APP_ID, CHANNEL_ID, USER_ID, FakeDiscord
+from tests.fakes.discord import APP_ID, CHANNEL_ID, USER_ID, FakeDiscord, start_http_mode
 from tests.secrets import ALL_TEST_SECRETS
 
 TOKEN = ALL_TEST_SECRETS["DISCORD_BOT_TOKEN"]
@@ -180,17 +179,11 @@ async def endpoint(discord_fake, make_service):
     started: list[tuple[DiscordAdapter, HttpServer]] = []
 
     async def start(names: tuple[str, ...] = NAMES) -> DiscordAdapter:
-        settings = load_settings(None, discord_bot_token=TOKEN, discord_public_key=discord_fake.public_key,
-                                 discord_api_base_url=discord_fake.api_url)
         service = QuotaPool({n: make_service() for n in names}) if names else make_service()
-        adapter = DiscordAdapter(settings, service)
-        app = web.Application()
-        adapter.mount(app)
-        http = HttpServer(app, "127.0.0.1", 0)
-        port = await http.start()
-        await adapter.start()
+        adapter, http, url = await start_http_mode(service, api_url=discord_fake.api_url,
+                                                   public_key=discord_fake.public_key, token=TOKEN)
         started.append((adapter, http))
-        discord_fake.endpoints = [f"http://127.0.0.1:{port}/discord/interactions"]
+        discord_fake.endpoints = [url]
         return adapter
 
     yield start

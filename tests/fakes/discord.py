@@ -375,3 +375,21 @@ class Answered:
     @property
     def seconds(self) -> float:
         return self.at - self.sent
+
+
+async def start_http_mode(service: Any, *, api_url: str, public_key: str, token: str) -> tuple[Any, Any, str]:
+    """The bot's side: the Discord adapter in HTTP mode (DISCORD_PUBLIC_KEY) over ``service``, on the bot's
+    own HTTP server (adapters/server.py), pointed at a fake's REST API. (adapter, server, the interactions
+    URL the fake posts to); the caller stops the adapter, then the server."""
+    from adapters.discord.bot import DiscordAdapter
+    from adapters.server import HttpServer
+    from bot.settings import load_settings
+
+    settings = load_settings(None, discord_bot_token=token, discord_public_key=public_key, discord_api_base_url=api_url)
+    adapter = DiscordAdapter(settings, service)
+    app = web.Application()
+    adapter.mount(app)
+    server = HttpServer(app, "127.0.0.1", 0)
+    port = await server.start()
+    await adapter.start()
+    return adapter, server, f"http://127.0.0.1:{port}/discord/interactions"
